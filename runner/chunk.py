@@ -1,0 +1,29 @@
+"""Stage `chunk`: Documents and a llama-index node parser in, TextNodes with stable ids out."""
+
+from __future__ import annotations
+
+from llama_index.core.node_parser import NodeParser
+from llama_index.core.schema import BaseNode, Document, TextNode
+
+from runner.errors import RagtuneError
+
+
+def stable_node_id(i: int, doc: BaseNode) -> str:
+    """`<document id>#<position>`: the same document and chunker give the same ids on every run."""
+    return f"{doc.id_}#{i:04d}"
+
+
+def chunk_documents(documents: list[Document], parser: NodeParser) -> list[TextNode]:
+    """Split documents into nodes with the given parser, with ids derived from document and position.
+
+    llama-index's parsers draw a random uuid per node by default; ids that change between runs would
+    make cached pairs and per-query results incomparable, so we replace the id function.
+    """
+    parser.id_func = stable_node_id
+    nodes = [n for n in parser.get_nodes_from_documents(documents) if n.get_content().strip()]
+    if not nodes:
+        raise RagtuneError(
+            f"chunking {len(documents)} document(s) gave no non-empty chunk; check that the corpus "
+            "holds text (corpus.*) and that chunker.chunk_size is positive."
+        )
+    return nodes

@@ -1,0 +1,159 @@
+"""Stage `finetune`: a base model and training pairs in, a saved model directory out.
+
+The directory loads with `SentenceTransformer(path)` and with LlamaIndex's
+`Settings.embed_model = "local:<path>"`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from runner.errors import RagtuneError
+from runner.qa_file import EmbeddingQAFinetuneDataset
+
+log = logging.getLogger("ragtune")
+
+LOSSES = ("mnrl",)
+
+
+def pair_rows(pairs: EmbeddingQAFinetuneDataset) -> dict[str, list[str]]:
+    """(anchor, positive) columns: one row per (query, relevant passage)."""
+    anchors, positives = [], []
+    for qid, query in pairs.queries.items():
+        for doc_id in pairs.relevant_docs.get(qid, []):
+            anchors.append(query)
+            positives.append(pairs.corpus[doc_id])
+    return {"anchor": anchors, "positive": positives}
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """`auto` -> bf16 on a CUDA GPU that has it, else fp32; fp16 needs CUDA."""
+    import torch
+
+    if precision == "auto":
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return "bf16"
+        return "fp32"
+    if precision == "fp16" and not device.startswith("cuda"):
+        raise RagtuneError(
+            f"precision=fp16 needs a CUDA device, but the run is on device={device}; "
+            "use precision=bf16 (CPUs with AVX-512 BF16) or precision=fp32."
+        )
+    return precision
+
+
+class _ForwardLogs:
+    """A TrainerCallback that hands each logged loss to `on_log` and remembers NaNs."""
+
+    def __init__(self, on_log: Callable[[dict, int], None] | None):
+        from transformers import TrainerCallback
+
+        outer = self
+        self.losses: list[float] = []
+
+        class Callback(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if logs and "loss" in logs:
+                    outer.losses.append(float(logs["loss"]))
+                    if on_log:
+                        on_log(
+                            {
+                                "train/loss": float(logs["loss"]),
+                                "train/learning_rate": float(logs.get("learning_rate", 0.0)),
+                                "train/epoch": float(logs.get("epoch", 0.0)),
+                            },
+                            state.global_step,
+                        )
+
+        self.callback = Callback()
+
+
+def train_sentence_transformers(
+    model,
+    pairs: EmbeddingQAFinetuneDataset,
+    output_dir: str | Path,
+    *,
+    loss: str = "mnrl",
+    epochs: float = 1.0,
+    max_steps: int = -1,
+    batch_size: int = 32,
+    learning_rate: float = 5e-5,
+    warmup_ratio: float = 0.1,
+    weight_decay: float = 0.01,
+    seed: int = 42,
+    precision: str = "auto",
+    device: str = "cpu",
+    on_log: Callable[[dict, int], None] | None = None,
+) -> Path:
+    """Train `model` in place with MultipleNegativesRankingLoss; save it to `output_dir/model`.
+
+    The no-duplicates batch sampler keeps two rows that share a text (two questions about one chunk)
+    out of one batch: in-batch negatives that are really positives would teach the wrong thing.
+    All trainer files go under `output_dir` (the job directory), none into the working directory.
+    """
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.training_args import BatchSamplers
+
+    if loss not in LOSSES:
+        raise RagtuneError(f"finetune.loss={loss} is unknown; use one of {', '.join(LOSSES)}.")
+    rows = pair_rows(pairs)
+    n = len(rows["anchor"])
+    if n < 2:
+        raise RagtuneError(
+            f"the generator gave {n} training pair(s); in-batch negatives need at least 2. "
+            "Use a larger corpus, more questions per chunk, or qa_generator=file."
+        )
+    if batch_size > n:
+        raise RagtuneError(
+            f"finetune.batch_size={batch_size} is larger than the {n} training pairs; "
+            f"use finetune.batch_size={max(2, min(32, n // 2))} or fewer."
+        )
+    output_dir = Path(output_dir)
+    precision = resolve_precision(precision, device)
+    steps_per_epoch = math.ceil(n / batch_size)
+    total = max_steps if max_steps > 0 else math.ceil(steps_per_epoch * epochs)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(output_dir / "checkpoints"),
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        warmup_steps=warmup_ratio,  # transformers 5: a float below 1 is a ratio of all steps
+        weight_decay=weight_decay,
+        seed=seed,
+        data_seed=seed,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=device == "cpu",
+        dataloader_pin_memory=device.startswith("cuda"),
+        report_to="none",  # the runner logs to W&B itself, through on_log
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=max(1, total // 20),
+    )
+    forward = _ForwardLogs(on_log)
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_dict(rows),
+        loss=MultipleNegativesRankingLoss(model),
+        callbacks=[forward.callback],
+    )
+    log.info("finetune: %d pairs, %d steps, batch %d, lr %g, %s", n, total, batch_size, learning_rate, precision)
+    trainer.train()
+    if any(math.isnan(x) for x in forward.losses):
+        raise RagtuneError(
+            f"the training loss became NaN (finetune.learning_rate={learning_rate}, precision={precision}); "
+            "the model was not saved. Lower finetune.learning_rate or use precision=fp32."
+        )
+    shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
+    model_dir = output_dir / "model"
+    model.save(str(model_dir))
+    return model_dir

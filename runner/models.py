@@ -1,0 +1,115 @@
+"""Base models: resolve the device, build the tiny debug model, load a SentenceTransformer."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from runner.errors import RagtuneError
+
+log = logging.getLogger("ragtune")
+
+
+def resolve_device(device: str) -> str:
+    """`auto` -> cuda if present, else mps, else cpu; an explicit device that is absent is an error."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RagtuneError(
+                f"device={device} was asked for, but this machine has no CUDA device torch can use; "
+                "use device=auto (or device=cpu)."
+            )
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise RagtuneError(
+                f"device={device} does not exist: torch sees {torch.cuda.device_count()} CUDA "
+                f"device(s); use device=cuda:0 .. cuda:{torch.cuda.device_count() - 1}."
+            )
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise RagtuneError("device=mps was asked for, but MPS is not available; use device=auto.")
+    return device
+
+
+def build_tiny_bert(path: str | Path, seed: int = 0) -> Path:
+    """A 2-layer, 64-wide BERT with all-MiniLM-L6-v2's tokenizer and seeded random weights.
+
+    Made locally (no download) for smoke runs and tests; written to a temp dir and renamed, so a
+    killed build never leaves a half model that a later run would load.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from runner.schema import _minilm_path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(_minilm_path())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=128, max_position_embeddings=512,
+    )
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        BertModel(config).save_pretrained(tmp / "hf")
+        tokenizer.save_pretrained(tmp / "hf")
+        transformer = models.Transformer(str(tmp / "hf"), max_seq_length=128)
+        pooling = models.Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
+        model = SentenceTransformer(modules=[transformer, pooling, models.Normalize()], device="cpu")
+        model.save(str(tmp / "model"))
+        if path.exists():  # another job finished the same build first
+            return path
+        os.replace(tmp / "model", path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def load_model(base_model, device: str):
+    """A SentenceTransformer for `base_model` (a config node) on `device`, with its prompts set."""
+    from sentence_transformers import SentenceTransformer
+
+    name = str(base_model.name_or_path)
+    if base_model.get("build") == "tiny_bert" and not Path(name).exists():
+        log.info("building the tiny debug model at %s", name)
+        build_tiny_bert(name)
+    elif base_model.get("build") not in (None, "tiny_bert"):
+        raise RagtuneError(
+            f"base_model.build={base_model.build} is unknown; use build=tiny_bert or null."
+        )
+    if base_model.trust_remote_code:
+        log.warning("base_model.trust_remote_code=true: %s may run code from its repository", name)
+    try:
+        model = SentenceTransformer(
+            name, device=device, trust_remote_code=bool(base_model.trust_remote_code)
+        )
+    except OSError as err:
+        raise RagtuneError(
+            f"base_model.name_or_path={name} could not be loaded ({str(err).splitlines()[0]}); "
+            "give a local model directory, or a hub id that is in the Hugging Face cache "
+            "(download it once on a machine with network, or unset HF_HUB_OFFLINE)."
+        ) from None
+    if base_model.max_seq_length:
+        model.max_seq_length = int(base_model.max_seq_length)
+    prompts = {"query": base_model.query_prompt, "document": base_model.passage_prompt}
+    model.prompts = {k: v for k, v in prompts.items() if v}
+    return model
+
+
+def share_over_max_length(model, texts: list[str]) -> float:
+    """Share of `texts` whose word pieces (with special tokens) exceed the model's max_seq_length."""
+    if not texts:
+        return 0.0
+    lengths = [len(ids) for ids in model.tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]]
+    return sum(n > model.max_seq_length for n in lengths) / len(texts)

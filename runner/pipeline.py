@@ -1,0 +1,164 @@
+"""The runner: the one place that knows the order of the stages.
+
+    load -> chunk -> split -> generate -> finetune -> evaluate (base and finetuned) -> report
+
+Every stage is a plain function in its own module; this file wires their inputs and outputs,
+times them, and writes everything into the job's output directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from runner.chunk import chunk_documents
+from runner.evaluate import EvalSet, evaluate_model
+from runner.models import load_model, resolve_device, share_over_max_length
+from runner.qa_file import read_qa_dataset, write_qa_dataset
+from runner.report import (compare_metrics, flatten, metrics_table, redact, versions, wandb_metrics,
+                           write_per_query, write_results)
+from runner.split import split_by_document
+from runner.validate import validate
+
+log = logging.getLogger("ragtune")
+TRUNCATION_WARN = 0.05
+
+
+@contextmanager
+def stage(name: str, timings: dict):
+    log.info("[%s] ...", name)
+    start = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - start, 3)
+    log.info("[%s] done in %.1fs", name, timings[name])
+
+
+def held_out_eval_set(generator, held_out_nodes) -> EvalSet:
+    """Questions from held-out chunks, retrieved against every held-out chunk (the others are distractors)."""
+    ds = generator(held_out_nodes)
+    corpus = {n.node_id: ds.corpus.get(n.node_id, n.get_content()) for n in held_out_nodes}
+    return EvalSet(dict(ds.queries), corpus, dict(ds.relevant_docs))
+
+
+def truncation_report(model, pairs, eval_set: EvalSet) -> dict:
+    """Share of passages and queries longer than the model's max_seq_length (truncation is silent)."""
+    passages = list(eval_set.corpus.values()) + (list(pairs.corpus.values()) if pairs else [])
+    queries = list(eval_set.queries.values()) + (list(pairs.queries.values()) if pairs else [])
+    report = {
+        "max_seq_length": model.max_seq_length,
+        "passages_over": share_over_max_length(model, passages),
+        "queries_over": share_over_max_length(model, queries),
+    }
+    if max(report["passages_over"], report["queries_over"]) > TRUNCATION_WARN:
+        log.warning(
+            "%.0f%% of passages and %.0f%% of queries are longer than max_seq_length=%d and get cut: "
+            "raise base_model.max_seq_length (up to the model's position limit) or lower "
+            "chunker.chunk_size.", 100 * report["passages_over"], 100 * report["queries_over"],
+            model.max_seq_length)
+    return report
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Run one experiment; return the value of `cfg.optimized_metric` (what sweepers maximise)."""
+    validate(cfg)
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = redact(OmegaConf.to_container(cfg, resolve=True))
+    tracker = instantiate(cfg.logger)
+    tracker.start(flatten(config), out, name=out.name, state_dir=Path(cfg.paths.root) / ".wandb")
+    timings: dict[str, float] = {}
+    exit_code = 1
+    try:
+        device = resolve_device(cfg.device)
+        train_finetune = bool(cfg.finetune.get("_target_"))
+        held_out = cfg.eval_set.kind == "held_out"
+        generator = instantiate(cfg.qa_generator)
+        counts: dict[str, int] = {}
+
+        pairs = None
+        if held_out or (train_finetune and "path" not in cfg.qa_generator):
+            with stage("load", timings):
+                documents = instantiate(cfg.corpus)
+                counts["documents"] = len(documents)
+            with stage("chunk", timings):
+                nodes = chunk_documents(documents, instantiate(cfg.chunker))
+                counts["chunks"] = len(nodes)
+            with stage("split", timings):
+                if held_out:
+                    train_nodes, held_nodes = split_by_document(nodes, cfg.split.val_fraction, cfg.split.seed)
+                    counts["held_out_chunks"] = len(held_nodes)
+                else:
+                    train_nodes = nodes
+                counts["train_chunks"] = len(train_nodes)
+        with stage("generate", timings):
+            if train_finetune:
+                pairs = generator(train_nodes if "path" not in cfg.qa_generator else None)
+                write_qa_dataset(pairs, out / "train_pairs.json")
+                counts["train_pairs"] = sum(len(v) for v in pairs.relevant_docs.values())
+            if held_out:
+                eval_set = held_out_eval_set(generator, held_nodes)
+            else:
+                ds = read_qa_dataset(cfg.eval_set.path, key="eval_set.path")
+                eval_set = EvalSet(dict(ds.queries), dict(ds.corpus), dict(ds.relevant_docs))
+            write_qa_dataset(_as_dataset(eval_set), out / "eval_set.json")
+            counts["eval_queries"] = len(eval_set.answered_query_ids())
+            counts["eval_corpus"] = len(eval_set.corpus)
+        if not counts["eval_queries"]:
+            from runner.errors import RagtuneError
+
+            raise RagtuneError("the eval set has no query with a relevant document; give more "
+                               "held-out documents (split.val_fraction) or another eval_set.")
+        log.info("counts: %s", counts)
+
+        with stage("load_model", timings):
+            model = load_model(cfg.base_model, device)
+            truncation = truncation_report(model, pairs, eval_set)
+        with stage("evaluate_base", timings):
+            base = evaluate_model(model, eval_set, cfg.evaluate, cfg.evaluate.batch_size)
+        model_dir, tuned = None, None
+        if train_finetune:
+            with stage("finetune", timings):
+                train = instantiate(cfg.finetune)
+                model_dir = train(model=model, pairs=pairs, output_dir=out, device=device, on_log=tracker.log)
+            with stage("evaluate_finetuned", timings):
+                tuned = evaluate_model(model, eval_set, cfg.evaluate, cfg.evaluate.batch_size)
+
+        metrics = compare_metrics(base, tuned, cfg.evaluate.bootstrap, cfg.seed)
+        write_per_query(out / "per_query.csv", eval_set, base, tuned)
+        results = {
+            "metrics": metrics, "config": config, "timings_s": timings, "counts": counts,
+            "truncation": truncation, "device": device, "model_dir": str(model_dir) if model_dir else None,
+            "run_dir": str(out), "versions": versions(),
+        }
+        write_results(out / "results.json", results)
+        tracker.summary({**wandb_metrics(metrics), **{f"timings_s/{k}": v for k, v in timings.items()}})
+        log.info("\n%s", metrics_table(metrics))
+        log.info("results: %s", out / "results.json")
+        if model_dir:
+            log.info("model:   %s  (LlamaIndex: Settings.embed_model = \"local:%s\")", model_dir, model_dir)
+        exit_code = 0
+        return objective(metrics, cfg.optimized_metric)
+    finally:
+        tracker.finish(exit_code)
+
+
+def objective(metrics: dict, name: str) -> float:
+    """`finetuned/ndcg@10` -> its value; without training, the finetuned model is the base model."""
+    group, metric = name.split("/", 1)
+    if group not in metrics:
+        group = "base" if group == "finetuned" else group
+        if group not in metrics:  # delta without training: no change
+            return 0.0
+    return float(metrics[group][metric])
+
+
+def _as_dataset(eval_set: EvalSet):
+    from runner.qa_file import EmbeddingQAFinetuneDataset
+
+    return EmbeddingQAFinetuneDataset(queries=eval_set.queries, corpus=eval_set.corpus,
+                                      relevant_docs=eval_set.relevant_docs)

@@ -1,0 +1,136 @@
+"""Stage `report`: everything the run computed in, results.json and a console table out."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import io
+import platform
+import re
+from pathlib import Path
+
+import numpy as np
+
+from runner.metrics import paired_bootstrap_ci, paired_randomization_p
+from runner.qa_file import write_json_atomic
+
+SECRET_KEY = re.compile(r"(api_?key|token|secret|password|passwd|credential)", re.IGNORECASE)
+REDACTED = "***redacted***"
+PACKAGES = ("ragtune", "torch", "sentence-transformers", "transformers", "llama-index-core",
+            "llama-index-finetuning", "hydra-core", "wandb", "datasets", "accelerate")
+
+
+def redact(obj):
+    """A copy of a config tree with the value of every secret-looking key replaced."""
+    if isinstance(obj, dict):
+        return {k: (REDACTED if SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v))
+                for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    return obj
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}: W&B's runs table shows and filters flat keys."""
+    flat = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            flat.update(flatten(v, key + "."))
+        else:
+            flat[key] = v
+    return flat
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def compare_metrics(base, tuned, n_resamples: int, seed: int) -> dict:
+    """base / finetuned / delta means, with a paired bootstrap CI and a randomization p per delta."""
+    metrics: dict = {"base": base.metrics}
+    if tuned is None:
+        return metrics
+    metrics["finetuned"] = tuned.metrics
+    metrics["delta"] = {k: tuned.metrics[k] - base.metrics[k] for k in base.metrics}
+    metrics["delta_ci95"] = {
+        k: list(paired_bootstrap_ci(base.per_query[k], tuned.per_query[k], n_resamples, seed))
+        for k in base.metrics
+    }
+    metrics["delta_p"] = {
+        k: paired_randomization_p(base.per_query[k], tuned.per_query[k], n_resamples, seed)
+        for k in base.metrics
+    }
+    return metrics
+
+
+def write_per_query(path: Path, eval_set, base, tuned) -> Path:
+    """One row per query: what finetuning changed, query by query (ranks are 1-based, blank = not in top-k)."""
+    import csv
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["query_id", "query", "relevant_ids", "base_rank", "finetuned_rank"])
+    tuned_ranks = tuned.first_relevant_rank if tuned else [None] * len(base.query_ids)
+    for qid, b, t in zip(base.query_ids, base.first_relevant_rank, tuned_ranks):
+        w.writerow([qid, eval_set.queries[qid], " ".join(eval_set.relevant_docs[qid]),
+                    "" if b is None else b, "" if t is None else t])
+    tmp = path.with_suffix(".csv.tmp")
+    tmp.write_text(buf.getvalue(), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def wandb_metrics(metrics: dict) -> dict:
+    """`base/ndcg@10`, `delta/ndcg@10`, `delta_ci95_low/ndcg@10`, ...: the names W&B shows."""
+    flat = {}
+    for group in ("base", "finetuned", "delta", "delta_p"):
+        for k, v in metrics.get(group, {}).items():
+            flat[f"{group}/{k}"] = v
+    for k, (low, high) in metrics.get("delta_ci95", {}).items():
+        flat[f"delta_ci95_low/{k}"], flat[f"delta_ci95_high/{k}"] = low, high
+    return flat
+
+
+def metrics_table(metrics: dict) -> str:
+    """The base vs finetuned table as plain text (rich), for the console and run.log alike."""
+    from rich.console import Console
+    from rich.table import Table
+
+    tuned = "finetuned" in metrics
+    table = Table(title="retrieval on the eval set", title_justify="left")
+    table.add_column("metric")
+    table.add_column("base", justify="right")
+    if tuned:
+        for col in ("finetuned", "delta", "95% CI of delta", "p"):
+            table.add_column(col, justify="right")
+    for k, b in metrics["base"].items():
+        row = [k, f"{b:.4f}"]
+        if tuned:
+            low, high = metrics["delta_ci95"][k]
+            row += [f"{metrics['finetuned'][k]:.4f}", f"{metrics['delta'][k]:+.4f}",
+                    f"[{low:+.4f}, {high:+.4f}]", f"{metrics['delta_p'][k]:.3f}"]
+        table.add_row(*row)
+    console = Console(width=110, record=True, file=io.StringIO(), color_system=None)
+    console.print(table)
+    return console.export_text()
+
+
+def write_results(path: Path, results: dict) -> Path:
+    return write_json_atomic(_plain(results), path)
+
+
+def _plain(obj):
+    """numpy scalars -> Python numbers, so json can write them."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj

@@ -1,0 +1,95 @@
+"""Check a composed config before any work starts, and report every problem at once.
+
+Types and key names are checked by the schemas at compose time; this checks what types cannot say:
+ranges, files that must exist, and choices that do not fit together.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from runner.errors import RagtuneError
+
+METRIC_RE = re.compile(r"^(base|finetuned|delta)/(hit_rate|precision|recall|mrr|ndcg|map)@(\d+)$")
+
+
+def _metric_names(cfg: DictConfig) -> set[str]:
+    e = cfg.evaluate
+    names = {f"hit_rate@{k}" for k in e.hit_rate_at_k}
+    names |= {f"{m}@{k}" for k in e.precision_recall_at_k for m in ("precision", "recall")}
+    names |= {f"mrr@{k}" for k in e.mrr_at_k} | {f"ndcg@{k}" for k in e.ndcg_at_k}
+    return names | {f"map@{k}" for k in e.map_at_k}
+
+
+def _file_problems(path: str, key: str) -> list[str]:
+    """Read a dataset file now, so a bad one fails before hours of work rather than after."""
+    from runner.qa_file import read_qa_dataset
+
+    try:
+        read_qa_dataset(path, key)
+    except RagtuneError as err:
+        return [str(err).rstrip(".")]
+    return []
+
+
+def config_problems(cfg: DictConfig) -> list[str]:
+    p: list[str] = []
+    ft = cfg.finetune
+    if ft.get("_target_"):
+        if not ft.learning_rate > 0:
+            p.append(f"finetune.learning_rate={ft.learning_rate} must be positive (try 5e-5)")
+        if not ft.epochs > 0 and not ft.max_steps > 0:
+            p.append(f"finetune.epochs={ft.epochs} must be positive (or set finetune.max_steps)")
+        if ft.batch_size < 2:
+            p.append(f"finetune.batch_size={ft.batch_size} must be at least 2: in-batch negatives need company")
+        if not 0 <= ft.warmup_ratio < 1:
+            p.append(f"finetune.warmup_ratio={ft.warmup_ratio} must be in [0, 1)")
+        if ft.weight_decay < 0:
+            p.append(f"finetune.weight_decay={ft.weight_decay} must be 0 or more")
+    ch = cfg.chunker
+    if ch.chunk_size <= 0:
+        p.append(f"chunker.chunk_size={ch.chunk_size} must be positive")
+    elif not 0 <= ch.chunk_overlap < ch.chunk_size:
+        p.append(f"chunker.chunk_overlap={ch.chunk_overlap} must be at least 0 and below "
+                 f"chunker.chunk_size={ch.chunk_size}")
+    if not 0 < cfg.split.val_fraction < 1:
+        p.append(f"split.val_fraction={cfg.split.val_fraction} must be between 0 and 1 (try 0.2)")
+    gen = cfg.qa_generator
+    if "num_questions_per_chunk" in gen and gen.num_questions_per_chunk < 1:
+        p.append(f"qa_generator.num_questions_per_chunk={gen.num_questions_per_chunk} must be 1 or more")
+    if "remove_prob" in gen and not 0 <= gen.remove_prob <= 1:
+        p.append(f"qa_generator.remove_prob={gen.remove_prob} must be in [0, 1]")
+    if "path" in gen:
+        p += _file_problems(gen.path, "qa_generator.path")
+    if cfg.eval_set.kind == "file":
+        p += _file_problems(cfg.eval_set.path, "eval_set.path")
+    if cfg.eval_set.kind == "held_out" and "path" in gen:
+        p.append("eval_set=held_out generates questions from held-out documents, which qa_generator=file "
+                 "cannot do; use eval_set=file eval_set.path=VAL.json with it")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
+        p.append(f"device={cfg.device} is not one of auto, cpu, cuda, cuda:N, mps")
+    if cfg.precision not in ("auto", "fp32", "fp16", "bf16"):
+        p.append(f"precision={cfg.precision} is not one of auto, fp32, fp16, bf16")
+    if "mode" in cfg.logger and cfg.logger.mode not in ("auto", "online", "offline", "disabled"):
+        p.append(f"logger.mode={cfg.logger.mode} is not one of auto, online, offline, disabled")
+    for key in ("hit_rate_at_k", "precision_recall_at_k", "mrr_at_k", "ndcg_at_k", "map_at_k"):
+        ks = list(cfg.evaluate[key])
+        if not ks or min(ks) < 1:
+            p.append(f"evaluate.{key}={ks} must list positive cut-offs")
+    m = METRIC_RE.match(cfg.optimized_metric)
+    if not m or f"{m.group(2)}@{m.group(3)}" not in _metric_names(cfg):
+        p.append(f"optimized_metric={cfg.optimized_metric} is not a metric this run computes; use "
+                 f"base/, finetuned/ or delta/ and one of {', '.join(sorted(_metric_names(cfg)))}")
+    return p
+
+
+def validate(cfg: DictConfig) -> None:
+    problems = config_problems(cfg)
+    if problems:
+        raise RagtuneError(
+            f"the config has {len(problems)} problem(s): " + "; ".join(problems)
+            + ". Fix them on the command line or in conf/, then run again."
+        )
