@@ -1,0 +1,112 @@
+"""Composition: every option composes, mistakes fail before work starts, composing loads no torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, compose, run_cli
+from runner.validate import config_problems
+
+OPTIONS = sorted(p.relative_to(ROOT / "conf") for p in (ROOT / "conf").glob("*/*.yaml")
+                 if p.parent.name != "debug_finetune")  # chosen by config.yaml, not by users
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=str)
+def test_every_option_composes(option: Path, tmp_path):
+    group, name = option.parent.name, option.stem
+    extra = {"qa_generator=file": ["qa_generator.path=x.json", "eval_set=file", "eval_set.path=y.json"],
+             "eval_set=file": ["eval_set.path=y.json"]}.get(f"{group}={name}", [])
+    cfg = compose([f"{group}={name}", *extra], tmp_path)
+    assert cfg.seed == 42
+    text = (ROOT / "conf" / option).read_text()
+    assert text.startswith("#") and "python -m runner" in text  # a header that says how to use it
+
+
+@pytest.mark.parametrize("method", ["sentence_transformers", "none"])
+def test_debug_fast_composes_with_every_finetune_method(method, tmp_path):
+    cfg = compose(["debug=fast", f"finetune={method}"], tmp_path)
+    assert cfg.corpus.max_documents == 6 and cfg.base_model.build == "tiny_bert"
+    if method == "sentence_transformers":
+        assert cfg.finetune.max_steps == 4
+    assert config_problems(cfg) == []
+
+
+def test_defaults_are_the_documented_ones(tmp_path):
+    cfg = compose([], tmp_path)
+    assert cfg.corpus._target_ == "runner.load.load_python_docs"
+    assert cfg.chunker._target_.endswith("SentenceSplitter")
+    assert cfg.qa_generator._target_ == "runner.generate.ict_pairs"
+    assert cfg.finetune._target_ == "runner.finetune.train_sentence_transformers"
+    assert cfg.eval_set.kind == "held_out" and cfg.logger._target_.endswith("WandbTracker")
+    assert Path(cfg.base_model.name_or_path, "model.safetensors").is_file()  # the packaged MiniLM
+    assert cfg.split.val_fraction == 0.2 and cfg.optimized_metric == "finetuned/ndcg@10"
+    assert config_problems(cfg) == []
+
+
+def test_composing_the_config_imports_no_torch():
+    code = ("import sys; sys.argv = ['runner', '--cfg', 'job'];"
+            "from runner.__main__ import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "finetune:" in out.stdout and out.stdout.strip().endswith("NO-TORCH")
+
+
+def test_validate_reports_every_problem_at_once(tmp_path):
+    cfg = compose(["finetune.learning_rate=-1", "chunker.chunk_overlap=200", "split.val_fraction=1.5",
+                   "optimized_metric=finetuned/ndcg@7"], tmp_path)
+    problems = config_problems(cfg)
+    assert len(problems) == 4
+    assert any("finetune.learning_rate=-1" in p for p in problems)
+    assert any("chunker.chunk_overlap=200" in p for p in problems)
+    assert any("split.val_fraction=1.5" in p for p in problems)
+    assert any("ndcg@7" in p and "ndcg@10" in p for p in problems)
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess, *needles: str) -> str:
+    text = result.stdout + result.stderr
+    assert result.returncode != 0, text
+    assert "Traceback" not in text, text
+    for needle in needles:
+        assert needle in text, text
+    return text
+
+
+def test_unknown_group_option_names_it_and_lists_the_choices():
+    assert_clean_failure(run_cli("corpus=wikipedia", "--cfg", "job"), "corpus/wikipedia", "python_docs")
+
+
+def test_misspelled_key_is_refused_at_compose_time():
+    assert_clean_failure(run_cli("finetune.learing_rate=1e-5", "--cfg", "job"), "learing_rate")
+
+
+def test_wrong_type_is_refused_at_compose_time():
+    assert_clean_failure(run_cli("finetune.batch_size=lots", "--cfg", "job"), "lots", "finetune.batch_size")
+
+
+def test_negative_learning_rate_is_a_clear_error(tmp_path):
+    r = run_cli("debug=fast", "logger=none", "finetune.learning_rate=-0.001", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 2
+    assert_clean_failure(r, "finetune.learning_rate=-0.001", "must be positive")
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_missing_eval_file_is_a_clear_error(tmp_path):
+    missing = tmp_path / "nope.json"
+    r = run_cli("debug=fast", "logger=none", "eval_set=file", f"eval_set.path={missing}", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 2
+    assert_clean_failure(r, f"eval_set.path={missing}", "does not exist")
+
+
+def test_eval_file_without_relevant_docs_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"queries": {"q": "what?"}, "corpus": {"d": "text"}}))
+    r = run_cli("debug=fast", "logger=none", "eval_set=file", f"eval_set.path={bad}", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 2
+    assert_clean_failure(r, f"eval_set.path={bad}", "'relevant_docs'")

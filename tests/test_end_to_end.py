@@ -1,0 +1,127 @@
+"""The whole pipeline on debug=fast data with a tiny local model: files, values, W&B records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import compose, fast, run_cli
+from runner.pipeline import run
+from wandb_records import run_contents
+
+METRICS = {"hit_rate@1", "hit_rate@5", "hit_rate@10", "precision@10", "recall@10", "mrr@10", "ndcg@10", "map@100"}
+
+
+@pytest.fixture(scope="module")
+def fast_run(tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cfg = compose(fast(tiny_model, "logger.tags=[test]"), out)
+    value = run(cfg)
+    return out, value, json.loads((out / "results.json").read_text())
+
+
+def test_results_json_follows_the_contract(fast_run):
+    out, value, results = fast_run
+    m = results["metrics"]
+    assert set(m["base"]) == METRICS and set(m["finetuned"]) == METRICS
+    for k in METRICS:
+        assert m["delta"][k] == pytest.approx(m["finetuned"][k] - m["base"][k])
+        low, high = m["delta_ci95"][k]
+        assert low <= high and 0 <= m["delta_p"][k] <= 1
+        assert 0 <= m["base"][k] <= 1
+    assert value == pytest.approx(m["finetuned"]["ndcg@10"])
+    assert m["finetuned"] != m["base"]  # training moved the model
+    assert set(results["timings_s"]) >= {"load", "chunk", "split", "generate", "finetune", "evaluate_base", "evaluate_finetuned"}
+    assert results["config"]["corpus"]["max_documents"] == 6
+    assert results["counts"]["train_pairs"] > 8 and results["counts"]["eval_queries"] > 5
+    assert results["versions"]["torch"] == "2.13.0+cpu" or results["versions"]["torch"].startswith("2.13.0")
+    assert 0 <= results["truncation"]["passages_over"] <= 1
+    assert Path(results["model_dir"]) == out / "model"
+    assert not (out / "checkpoints").exists()
+
+
+def test_no_held_out_document_contributes_a_training_pair(fast_run):
+    out, _, _ = fast_run
+    train = json.loads((out / "train_pairs.json").read_text())
+    evals = json.loads((out / "eval_set.json").read_text())
+    doc = lambda node_id: node_id.split("#")[0]  # noqa: E731
+    assert {doc(d) for d in train["corpus"]}.isdisjoint({doc(d) for d in evals["corpus"]})
+
+
+def test_per_query_csv_has_a_row_per_eval_query(fast_run):
+    import csv
+
+    out, _, results = fast_run
+    rows = list(csv.DictReader((out / "per_query.csv").open()))
+    assert len(rows) == results["counts"]["eval_queries"]
+    assert set(rows[0]) == {"query_id", "query", "relevant_ids", "base_rank", "finetuned_rank"}
+    hits = sum(1 for r in rows if r["base_rank"] and int(r["base_rank"]) == 1)
+    assert hits / len(rows) == pytest.approx(results["metrics"]["base"]["hit_rate@1"])
+
+
+def test_saved_model_loads_in_sentence_transformers_and_llamaindex(fast_run):
+    import numpy as np
+    from llama_index.core import Settings
+    from sentence_transformers import SentenceTransformer
+
+    out, _, _ = fast_run
+    st = SentenceTransformer(str(out / "model"), device="cpu")
+    Settings.embed_model = f"local:{out / 'model'}"
+    li = np.asarray(Settings.embed_model.get_text_embedding("How does the assert statement work?"))
+    ref = st.encode("How does the assert statement work?", normalize_embeddings=True)
+    assert li.shape == ref.shape
+    assert float(li @ ref / np.linalg.norm(li)) > 0.999
+
+
+def test_wandb_offline_run_holds_config_metrics_and_loss(fast_run):
+    out, _, results = fast_run
+    (run_file,) = out.glob("wandb/offline-run-*/run-*.wandb")
+    contents = run_contents(run_file)
+    assert contents["config"]["finetune.learning_rate"] == results["config"]["finetune"]["learning_rate"]
+    assert contents["config"]["corpus.max_documents"] == 6
+    summary = contents["summary"]
+    for k in ("ndcg@10", "mrr@10"):
+        assert summary[f"base/{k}"] == pytest.approx(results["metrics"]["base"][k])
+        assert summary[f"finetuned/{k}"] == pytest.approx(results["metrics"]["finetuned"][k])
+        assert summary[f"delta/{k}"] == pytest.approx(results["metrics"]["delta"][k])
+    losses = [h["train/loss"] for h in contents["history"] if "train/loss" in h]
+    assert len(losses) >= 2 and all(x > 0 for x in losses)
+
+
+def test_train_on_one_file_and_evaluate_on_another(fast_run, tiny_model, tmp_path):
+    src, _, _ = fast_run
+    out = tmp_path / "files"
+    cfg = compose(fast(tiny_model, "qa_generator=file", f"qa_generator.path={src / 'train_pairs.json'}",
+                       "eval_set=file", f"eval_set.path={src / 'eval_set.json'}", "logger=none"), out)
+    run(cfg)
+    results = json.loads((out / "results.json").read_text())
+    assert "load" not in results["timings_s"]  # neither corpus nor chunker is needed
+    train = json.loads((src / "train_pairs.json").read_text())
+    assert results["counts"]["train_pairs"] == sum(len(v) for v in train["relevant_docs"].values())
+    # the same eval set and the same base model: the same base metrics as the run that wrote it
+    assert results["metrics"]["base"] == pytest.approx(fast_run[2]["metrics"]["base"])
+    assert "finetuned" in results["metrics"]
+
+
+def test_finetune_none_evaluates_the_base_model_alone(fast_run, tiny_model, tmp_path):
+    src, _, _ = fast_run
+    out = tmp_path / "base_only"
+    value = run(compose(fast(tiny_model, "finetune=none", "eval_set=file",
+                             f"eval_set.path={src / 'eval_set.json'}", "logger=none"), out))
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["metrics"]) == {"base"} and results["model_dir"] is None
+    assert value == pytest.approx(results["metrics"]["base"]["ndcg@10"])
+    assert not (out / "model").exists() and "finetune" not in results["timings_s"]
+
+
+def test_debug_fast_runs_from_the_command_line(tmp_path):
+    r = run_cli("debug=fast", "logger.mode=offline", f"hydra.run.dir={tmp_path}",
+                f"paths.models_dir={tmp_path / 'models'}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["metrics"]["finetuned"]) == METRICS
+    assert (tmp_path / "run.log").read_text().count("[finetune] done") == 1
+    assert "ndcg@10" in r.stdout + r.stderr and "wandb sync" in (tmp_path / "run.log").read_text()
+    assert (tmp_path / ".hydra" / "config.yaml").is_file()

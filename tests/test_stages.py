@@ -1,0 +1,134 @@
+"""Unit tests, one stage at a time, on small real inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from llama_index.core import Document
+from llama_index.core.node_parser import SentenceSplitter
+from llama_index.core.schema import TextNode
+
+from runner.chunk import chunk_documents
+from runner.errors import RagtuneError
+from runner.generate import ict_pairs
+from runner.load import load_python_docs
+from runner.metrics import paired_bootstrap_ci, paired_randomization_p, per_query_metrics
+from runner.split import split_by_document
+
+TEXT = (
+    "The assert statement checks a condition at run time. "
+    "It raises AssertionError when the condition is false. "
+    "Assertions are removed when Python runs with the optimize flag. "
+    "Use them for internal invariants, not for validating user input."
+)
+
+
+def node(doc: str, i: int, text: str = TEXT) -> TextNode:
+    from llama_index.core.schema import NodeRelationship, RelatedNodeInfo
+
+    n = TextNode(id_=f"{doc}#{i:04d}", text=text)
+    n.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=doc)
+    return n
+
+
+def test_python_docs_are_the_pydoc_topics_with_their_names_as_ids():
+    from pydoc_data.topics import topics
+
+    docs = load_python_docs()
+    assert [d.id_ for d in docs] == sorted(topics)
+    assert docs[0].text == topics[docs[0].id_].strip()
+    assert [d.id_ for d in load_python_docs(max_documents=3)] == sorted(topics)[:3]
+    with pytest.raises(RagtuneError, match="max_documents=0"):
+        load_python_docs(max_documents=0)
+
+
+def test_node_ids_are_stable_across_runs_and_name_document_and_position():
+    docs = load_python_docs(max_documents=3)
+    first = chunk_documents(docs, SentenceSplitter(chunk_size=64, chunk_overlap=8))
+    again = chunk_documents(load_python_docs(max_documents=3), SentenceSplitter(chunk_size=64, chunk_overlap=8))
+    assert [(n.node_id, n.text) for n in first] == [(n.node_id, n.text) for n in again]
+    assert len({n.node_id for n in first}) == len(first)
+    doc0 = [n for n in first if n.ref_doc_id == docs[0].id_]
+    assert [n.node_id for n in doc0[:2]] == [f"{docs[0].id_}#0000", f"{docs[0].id_}#0001"]
+
+
+def test_chunking_empty_documents_is_a_clear_error():
+    with pytest.raises(RagtuneError, match="no non-empty chunk"):
+        chunk_documents([Document(text=" ", id_="blank")], SentenceSplitter(chunk_size=64, chunk_overlap=8))
+
+
+def test_split_is_by_document_seeded_and_without_leakage():
+    nodes = [node(f"doc{d}", i) for d in range(10) for i in range(d + 1)]
+    train, held = split_by_document(nodes, val_fraction=0.2, seed=7)
+    train_docs, held_docs = {n.ref_doc_id for n in train}, {n.ref_doc_id for n in held}
+    assert train_docs.isdisjoint(held_docs)
+    assert len(held_docs) == 2 and len(train) + len(held) == len(nodes)
+    assert split_by_document(nodes, 0.2, seed=7) == (train, held)  # same seed, same split
+    other = {n.ref_doc_id for n in split_by_document(nodes, 0.2, seed=8)[1]}
+    seeds = [{n.ref_doc_id for n in split_by_document(nodes, 0.2, seed=s)[1]} for s in range(20)]
+    assert any(s != held_docs for s in seeds + [other])  # the seed matters
+
+
+def test_split_needs_two_documents():
+    with pytest.raises(RagtuneError, match="at least 2"):
+        split_by_document([node("only", 0), node("only", 1)], 0.2, seed=0)
+
+
+def test_ict_is_deterministic_and_removes_the_query_sentence():
+    nodes = [node("a", 0), node("b", 0)]
+    removed = ict_pairs(nodes, remove_prob=1.0, seed=3)
+    assert removed.model_dump() == ict_pairs(nodes, remove_prob=1.0, seed=3).model_dump()
+    assert len(removed.queries) == 2
+    for qid, query in removed.queries.items():
+        (doc_id,) = removed.relevant_docs[qid]
+        assert query in TEXT and query not in removed.corpus[doc_id]
+        assert len(removed.corpus[doc_id].split()) > 10  # the rest of the passage stays
+    kept = ict_pairs(nodes, remove_prob=0.0, seed=3)
+    for qid, query in kept.queries.items():
+        assert query in kept.corpus[kept.relevant_docs[qid][0]]
+    seeds = {tuple(ict_pairs(nodes, remove_prob=1.0, seed=s).queries.values()) for s in range(10)}
+    assert len(seeds) > 1  # the seed picks the sentence
+
+
+def test_ict_gives_several_distinct_questions_per_chunk_and_skips_short_chunks():
+    nodes = [node("a", 0), node("short", 0, "Too short."), node("one", 0, "Only one sentence here but long enough.")]
+    ds = ict_pairs(nodes, num_questions_per_chunk=3, remove_prob=0.5, seed=0)
+    assert set(ds.corpus) == {"a#0000"}
+    assert len(ds.queries) == 3 and len(set(ds.queries.values())) == 3
+    passage = ds.corpus["a#0000"]
+    assert all(ds.relevant_docs[q] == ["a#0000"] for q in ds.queries)
+    assert passage.strip()
+
+
+def test_metrics_on_a_hand_made_example():
+    # query 1: relevant {a}, ranked c a b -> first hit at rank 2
+    # query 2: relevant {x, y}, ranked x z y -> hits at ranks 1 and 3
+    # query 3: relevant {q}, ranked r s t -> no hit
+    ranked = [["c", "a", "b"], ["x", "z", "y"], ["r", "s", "t"]]
+    relevant = [{"a"}, {"x", "y"}, {"q"}]
+    m = per_query_metrics(ranked, relevant, hit_rate_at_k=(1, 3), precision_recall_at_k=(2,),
+                          mrr_at_k=(3,), ndcg_at_k=(3,), map_at_k=(3,))
+    assert m["hit_rate@1"].tolist() == [0, 1, 0]
+    assert m["hit_rate@3"].tolist() == [1, 1, 0]
+    assert m["precision@2"].tolist() == [0.5, 0.5, 0]
+    assert m["recall@2"].tolist() == [1.0, 0.5, 0]
+    assert m["mrr@3"].tolist() == [0.5, 1.0, 0]
+    # nDCG: q1 = (1/log2 3) / 1; q2 = (1 + 1/log2 4) / (1 + 1/log2 3)
+    assert m["ndcg@3"] == pytest.approx([1 / np.log2(3), 1.5 / (1 + 1 / np.log2(3)), 0])
+    # MAP: q1 = (1/2) / 1; q2 = (1/1 + 2/3) / 2
+    assert m["map@3"] == pytest.approx([0.5, (1 + 2 / 3) / 2, 0])
+
+
+def test_identical_models_give_a_zero_delta_with_p_one():
+    scores = np.array([0.1, 0.5, 1.0, 0.0, 0.3])
+    assert paired_bootstrap_ci(scores, scores) == (0.0, 0.0)
+    assert paired_randomization_p(scores, scores) == 1.0
+
+
+def test_a_consistent_gain_has_a_ci_above_zero_and_a_small_p():
+    rng = np.random.default_rng(0)
+    base = rng.random(200)
+    tuned = base + 0.1 + rng.normal(0, 0.01, 200)
+    low, high = paired_bootstrap_ci(base, tuned, seed=1)
+    assert 0.09 < low < 0.1 < high < 0.11
+    assert paired_randomization_p(base, tuned, seed=1) < 0.01
