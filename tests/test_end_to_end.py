@@ -118,7 +118,7 @@ def test_finetune_none_evaluates_the_base_model_alone(fast_run, tiny_model, tmp_
 
 def test_debug_fast_runs_from_the_command_line(tmp_path):
     r = run_cli("debug=fast", "logger.mode=offline", f"hydra.run.dir={tmp_path}",
-                f"paths.models_dir={tmp_path / 'models'}")
+                f"paths.root={tmp_path / 'outputs'}")
     assert r.returncode == 0, r.stdout + r.stderr
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["metrics"]["finetuned"]) == METRICS
