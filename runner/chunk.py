@@ -27,3 +27,22 @@ def chunk_documents(documents: list[Document], parser: NodeParser) -> list[TextN
             "holds text (corpus.*) and that chunker.chunk_size is positive."
         )
     return nodes
+
+
+def drop_duplicate_chunks(nodes: list[TextNode]) -> tuple[list[TextNode], int]:
+    """Keep the first node (by id) of each distinct text; return (kept, number dropped).
+
+    Corpora repeat themselves (pydoc's `if` and `else` topics are the same text; `async` repeats a
+    part of `compound`). A duplicate on both sides of the train / held-out split leaks the answer
+    into training, and two identical chunks in the eval corpus tie for every query about them.
+    """
+    seen: set[str] = set()
+    kept = []
+    for n in sorted(nodes, key=lambda n: n.node_id):
+        text = n.get_content()
+        if text not in seen:
+            seen.add(text)
+            kept.append(n)
+    order = {n.node_id: i for i, n in enumerate(nodes)}
+    kept.sort(key=lambda n: order[n.node_id])
+    return kept, len(nodes) - len(kept)

@@ -3,22 +3,29 @@
 Batched encoding (sentence-transformers sorts each batch list by length), then exact top-k by
 chunked matrix products on the model's device: no query x corpus matrix beyond one chunk.
 Ties are broken by ascending corpus id, as sentence-transformers' InformationRetrievalEvaluator does.
+Corpus embeddings live in a `CorpusIndex` that knows which model made them and refuses queries
+embedded by any other model.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 
+from runner.errors import RagtuneError
 from runner.metrics import mean_metrics, per_query_metrics
+
+K_KEYS = ("hit_rate_at_k", "precision_recall_at_k", "mrr_at_k", "ndcg_at_k", "map_at_k")
 
 
 @dataclass
 class EvalSet:
     queries: dict[str, str]  # query id -> text
     corpus: dict[str, str]  # doc id -> text
-    relevant_docs: dict[str, list[str]]  # query id -> relevant doc ids
+    relevant_docs: dict[str, list[str]]  # query id -> relevant doc ids (grade > 0)
+    grades: dict[str, dict[str, float]] | None = None  # query id -> {doc id: grade}, when graded
 
     def answered_query_ids(self) -> list[str]:
         return [q for q in self.queries if self.relevant_docs.get(q)]
@@ -30,6 +37,24 @@ class EvalResult:
     per_query: dict[str, np.ndarray]  # metric -> one value per query, in `query_ids` order
     query_ids: list[str]
     first_relevant_rank: list[int | None]  # 1-based rank of the first relevant doc within top-k
+
+
+@dataclass
+class CorpusIndex:
+    """Corpus embeddings (rows in `doc_ids` order) and the identity of the model that made them."""
+
+    model_id: str
+    doc_ids: list[str]
+    embeddings: object  # torch.Tensor, normalised
+
+    def search(self, query_emb, model_id: str, k: int):
+        if model_id != self.model_id:
+            raise RagtuneError(
+                f"these corpus embeddings were made by model {self.model_id}, but the queries by "
+                f"{model_id}; scores across two models mean nothing. Rebuild the index (or delete the "
+                "embedding cache entry) with the model you query with."
+            )
+        return top_k(query_emb, self.embeddings.to(query_emb.device), k)
 
 
 def top_k(query_emb, corpus_emb, k: int, query_chunk: int = 1024):
@@ -53,26 +78,49 @@ def top_k(query_emb, corpus_emb, k: int, query_chunk: int = 1024):
     return torch.cat(ranked) if ranked else torch.empty((0, k), dtype=torch.long)
 
 
-def evaluate_model(model, eval_set: EvalSet, evaluate_cfg, batch_size: int = 64) -> EvalResult:
-    """Encode corpus and queries with `model`, rank the corpus for each query, score the rankings."""
-    ks = {
-        name: list(evaluate_cfg[name])
-        for name in ("hit_rate_at_k", "precision_recall_at_k", "mrr_at_k", "ndcg_at_k", "map_at_k")
-    }
+def autocast(model, precision: str):
+    """bf16/fp16 autocast on the model's device for encoding; fp32 runs as it is."""
+    import torch
+
+    if precision not in ("bf16", "fp16"):
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=model.device.type, dtype=dtype)
+
+
+def encode(model, texts: list[str], kind: str, batch_size: int, precision: str = "fp32"):
+    """Normalised float32 embeddings; `kind` is "query" or "document" (the model's prompts apply)."""
+    fn = model.encode_query if kind == "query" else model.encode_document
+    with autocast(model, precision):
+        emb = fn(texts, batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True,
+                 show_progress_bar=len(texts) > 10 * batch_size)
+    return emb.float()
+
+
+def build_index(model, model_id: str, corpus: dict[str, str], batch_size: int, precision: str = "fp32") -> CorpusIndex:
+    doc_ids = sorted(corpus)  # row order = id order, so ties resolve by id
+    emb = encode(model, [corpus[d] for d in doc_ids], "document", batch_size, precision)
+    return CorpusIndex(model_id, doc_ids, emb)
+
+
+def evaluate_model(model, eval_set: EvalSet, evaluate_cfg, batch_size: int = 64, *,
+                   model_id: str = "model", index: CorpusIndex | None = None,
+                   precision: str = "fp32") -> EvalResult:
+    """Rank the corpus for each query with `model`, score the rankings.
+
+    `index`: corpus embeddings made earlier (e.g. from the embedding cache); they must come from
+    the same model (`model_id`), else the search refuses.
+    """
+    ks = {name: list(evaluate_cfg[name]) for name in K_KEYS}
     max_k = max(max(v) for v in ks.values())
-    doc_ids = sorted(eval_set.corpus)  # row order = id order, so ties resolve by id
+    if index is None:
+        index = build_index(model, model_id, eval_set.corpus, batch_size, precision)
     query_ids = eval_set.answered_query_ids()
-    corpus_emb = model.encode_document(
-        [eval_set.corpus[d] for d in doc_ids], batch_size=batch_size, convert_to_tensor=True,
-        normalize_embeddings=True, show_progress_bar=True,
-    )
-    query_emb = model.encode_query(
-        [eval_set.queries[q] for q in query_ids], batch_size=batch_size, convert_to_tensor=True,
-        normalize_embeddings=True, show_progress_bar=True,
-    )
-    ranked_rows = top_k(query_emb.float(), corpus_emb.float(), max_k).tolist()
-    ranked = [[doc_ids[r] for r in rows] for rows in ranked_rows]
+    query_emb = encode(model, [eval_set.queries[q] for q in query_ids], "query", batch_size, precision)
+    ranked_rows = index.search(query_emb, model_id, max_k).tolist()
+    ranked = [[index.doc_ids[r] for r in rows] for rows in ranked_rows]
     relevant = [set(eval_set.relevant_docs[q]) for q in query_ids]
-    per_query = per_query_metrics(ranked, relevant, **ks)
+    grades = [eval_set.grades[q] for q in query_ids] if eval_set.grades else None
+    per_query = per_query_metrics(ranked, relevant, grades=grades, **ks)
     first = [next((r + 1 for r, d in enumerate(hits) if d in rel), None) for hits, rel in zip(ranked, relevant)]
     return EvalResult(mean_metrics(per_query), per_query, query_ids, first)

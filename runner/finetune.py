@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from runner.errors import RagtuneError
+from runner.models import resolve_precision
 from runner.qa_file import EmbeddingQAFinetuneDataset
 
 log = logging.getLogger("ragtune")
@@ -28,22 +29,6 @@ def pair_rows(pairs: EmbeddingQAFinetuneDataset) -> dict[str, list[str]]:
             anchors.append(query)
             positives.append(pairs.corpus[doc_id])
     return {"anchor": anchors, "positive": positives}
-
-
-def resolve_precision(precision: str, device: str) -> str:
-    """`auto` -> bf16 on a CUDA GPU that has it, else fp32; fp16 needs CUDA."""
-    import torch
-
-    if precision == "auto":
-        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-            return "bf16"
-        return "fp32"
-    if precision == "fp16" and not device.startswith("cuda"):
-        raise RagtuneError(
-            f"precision=fp16 needs a CUDA device, but the run is on device={device}; "
-            "use precision=bf16 (CPUs with AVX-512 BF16) or precision=fp32."
-        )
-    return precision
 
 
 class _ForwardLogs:

@@ -2,7 +2,9 @@
 
 Names follow DESIGN.md (`hit_rate@k` is sentence-transformers' `accuracy@k`); values equal
 `InformationRetrievalEvaluator`'s on the same rankings: binary relevance, nDCG's ideal DCG over
-min(#relevant, k) ones, MAP@k divided by min(k, #relevant).
+min(#relevant, k) ones, MAP@k divided by min(k, #relevant). With graded judgements (BEIR qrels),
+nDCG uses the grades as linear gains, as BEIR's pytrec_eval does; every other metric counts a
+document as relevant when its grade is above 0. With all grades 1 the two coincide.
 """
 
 from __future__ import annotations
@@ -19,15 +21,21 @@ def per_query_metrics(
     mrr_at_k=(10,),
     ndcg_at_k=(10,),
     map_at_k=(100,),
+    grades: list[dict[str, float]] | None = None,
 ) -> dict[str, np.ndarray]:
-    """One value per query for each metric; `ranked[i]` is query i's corpus ids, best first."""
+    """One value per query for each metric; `ranked[i]` is query i's corpus ids, best first.
+
+    `relevant[i]` holds query i's relevant ids (grade > 0); `grades[i]`, if given, their grades.
+    """
     out: dict[str, list[float]] = {}
 
     def put(name: str, value: float) -> None:
         out.setdefault(name, []).append(float(value))
 
-    for hits, rel in zip(ranked, relevant):
+    for i, (hits, rel) in enumerate(zip(ranked, relevant)):
         is_rel = [h in rel for h in hits]
+        gain = grades[i] if grades else dict.fromkeys(rel, 1.0)
+        ideal = sorted(gain.values(), reverse=True)
         for k in hit_rate_at_k:
             put(f"hit_rate@{k}", any(is_rel[:k]))
         for k in precision_recall_at_k:
@@ -37,8 +45,8 @@ def per_query_metrics(
             first = next((r for r, ok in enumerate(is_rel[:k]) if ok), None)
             put(f"mrr@{k}", 0.0 if first is None else 1.0 / (first + 1))
         for k in ndcg_at_k:
-            dcg = sum(1.0 / np.log2(r + 2) for r, ok in enumerate(is_rel[:k]) if ok)
-            idcg = sum(1.0 / np.log2(r + 2) for r in range(min(len(rel), k)))
+            dcg = sum(gain.get(h, 0.0) / np.log2(r + 2) for r, h in enumerate(hits[:k]))
+            idcg = sum(g / np.log2(r + 2) for r, g in enumerate(ideal[:k]))
             put(f"ndcg@{k}", dcg / idcg)
         for k in map_at_k:
             found, total = 0, 0.0

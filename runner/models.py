@@ -40,6 +40,22 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def resolve_precision(precision: str, device: str) -> str:
+    """`auto` -> bf16 on a CUDA GPU that has it, else fp32; fp16 needs CUDA."""
+    import torch
+
+    if precision == "auto":
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return "bf16"
+        return "fp32"
+    if precision == "fp16" and not device.startswith("cuda"):
+        raise RagtuneError(
+            f"precision=fp16 needs a CUDA device, but the run is on device={device}; "
+            "use precision=bf16 (CPUs with AVX-512 BF16) or precision=fp32."
+        )
+    return precision
+
+
 def build_tiny_bert(path: str | Path, seed: int = 0) -> Path:
     """A 2-layer, 64-wide BERT with all-MiniLM-L6-v2's tokenizer and seeded random weights.
 

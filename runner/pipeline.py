@@ -16,9 +16,11 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from runner.chunk import chunk_documents
-from runner.evaluate import EvalSet, evaluate_model
-from runner.models import load_model, resolve_device, share_over_max_length
+from runner.chunk import chunk_documents, drop_duplicate_chunks
+from runner.beir import read_beir
+from runner.embedding_cache import cache_key, cached_index, model_identity
+from runner.evaluate import EvalSet, build_index, evaluate_model
+from runner.models import load_model, resolve_device, resolve_precision, share_over_max_length
 from runner.qa_file import read_qa_dataset, write_qa_dataset
 from runner.report import (compare_metrics, flatten, metrics_table, redact, versions, wandb_metrics,
                            write_per_query, write_results)
@@ -86,7 +88,8 @@ def run(cfg: DictConfig) -> float | None:
                 documents = instantiate(cfg.corpus)
                 counts["documents"] = len(documents)
             with stage("chunk", timings):
-                nodes = chunk_documents(documents, instantiate(cfg.chunker))
+                nodes, counts["duplicate_chunks_dropped"] = drop_duplicate_chunks(
+                    chunk_documents(documents, instantiate(cfg.chunker)))
                 counts["chunks"] = len(nodes)
             with stage("split", timings):
                 if held_out:
@@ -103,8 +106,7 @@ def run(cfg: DictConfig) -> float | None:
             if held_out:
                 eval_set = held_out_eval_set(generator, held_nodes)
             else:
-                ds = read_qa_dataset(cfg.eval_set.path, key="eval_set.path")
-                eval_set = EvalSet(dict(ds.queries), dict(ds.corpus), dict(ds.relevant_docs))
+                eval_set = read_eval_set(cfg.eval_set, counts)
             write_qa_dataset(_as_dataset(eval_set), out / "eval_set.json")
             counts["eval_queries"] = len(eval_set.answered_query_ids())
             counts["eval_corpus"] = len(eval_set.corpus)
@@ -115,25 +117,29 @@ def run(cfg: DictConfig) -> float | None:
                                "held-out documents (split.val_fraction) or another eval_set.")
         log.info("counts: %s", counts)
 
+        precision = resolve_precision(cfg.precision, device)
         with stage("load_model", timings):
             model = load_model(cfg.base_model, device)
             truncation = truncation_report(model, pairs, eval_set)
+        cache: dict[str, str] = {}
         with stage("evaluate_base", timings):
-            base = evaluate_model(model, eval_set, cfg.evaluate, cfg.evaluate.batch_size)
+            base = evaluate_base(cfg, model, eval_set, device, precision, cache)
         model_dir, tuned = None, None
         if train_finetune:
             with stage("finetune", timings):
                 train = instantiate(cfg.finetune)
                 model_dir = train(model=model, pairs=pairs, output_dir=out, device=device, on_log=tracker.log)
             with stage("evaluate_finetuned", timings):
-                tuned = evaluate_model(model, eval_set, cfg.evaluate, cfg.evaluate.batch_size)
+                tuned = evaluate(cfg, model, str(model_dir), model_identity(str(model_dir)), eval_set,
+                                 device, precision)
 
         metrics = compare_metrics(base, tuned, cfg.evaluate.bootstrap, cfg.seed)
-        write_per_query(out / "per_query.csv", eval_set, base, tuned)
+        columns, rows = write_per_query(out / "per_query.csv", eval_set, base, tuned)
+        tracker.table("per_query", columns, rows)
         results = {
-            "metrics": metrics, "config": config, "timings_s": timings, "counts": counts,
-            "truncation": truncation, "device": device, "model_dir": str(model_dir) if model_dir else None,
-            "run_dir": str(out), "versions": versions(),
+            "metrics": metrics, "config": config, "timings_s": timings, "cache": cache, "counts": counts,
+            "truncation": truncation, "device": device, "precision": precision,
+            "model_dir": str(model_dir) if model_dir else None, "run_dir": str(out), "versions": versions(),
         }
         write_results(out / "results.json", results)
         tracker.summary({**wandb_metrics(metrics), **{f"timings_s/{k}": v for k, v in timings.items()}})
@@ -145,6 +151,46 @@ def run(cfg: DictConfig) -> float | None:
         return objective(metrics, cfg.optimized_metric)
     finally:
         tracker.finish(exit_code)
+
+
+def read_eval_set(eval_cfg, counts: dict) -> EvalSet:
+    if eval_cfg.kind == "beir":
+        beir = read_beir(eval_cfg.path, eval_cfg.split)
+        counts.update({f"eval_{k}": v for k, v in beir["counts"].items()})
+        relevant = {q: [d for d, g in grades.items() if g > 0] for q, grades in beir["grades"].items()}
+        return EvalSet(beir["queries"], beir["corpus"], relevant, beir["grades"])
+    ds = read_qa_dataset(eval_cfg.path, key="eval_set.path")
+    return EvalSet(dict(ds.queries), dict(ds.corpus), dict(ds.relevant_docs))
+
+
+def evaluate(cfg, model, model_path: str, model_id: str, eval_set: EvalSet, device: str, precision: str,
+             index=None):
+    """One model on the eval set, by the engine the config names."""
+    if cfg.evaluate.engine == "llama_index":
+        from runner.evaluate_llama_index import evaluate_with_llama_index
+
+        return evaluate_with_llama_index(
+            model_path, eval_set, cfg.evaluate.llama_index_top_k, max_length=model.max_seq_length,
+            query_prompt=cfg.base_model.query_prompt, passage_prompt=cfg.base_model.passage_prompt,
+            device=device)
+    return evaluate_model(model, eval_set, cfg.evaluate, cfg.evaluate.batch_size, model_id=model_id,
+                          index=index, precision=precision)
+
+
+def evaluate_base(cfg, model, eval_set: EvalSet, device: str, precision: str, cache: dict):
+    """The base model, with its corpus embeddings from the shared cache when they are there."""
+    name = str(cfg.base_model.name_or_path)
+    model_id = model_identity(name)
+    index = None
+    if cfg.cache.enabled and cfg.evaluate.engine == "fast":
+        key = cache_key(model_id, eval_set.corpus, max_seq_length=model.max_seq_length,
+                        passage_prompt=cfg.base_model.passage_prompt, precision=precision)
+        index, hit = cached_index(Path(cfg.cache.dir), key, lambda: build_index(
+            model, model_id, eval_set.corpus, cfg.evaluate.batch_size, precision))
+        cache["base_embeddings"] = "hit" if hit else "miss"
+    else:
+        cache["base_embeddings"] = "off"
+    return evaluate(cfg, model, name, model_id, eval_set, device, precision, index=index)
 
 
 def objective(metrics: dict, name: str) -> float:

@@ -69,21 +69,23 @@ def compare_metrics(base, tuned, n_resamples: int, seed: int) -> dict:
     return metrics
 
 
-def write_per_query(path: Path, eval_set, base, tuned) -> Path:
-    """One row per query: what finetuning changed, query by query (ranks are 1-based, blank = not in top-k)."""
+def write_per_query(path: Path, eval_set, base, tuned) -> tuple[list[str], list[list]]:
+    """One row per query: what finetuning changed, query by query (ranks are 1-based, blank = not in
+    top-k). Returns (columns, rows) for the W&B table."""
     import csv
 
+    columns = ["query_id", "query", "relevant_ids", "base_rank", "finetuned_rank"]
+    tuned_ranks = tuned.first_relevant_rank if tuned else [None] * len(base.query_ids)
+    rows = [[qid, eval_set.queries[qid], " ".join(eval_set.relevant_docs[qid]), b, t]
+            for qid, b, t in zip(base.query_ids, base.first_relevant_rank, tuned_ranks)]
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["query_id", "query", "relevant_ids", "base_rank", "finetuned_rank"])
-    tuned_ranks = tuned.first_relevant_rank if tuned else [None] * len(base.query_ids)
-    for qid, b, t in zip(base.query_ids, base.first_relevant_rank, tuned_ranks):
-        w.writerow([qid, eval_set.queries[qid], " ".join(eval_set.relevant_docs[qid]),
-                    "" if b is None else b, "" if t is None else t])
+    w.writerow(columns)
+    w.writerows([["" if v is None else v for v in row] for row in rows])
     tmp = path.with_suffix(".csv.tmp")
     tmp.write_text(buf.getvalue(), encoding="utf-8")
     tmp.replace(path)
-    return path
+    return columns, rows
 
 
 def wandb_metrics(metrics: dict) -> dict:

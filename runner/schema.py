@@ -94,6 +94,13 @@ class FileEvalSet:
     path: str = MISSING
 
 
+@dataclass
+class BeirEvalSet:
+    kind: str = "beir"
+    path: str = MISSING  # folder with corpus.jsonl, queries.jsonl, qrels/<split>.tsv
+    split: str = "test"
+
+
 # --- logger -------------------------------------------------------------------------------------
 @dataclass
 class WandbLogger:
@@ -120,6 +127,8 @@ class SplitConfig:
 
 @dataclass
 class EvaluateConfig:
+    engine: str = "fast"  # fast | llama_index (VectorStoreIndex + RetrieverEvaluator: hit rate, MRR)
+    llama_index_top_k: int = 10  # similarity_top_k of the llama_index engine
     batch_size: int = 64
     bootstrap: int = 1000  # resamples for the paired bootstrap CI and the randomization test
     hit_rate_at_k: List[int] = field(default_factory=lambda: [1, 5, 10])
@@ -134,6 +143,12 @@ class PathsConfig:
     root: str = "outputs"
     output_dir: str = "${hydra:runtime.output_dir}"
     models_dir: str = "${paths.root}/models"  # models the runner builds itself (debug's tiny BERT)
+
+
+@dataclass
+class CacheConfig:
+    enabled: bool = True  # reuse the base model's corpus embeddings across runs
+    dir: str = "${paths.root}/cache"
 
 
 @dataclass
@@ -155,6 +170,7 @@ class Config:
     split: SplitConfig = field(default_factory=SplitConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
 
 SCHEMAS = {
@@ -163,7 +179,7 @@ SCHEMAS = {
     "qa_generator": {"ict": IctGenerator, "file": FileGenerator},
     "base_model": {"base_model": BaseModel},
     "finetune": {"sentence_transformers": SentenceTransformersFinetune, "none": NoFinetune},
-    "eval_set": {"held_out": HeldOutEvalSet, "file": FileEvalSet},
+    "eval_set": {"held_out": HeldOutEvalSet, "file": FileEvalSet, "beir": BeirEvalSet},
     "logger": {"wandb": WandbLogger, "none": NoLogger},
 }
 

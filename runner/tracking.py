@@ -29,6 +29,9 @@ class NullTracker:
     def summary(self, metrics: dict) -> None:
         pass
 
+    def table(self, key: str, columns: list[str], rows: list[list]) -> None:
+        pass
+
     def finish(self, exit_code: int = 0) -> None:
         pass
 
@@ -88,6 +91,12 @@ class WandbTracker:
     def summary(self, metrics: dict) -> None:
         if self.run is not None:
             self.run.summary.update(metrics)
+
+    def table(self, key: str, columns: list[str], rows: list[list]) -> None:
+        if self.run is not None:
+            import wandb
+
+            self.run.log({key: wandb.Table(columns=columns, data=rows)})
 
     def finish(self, exit_code: int = 0) -> None:
         if self.run is not None:

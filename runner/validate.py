@@ -66,6 +66,13 @@ def config_problems(cfg: DictConfig) -> list[str]:
         p += _file_problems(gen.path, "qa_generator.path")
     if cfg.eval_set.kind == "file":
         p += _file_problems(cfg.eval_set.path, "eval_set.path")
+    if cfg.eval_set.kind == "beir":
+        from runner.beir import read_beir
+
+        try:
+            read_beir(cfg.eval_set.path, cfg.eval_set.split)
+        except RagtuneError as err:
+            p.append(str(err).rstrip("."))
     if cfg.eval_set.kind == "held_out" and "path" in gen:
         p.append("eval_set=held_out generates questions from held-out documents, which qa_generator=file "
                  "cannot do; use eval_set=file eval_set.path=VAL.json with it")
@@ -79,8 +86,16 @@ def config_problems(cfg: DictConfig) -> list[str]:
         ks = list(cfg.evaluate[key])
         if not ks or min(ks) < 1:
             p.append(f"evaluate.{key}={ks} must list positive cut-offs")
+    engine = cfg.evaluate.engine
+    if engine not in ("fast", "llama_index"):
+        p.append(f"evaluate.engine={engine} is not one of fast, llama_index")
     m = METRIC_RE.match(cfg.optimized_metric)
-    if not m or f"{m.group(2)}@{m.group(3)}" not in _metric_names(cfg):
+    if engine == "llama_index":
+        k = cfg.evaluate.llama_index_top_k
+        if not m or m.group(2) not in ("hit_rate", "mrr") or int(m.group(3)) != k:
+            p.append(f"optimized_metric={cfg.optimized_metric} is not computed by evaluate.engine=llama_index, "
+                     f"which gives hit_rate@{k} and mrr@{k}; use optimized_metric=finetuned/mrr@{k}")
+    elif not m or f"{m.group(2)}@{m.group(3)}" not in _metric_names(cfg):
         p.append(f"optimized_metric={cfg.optimized_metric} is not a metric this run computes; use "
                  f"base/, finetuned/ or delta/ and one of {', '.join(sorted(_metric_names(cfg)))}")
     return p

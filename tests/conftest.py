@@ -24,8 +24,9 @@ def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert")
 
 
-def compose(overrides: list[str], output_dir: Path):
-    """The config `python -m runner <overrides>` would run, with its output dir set to `output_dir`."""
+def compose(overrides: list[str], output_dir: Path, root: Path | None = None):
+    """The config `python -m runner <overrides>` would run, with its output dir set to `output_dir`
+    and `paths.root` (outputs, cache) to `root`, by default inside it."""
     from hydra import compose as hydra_compose, initialize_config_dir
     from omegaconf import open_dict
 
@@ -36,7 +37,7 @@ def compose(overrides: list[str], output_dir: Path):
         cfg = hydra_compose(config_name="config", overrides=overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
-        cfg.paths.root = str(output_dir / "outputs")
+        cfg.paths.root = str(root or output_dir / "outputs")
     return cfg
 
 

@@ -125,3 +125,53 @@ def test_debug_fast_runs_from_the_command_line(tmp_path):
     assert (tmp_path / "run.log").read_text().count("[finetune] done") == 1
     assert "ndcg@10" in r.stdout + r.stderr and "wandb sync" in (tmp_path / "run.log").read_text()
     assert (tmp_path / ".hydra" / "config.yaml").is_file()
+
+
+def test_wandb_run_holds_the_per_query_table(fast_run):
+    out, _, results = fast_run
+    (run_file,) = out.glob("wandb/offline-run-*/run-*.wandb")
+    logged = [{k.split("/", 1)[1]: v for k, v in h.items() if k.startswith("per_query/")}
+              for h in run_contents(run_file)["history"] if "per_query/_type" in h]
+    assert len(logged) == 1 and logged[0]["_type"] == "table-file"
+    assert logged[0]["nrows"] == results["counts"]["eval_queries"] and logged[0]["ncols"] == 5
+    (table_file,) = out.glob("wandb/offline-run-*/files/media/table/per_query_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert table["columns"] == ["query_id", "query", "relevant_ids", "base_rank", "finetuned_rank"]
+
+
+def test_second_run_reuses_the_base_corpus_embeddings(fast_run, tiny_model, tmp_path):
+    src, _, first = fast_run
+    assert first["cache"] == {"base_embeddings": "miss"}
+    out = tmp_path / "again"
+    run(compose(fast(tiny_model, "logger=none", "finetune=none"), out, root=src / "outputs"))
+    again = json.loads((out / "results.json").read_text())
+    assert again["cache"] == {"base_embeddings": "hit"}
+    assert again["metrics"]["base"] == pytest.approx(first["metrics"]["base"], abs=1e-6)
+    off = tmp_path / "off"
+    run(compose(fast(tiny_model, "logger=none", "finetune=none", "cache.enabled=false"), off, root=src / "outputs"))
+    assert json.loads((off / "results.json").read_text())["cache"] == {"base_embeddings": "off"}
+
+
+def test_beir_eval_set_and_llama_index_engine_run_end_to_end(fast_run, tiny_model, tmp_path):
+    src, _, _ = fast_run
+    evals = json.loads((src / "eval_set.json").read_text())
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "title": "", "text": t}) + "\n"
+                                               for d, t in evals["corpus"].items()))
+    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n"
+                                                for q, t in evals["queries"].items()))
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t1\n" for q, ds in evals["relevant_docs"].items() for d in ds))
+    fast_out, li_out = tmp_path / "fast", tmp_path / "li"
+    run(compose(fast(tiny_model, "logger=none", "eval_set=beir", f"eval_set.path={beir}"), fast_out))
+    run(compose(fast(tiny_model, "logger=none", "eval_set=beir", f"eval_set.path={beir}",
+                     "evaluate.engine=llama_index", "optimized_metric=finetuned/mrr@10"), li_out))
+    f = json.loads((fast_out / "results.json").read_text())["metrics"]
+    li = json.loads((li_out / "results.json").read_text())["metrics"]
+    assert set(li["base"]) == {"hit_rate@10", "mrr@10"}
+    for group in ("base", "finetuned"):
+        for k in ("hit_rate@10", "mrr@10"):
+            assert li[group][k] == pytest.approx(f[group][k], abs=1e-6), (group, k)
+    # same data as the held-out run's eval set: same base numbers, through the BEIR reader
+    assert f["base"]["ndcg@10"] == pytest.approx(fast_run[2]["metrics"]["base"]["ndcg@10"], abs=1e-6)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.evaluation import InformationRetrievalEvaluator
 
-from runner.evaluate import EvalSet, evaluate_model, top_k
+from runner.beir import read_beir
+from runner.embedding_cache import cached_index, model_identity
+from runner.errors import RagtuneError
+from runner.evaluate import CorpusIndex, EvalSet, evaluate_model, top_k
+from runner.evaluate_llama_index import evaluate_with_llama_index
+from runner.metrics import per_query_metrics
 from runner.load import load_python_docs
 from runner.schema import EvaluateConfig
 
@@ -54,3 +62,87 @@ def test_ties_rank_by_ascending_corpus_row():
     assert top_k(query, corpus, 2).tolist() == [[0, 2], [1, 4]]
     assert top_k(query, corpus, 4).tolist() == [[0, 2, 3, 4], [1, 4, 0, 2]]
     assert top_k(query, corpus, 9).shape == (2, 5)  # k beyond the corpus: all rows
+
+
+def write_beir(root, grades: dict[str, dict[str, int]], docs: dict[str, str], queries: dict[str, str]):
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("\n".join(
+        json.dumps({"_id": d, "title": f"T{d}", "text": t}) for d, t in docs.items()))
+    (root / "queries.jsonl").write_text("\n".join(json.dumps({"_id": q, "text": t}) for q, t in queries.items()))
+    lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{g}" for q, gs in grades.items() for d, g in gs.items()]
+    (root / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n")
+
+
+def test_beir_folder_reads_graded_qrels_and_drops_unjudged_queries(tmp_path):
+    docs = {"d1": "alpha", "d2": "beta", "d3": "gamma"}
+    queries = {"q1": "first", "q2": "second", "q3": "third", "q4": "not in this split"}
+    write_beir(tmp_path, {"q1": {"d1": 2, "d2": 1}, "q2": {"d3": 1}, "q3": {"d1": 0}}, docs, queries)
+    beir = read_beir(tmp_path, "test")
+    assert beir["corpus"]["d1"] == "Td1 alpha"  # title, a space, text
+    assert set(beir["queries"]) == {"q1", "q2"}
+    assert beir["grades"]["q1"] == {"d1": 2.0, "d2": 1.0}
+    assert beir["counts"] == {"queries_without_relevant": 1, "queries_not_in_split": 1}
+    with pytest.raises(RagtuneError, match="splits found: \\['test'\\]"):
+        read_beir(tmp_path, "dev")
+
+
+def test_beir_qrels_naming_missing_documents_are_refused(tmp_path):
+    write_beir(tmp_path, {"q1": {"nowhere": 1}}, {"d1": "alpha"}, {"q1": "first"})
+    with pytest.raises(RagtuneError, match="missing from corpus.jsonl"):
+        read_beir(tmp_path, "test")
+
+
+def test_graded_ndcg_uses_the_grades_and_the_rest_counts_grade_above_zero():
+    # ranked b a c; grades a=2, b=1: DCG = 1/log2(2) + 2/log2(3); ideal = 2/log2(2) + 1/log2(3)
+    m = per_query_metrics([["b", "a", "c"]], [{"a", "b"}], grades=[{"a": 2.0, "b": 1.0}],
+                          hit_rate_at_k=(1,), precision_recall_at_k=(2,), mrr_at_k=(3,), ndcg_at_k=(3,), map_at_k=(3,))
+    assert m["ndcg@3"][0] == pytest.approx((1 + 2 / np.log2(3)) / (2 + 1 / np.log2(3)))
+    assert m["hit_rate@1"][0] == 1 and m["recall@2"][0] == 1 and m["mrr@3"][0] == 1
+    binary = per_query_metrics([["b", "a", "c"]], [{"a", "b"}], grades=[{"a": 1.0, "b": 1.0}], ndcg_at_k=(3,))
+    assert binary["ndcg@3"][0] == pytest.approx(1.0)  # all grades 1: the binary definition
+
+
+def test_an_index_refuses_queries_embedded_by_another_model():
+    index = CorpusIndex("model-a@sha256:aaaa", ["d1", "d2"], torch.eye(2))
+    assert index.search(torch.eye(2), "model-a@sha256:aaaa", 1).tolist() == [[0], [1]]
+    with pytest.raises(RagtuneError, match="Rebuild"):
+        index.search(torch.eye(2), "model-b@sha256:bbbb", 1)
+
+
+def test_llama_index_engine_equals_the_fast_path(tiny_model):
+    model = SentenceTransformer(str(tiny_model), device="cpu")
+    es = eval_set_with_several_relevant_docs()
+    cfg = OmegaConf.merge(OmegaConf.structured(EvaluateConfig), KS)
+    fast = evaluate_model(model, es, cfg, batch_size=8)
+    li = evaluate_with_llama_index(str(tiny_model), es, 10, max_length=model.max_seq_length)
+    assert set(li.metrics) == {"hit_rate@10", "mrr@10"}
+    assert li.metrics["hit_rate@10"] == pytest.approx(fast.metrics["hit_rate@10"], abs=1e-9)
+    assert li.metrics["mrr@10"] == pytest.approx(fast.metrics["mrr@10"], abs=1e-9)
+    assert li.first_relevant_rank == [r if r and r <= 10 else None for r in fast.first_relevant_rank]
+
+
+def test_embedding_cache_entry_round_trips_and_half_entries_are_ignored(tmp_path):
+    index = CorpusIndex("m@sha256:1", ["a", "b"], torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    calls = []
+    build = lambda: calls.append(1) or index  # noqa: E731
+    first, hit1 = cached_index(tmp_path, "k", build)
+    again, hit2 = cached_index(tmp_path, "k", build)
+    assert (hit1, hit2, len(calls)) == (False, True, 1)
+    assert again.model_id == "m@sha256:1" and again.doc_ids == ["a", "b"]
+    assert torch.equal(again.embeddings, index.embeddings)
+    # a killed writer leaves a temp dir (or an entry without its manifest): never trusted
+    (tmp_path / "embeddings" / "half").mkdir()
+    (tmp_path / "embeddings" / "half" / "embeddings.npy").write_bytes(b"garbage")
+    _, hit3 = cached_index(tmp_path, "half", build)
+    assert hit3 is False and len(calls) == 2
+
+
+def test_model_identity_follows_the_weights(tiny_model, tmp_path):
+    import shutil
+
+    copy = tmp_path / tiny_model.name
+    shutil.copytree(tiny_model, copy)
+    assert model_identity(str(copy)) == model_identity(str(tiny_model))  # same weights, same id
+    (copy / "model.safetensors").write_bytes((copy / "model.safetensors").read_bytes()[:-1] + b"\1")
+    assert model_identity(str(copy)) != model_identity(str(tiny_model))
+    assert model_identity("BAAI/bge-small-en-v1.5") == "BAAI/bge-small-en-v1.5"

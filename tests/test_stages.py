@@ -8,7 +8,7 @@ from llama_index.core import Document
 from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.schema import TextNode
 
-from runner.chunk import chunk_documents
+from runner.chunk import chunk_documents, drop_duplicate_chunks
 from runner.errors import RagtuneError
 from runner.generate import ict_pairs
 from runner.load import load_python_docs
@@ -50,6 +50,12 @@ def test_node_ids_are_stable_across_runs_and_name_document_and_position():
     assert len({n.node_id for n in first}) == len(first)
     doc0 = [n for n in first if n.ref_doc_id == docs[0].id_]
     assert [n.node_id for n in doc0[:2]] == [f"{docs[0].id_}#0000", f"{docs[0].id_}#0001"]
+
+
+def test_duplicate_chunks_keep_the_first_by_id_and_the_order():
+    nodes = [node("b", 0, "same text"), node("a", 1, "other"), node("a", 0, "same text"), node("c", 0, "same text")]
+    kept, dropped = drop_duplicate_chunks(nodes)
+    assert [n.node_id for n in kept] == ["a#0001", "a#0000"] and dropped == 2
 
 
 def test_chunking_empty_documents_is_a_clear_error():
