@@ -146,3 +146,18 @@ def test_model_identity_follows_the_weights(tiny_model, tmp_path):
     (copy / "model.safetensors").write_bytes((copy / "model.safetensors").read_bytes()[:-1] + b"\1")
     assert model_identity(str(copy)) != model_identity(str(tiny_model))
     assert model_identity("BAAI/bge-small-en-v1.5") == "BAAI/bge-small-en-v1.5"
+
+
+def test_graded_eval_matches_information_retrieval_evaluator_on_everything_but_ndcg(tiny_model):
+    model = SentenceTransformer(str(tiny_model), device="cpu")
+    es = eval_set_with_several_relevant_docs()
+    es.grades = {q: {d: 2.0 if i == 0 else 1.0 for i, d in enumerate(ds)} for q, ds in es.relevant_docs.items()}
+    cfg = OmegaConf.merge(OmegaConf.structured(EvaluateConfig), KS)
+    graded = evaluate_model(model, es, cfg, batch_size=8).metrics
+    es.grades = None
+    binary = evaluate_model(model, es, cfg, batch_size=8).metrics
+    for name in graded:
+        if name.startswith("ndcg"):
+            assert graded[name] != pytest.approx(binary[name], abs=1e-6)  # the grades count
+        else:
+            assert graded[name] == pytest.approx(binary[name], abs=1e-12)  # grade > 0 is relevant
