@@ -121,7 +121,7 @@ class NoLogger:
 # --- top level ----------------------------------------------------------------------------------
 @dataclass
 class SplitConfig:
-    val_fraction: float = 0.2  # share of documents held out for evaluation
+    val_fraction: float = 0.2  # share of chunks held out for evaluation, as whole documents
     seed: int = "${seed}"  # type: ignore[assignment]
 
 

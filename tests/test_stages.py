@@ -64,11 +64,11 @@ def test_chunking_empty_documents_is_a_clear_error():
 
 
 def test_split_is_by_document_seeded_and_without_leakage():
-    nodes = [node(f"doc{d}", i) for d in range(10) for i in range(d + 1)]
+    nodes = [node(f"doc{d}", i) for d in range(10) for i in range(d + 1)]  # 55 chunks
     train, held = split_by_document(nodes, val_fraction=0.2, seed=7)
     train_docs, held_docs = {n.ref_doc_id for n in train}, {n.ref_doc_id for n in held}
     assert train_docs.isdisjoint(held_docs)
-    assert len(held_docs) == 2 and len(train) + len(held) == len(nodes)
+    assert 8 <= len(held) <= 11 and len(train) + len(held) == len(nodes)  # about a fifth of the chunks
     assert split_by_document(nodes, 0.2, seed=7) == (train, held)  # same seed, same split
     other = {n.ref_doc_id for n in split_by_document(nodes, 0.2, seed=8)[1]}
     seeds = [{n.ref_doc_id for n in split_by_document(nodes, 0.2, seed=s)[1]} for s in range(20)]
