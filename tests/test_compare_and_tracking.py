@@ -63,11 +63,15 @@ def test_a_sweep_gets_one_wandb_run_per_job_grouped_and_named_and_ends_with_the_
     assert {run.run_group for run in runs.values()} == {f"sweep-{sweep.parent.name}_{sweep.name}"}
 
 
-def test_api_keys_never_land_in_run_files(tmp_path):
+def test_api_keys_never_land_in_run_files_and_wandb_stays_out_of_home(tmp_path):
     secrets = {"WANDB_API_KEY": "wandbfakekey" + "1" * 28, "OPENAI_API_KEY": "sk-fake-openai-key-123456"}
+    home = tmp_path / "home"
+    home.mkdir()
     r = run_cli("debug=fast", "logger.mode=offline", f"hydra.run.dir={tmp_path / 'run'}",
-                f"paths.root={tmp_path / 'outputs'}", env=secrets)
+                f"paths.root={tmp_path / 'outputs'}", env={**secrets, "HOME": str(home)})
     assert r.returncode == 0, r.stdout + r.stderr
+    assert not [p for p in home.rglob("*") if "wandb" in str(p)]
+    assert (tmp_path / "outputs" / ".wandb").is_dir()
     files = [f for f in (tmp_path / "run").rglob("*") if f.is_file()]
     assert any(f.suffix == ".wandb" for f in files) and any(f.name == "results.json" for f in files)
     for f in files:
