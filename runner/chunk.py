@@ -46,3 +46,19 @@ def drop_duplicate_chunks(nodes: list[TextNode]) -> tuple[list[TextNode], int]:
     order = {n.node_id: i for i, n in enumerate(nodes)}
     kept.sort(key=lambda n: order[n.node_id])
     return kept, len(nodes) - len(kept)
+
+
+def nodes_to_json(nodes: list[TextNode]) -> list[dict]:
+    return [{"id": n.node_id, "doc": n.ref_doc_id, "text": n.get_content(), "metadata": n.metadata}
+            for n in nodes]
+
+
+def nodes_from_json(rows: list[dict]) -> list[TextNode]:
+    from llama_index.core.schema import NodeRelationship, RelatedNodeInfo
+
+    nodes = []
+    for r in rows:
+        n = TextNode(id_=r["id"], text=r["text"], metadata=r["metadata"])
+        n.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=r["doc"])
+        nodes.append(n)
+    return nodes

@@ -25,3 +25,11 @@ def load_python_docs(max_documents: int | None = None) -> list[Document]:
         for name in names
         if topics[name].strip()
     ]
+
+
+def documents_to_json(documents: list[Document]) -> list[dict]:
+    return [{"id": d.id_, "text": d.text, "metadata": d.metadata} for d in documents]
+
+
+def documents_from_json(rows: list[dict]) -> list[Document]:
+    return [Document(text=r["text"], id_=r["id"], metadata=r["metadata"]) for r in rows]

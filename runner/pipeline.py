@@ -16,15 +16,17 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from runner.chunk import chunk_documents, drop_duplicate_chunks
+from runner.chunk import chunk_documents, drop_duplicate_chunks, nodes_from_json, nodes_to_json
 from runner.beir import read_beir
 from runner.embedding_cache import cache_key, cached_index, model_identity
 from runner.evaluate import EvalSet, build_index, evaluate_model
 from runner.models import load_model, resolve_device, resolve_precision, share_over_max_length
-from runner.qa_file import read_qa_dataset, write_qa_dataset
+from runner.load import documents_from_json, documents_to_json
+from runner.qa_file import EmbeddingQAFinetuneDataset, read_qa_dataset, write_qa_dataset
 from runner.report import (compare_metrics, flatten, metrics_table, redact, versions, wandb_metrics,
                            write_per_query, write_results)
 from runner.split import split_by_document
+from runner.stage_cache import StageCache
 from runner.validate import validate
 
 log = logging.getLogger("ragtune")
@@ -80,38 +82,17 @@ def run(cfg: DictConfig) -> float | None:
     try:
         device = resolve_device(cfg.device)
         train_finetune = bool(cfg.finetune.get("_target_"))
-        held_out = cfg.eval_set.kind == "held_out"
         generator = instantiate(cfg.qa_generator)
         counts: dict[str, int] = {}
 
-        pairs = None
-        if held_out or (train_finetune and "path" not in cfg.qa_generator):
-            with stage("load", timings):
-                documents = instantiate(cfg.corpus)
-                counts["documents"] = len(documents)
-            with stage("chunk", timings):
-                nodes, counts["duplicate_chunks_dropped"] = drop_duplicate_chunks(
-                    chunk_documents(documents, instantiate(cfg.chunker)))
-                counts["chunks"] = len(nodes)
-            with stage("split", timings):
-                if held_out:
-                    train_nodes, held_nodes = split_by_document(nodes, cfg.split.val_fraction, cfg.split.seed)
-                    counts["held_out_chunks"] = len(held_nodes)
-                else:
-                    train_nodes = nodes
-                counts["train_chunks"] = len(train_nodes)
-        with stage("generate", timings):
-            if train_finetune:
-                pairs = generator(train_nodes if "path" not in cfg.qa_generator else None)
-                write_qa_dataset(pairs, out / "train_pairs.json")
-                counts["train_pairs"] = sum(len(v) for v in pairs.relevant_docs.values())
-            if held_out:
-                eval_set = held_out_eval_set(generator, held_nodes)
-            else:
-                eval_set = read_eval_set(cfg.eval_set, counts)
-            write_qa_dataset(_as_dataset(eval_set), out / "eval_set.json")
-            counts["eval_queries"] = len(eval_set.answered_query_ids())
-            counts["eval_corpus"] = len(eval_set.corpus)
+        stages = StageCache(cfg.cache.dir, cfg.cache.enabled)
+        pairs, eval_set = prepare_data(cfg, stages, generator, train_finetune, counts, timings)
+        if pairs is not None:
+            write_qa_dataset(pairs, out / "train_pairs.json")
+            counts["train_pairs"] = sum(len(v) for v in pairs.relevant_docs.values())
+        write_qa_dataset(_as_dataset(eval_set), out / "eval_set.json")
+        counts["eval_queries"] = len(eval_set.answered_query_ids())
+        counts["eval_corpus"] = len(eval_set.corpus)
         if not counts["eval_queries"]:
             from runner.errors import RagtuneError
 
@@ -123,7 +104,7 @@ def run(cfg: DictConfig) -> float | None:
         with stage("load_model", timings):
             model = load_model(cfg.base_model, device)
             truncation = truncation_report(model, pairs, eval_set)
-        cache: dict[str, str] = {}
+        cache = stages.status
         with stage("evaluate_base", timings):
             base = evaluate_base(cfg, model, eval_set, device, precision, cache)
         model_dir, tuned = None, None
@@ -158,6 +139,78 @@ def run(cfg: DictConfig) -> float | None:
         return value
     finally:
         tracker.finish(exit_code)
+
+
+def prepare_data(cfg: DictConfig, stages: StageCache, generator, train_finetune: bool, counts: dict,
+                 timings: dict) -> tuple:
+    """load -> chunk -> split -> generate, each through the stage cache; returns (train pairs, eval set).
+
+    Keys depend on config and upstream keys only, so they are known before any work: when the
+    generate entries hit, nothing upstream is loaded at all.
+    """
+    held_out = cfg.eval_set.kind == "held_out"
+    slice_ = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
+    k_load = stages.key("load", slice_(cfg.corpus), [])
+    k_chunk = stages.key("chunk", slice_(cfg.chunker), [k_load])
+    k_split = stages.key("split", slice_(cfg.split) if held_out else "all", [k_chunk])
+    memo: dict = {}
+
+    # each compute function times only its own work: upstream calls come before its `stage`
+    def load():
+        with stage("load", timings):
+            return instantiate(cfg.corpus)
+
+    def chunk():
+        all_docs = stages.run("load", k_load, load, documents_to_json, documents_from_json)
+        with stage("chunk", timings):
+            kept, dropped = drop_duplicate_chunks(chunk_documents(all_docs, instantiate(cfg.chunker)))
+        return {"nodes": kept, "dropped": dropped, "documents": len(all_docs)}
+
+    def generate_pairs():
+        train = split()[0]
+        with stage("generate", timings):
+            return generator(train)
+
+    def generate_eval_set():
+        held = split()[1]
+        with stage("eval_set", timings):
+            return held_out_eval_set(generator, held)
+
+    def split():
+        if "split" not in memo:
+            def compute():
+                out = stages.run("chunk", k_chunk, chunk,
+                                 lambda v: {**v, "nodes": nodes_to_json(v["nodes"])},
+                                 lambda d: {**d, "nodes": nodes_from_json(d["nodes"])})
+                nodes = out["nodes"]
+                with stage("split", timings):
+                    parts = split_by_document(nodes, cfg.split.val_fraction, cfg.split.seed) if held_out \
+                        else (nodes, [])
+                return {"parts": parts, "documents": out["documents"], "dropped": out["dropped"],
+                        "chunks": len(nodes)}
+            value = stages.run("split", k_split, compute,
+                               lambda v: {**v, "parts": [nodes_to_json(p) for p in v["parts"]]},
+                               lambda d: {**d, "parts": tuple(nodes_from_json(p) for p in d["parts"])})
+            counts.update(documents=value["documents"], duplicate_chunks_dropped=value["dropped"],
+                          chunks=value["chunks"], train_chunks=len(value["parts"][0]),
+                          held_out_chunks=len(value["parts"][1]))
+            memo["split"] = value["parts"]
+        return memo["split"]
+
+    pairs = None
+    if train_finetune and "path" in cfg.qa_generator:
+        pairs = generator(None)
+    elif train_finetune:
+        k_gen = stages.key("generate", slice_(cfg.qa_generator), [k_split])
+        pairs = stages.run("generate", k_gen, generate_pairs, lambda v: v.model_dump(),
+                           lambda d: EmbeddingQAFinetuneDataset(**d))
+    if held_out:
+        k_eval = stages.key("eval_set", slice_(cfg.qa_generator), [k_split])
+        eval_set = stages.run("eval_set", k_eval, generate_eval_set, lambda v: v.__dict__,
+                              lambda d: EvalSet(**d))
+    else:
+        eval_set = read_eval_set(cfg.eval_set, counts)
+    return pairs, eval_set
 
 
 def run_identity(cfg: DictConfig, out: Path) -> tuple[str, str]:
@@ -230,7 +283,5 @@ def objective(metrics: dict, name: str) -> float:
 
 
 def _as_dataset(eval_set: EvalSet):
-    from runner.qa_file import EmbeddingQAFinetuneDataset
-
     return EmbeddingQAFinetuneDataset(queries=eval_set.queries, corpus=eval_set.corpus,
                                       relevant_docs=eval_set.relevant_docs)
