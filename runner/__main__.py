@@ -28,8 +28,17 @@ def main(cfg: DictConfig) -> float | None:
         return run(cfg)
     except RagtuneError as err:
         log.error("%s", err)
+        if _in_multirun():  # the sweeper records the job as failed and decides whether to go on
+            raise
         # A clean exit: the message above is the whole story, a traceback would bury it.
         raise SystemExit(2) from None
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def cli() -> None:

@@ -84,9 +84,11 @@ def build_tiny_bert(path: str | Path, seed: int = 0) -> Path:
         pooling = models.Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
         model = SentenceTransformer(modules=[transformer, pooling, models.Normalize()], device="cpu")
         model.save(str(tmp / "model"))
-        if path.exists():  # another job finished the same build first
-            return path
-        os.replace(tmp / "model", path)
+        try:
+            os.replace(tmp / "model", path)
+        except OSError:  # another job finished the same build first
+            if not (path / "modules.json").is_file():
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path

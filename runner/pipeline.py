@@ -8,18 +8,22 @@ times them, and writes everything into the job's output directory.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from runner.devices import share_machine
 from runner.chunk import chunk_documents, drop_duplicate_chunks, nodes_from_json, nodes_to_json
 from runner.beir import read_beir
 from runner.embedding_cache import cache_key, cached_index, model_identity
-from runner.evaluate import EvalSet, build_index, evaluate_model
+from runner.evaluate import EvalResult, EvalSet, build_index, evaluate_model
 from runner.models import load_model, resolve_device, resolve_precision, share_over_max_length
 from runner.load import documents_from_json, documents_to_json
 from runner.qa_file import EmbeddingQAFinetuneDataset, read_qa_dataset, write_qa_dataset
@@ -73,6 +77,12 @@ def run(cfg: DictConfig) -> float | None:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = redact(OmegaConf.to_container(cfg, resolve=True))
+    if cfg.resume:
+        done = finished_result(out / "results.json", config)
+        if done is not None:
+            log.info("[resume] %s already holds the results of this config: skipped", out)
+            return objective(done["metrics"], cfg.optimized_metric)
+    share = share_machine(job_number())
     tracker = instantiate(cfg.logger)
     name, group = run_identity(cfg, out)
     tracker.start(flatten(config), out, name=name, group=group, state_dir=Path(cfg.paths.root) / ".wandb",
@@ -106,7 +116,7 @@ def run(cfg: DictConfig) -> float | None:
             truncation = truncation_report(model, pairs, eval_set)
         cache = stages.status
         with stage("evaluate_base", timings):
-            base = evaluate_base(cfg, model, eval_set, device, precision, cache)
+            base = evaluate_base(cfg, model, eval_set, device, precision, stages)
         model_dir, tuned = None, None
         if train_finetune:
             with stage("finetune", timings):
@@ -122,7 +132,7 @@ def run(cfg: DictConfig) -> float | None:
         tracker.table("per_query", columns, rows)
         results = {
             "metrics": metrics, "config": config, "timings_s": timings, "cache": cache, "counts": counts,
-            "truncation": truncation, "device": device, "precision": precision,
+            "truncation": truncation, "device": device, "precision": precision, "machine_share": share,
             "model_dir": str(model_dir) if model_dir else None, "run_dir": str(out), "versions": versions(),
         }
         write_results(out / "results.json", results)
@@ -213,6 +223,21 @@ def prepare_data(cfg: DictConfig, stages: StageCache, generator, train_finetune:
     return pairs, eval_set
 
 
+def job_number() -> int:
+    from hydra.core.hydra_config import HydraConfig
+
+    return int(HydraConfig.get().job.get("num") or 0) if HydraConfig.initialized() else 0
+
+
+def finished_result(path: Path, config: dict) -> dict | None:
+    """results.json of an earlier run of the same resolved config (resume and logger aside), if any."""
+    if not path.is_file():
+        return None
+    done = json.loads(path.read_text())
+    same = lambda c: {k: v for k, v in c.items() if k not in ("resume", "logger")}  # noqa: E731
+    return done if same(done.get("config", {})) == same(config) else None
+
+
 def run_identity(cfg: DictConfig, out: Path) -> tuple[str, str]:
     """(run name, group) for the tracker: in a sweep, the job's own overrides, grouped by sweep;
     otherwise the run directory's name, grouped by experiment name."""
@@ -256,20 +281,38 @@ def evaluate(cfg, model, model_path: str, model_id: str, eval_set: EvalSet, devi
                           index=index, precision=precision)
 
 
-def evaluate_base(cfg, model, eval_set: EvalSet, device: str, precision: str, cache: dict):
-    """The base model, with its corpus embeddings from the shared cache when they are there."""
+def evaluate_base(cfg, model, eval_set: EvalSet, device: str, precision: str, stages: StageCache) -> EvalResult:
+    """The base model's evaluation, from the stage cache when an earlier run made it.
+
+    It depends only on the base model, the eval set and the evaluation settings, so every job of
+    a finetune sweep after the first reads it; on a miss, the corpus embeddings may still come
+    from the embedding cache (another metric cut-off, say).
+    """
     name = str(cfg.base_model.name_or_path)
     model_id = model_identity(name)
-    index = None
-    if cfg.cache.enabled and cfg.evaluate.engine == "fast":
-        key = cache_key(model_id, eval_set.corpus, max_seq_length=model.max_seq_length,
-                        passage_prompt=cfg.base_model.passage_prompt, precision=precision)
-        index, hit = cached_index(Path(cfg.cache.dir), key, lambda: build_index(
-            model, model_id, eval_set.corpus, cfg.evaluate.batch_size, precision))
-        cache["base_embeddings"] = "hit" if hit else "miss"
-    else:
-        cache["base_embeddings"] = "off"
-    return evaluate(cfg, model, name, model_id, eval_set, device, precision, index=index)
+    settings = {"model": model_id, "eval_set": eval_set_hash(eval_set), "precision": precision,
+                "max_seq_length": model.max_seq_length,
+                "prompts": [cfg.base_model.query_prompt, cfg.base_model.passage_prompt],
+                "evaluate": OmegaConf.to_container(cfg.evaluate, resolve=True)}
+
+    def compute() -> EvalResult:
+        index = None
+        if cfg.cache.enabled and cfg.evaluate.engine == "fast":
+            key = cache_key(model_id, eval_set.corpus, max_seq_length=model.max_seq_length,
+                            passage_prompt=cfg.base_model.passage_prompt, precision=precision)
+            index, hit = cached_index(Path(cfg.cache.dir), key, lambda: build_index(
+                model, model_id, eval_set.corpus, cfg.evaluate.batch_size, precision))
+            stages.status["base_embeddings"] = "hit" if hit else "miss"
+        return evaluate(cfg, model, name, model_id, eval_set, device, precision, index=index)
+
+    return stages.run("evaluate_base", stages.key("evaluate_base", settings, []), compute,
+                      lambda r: {**r.__dict__, "per_query": {k: v.tolist() for k, v in r.per_query.items()}},
+                      lambda d: EvalResult(**{**d, "per_query": {k: np.asarray(v) for k, v in d["per_query"].items()}}))
+
+
+def eval_set_hash(eval_set: EvalSet) -> str:
+    blob = json.dumps([eval_set.queries, eval_set.corpus, eval_set.relevant_docs, eval_set.grades], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def objective(metrics: dict, name: str) -> float:

@@ -169,6 +169,7 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto | fp32 | fp16 | bf16
     optimized_metric: str = "finetuned/ndcg@10"
+    resume: bool = False  # skip the job when its dir already holds results.json of the same config
     split: SplitConfig = field(default_factory=SplitConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)

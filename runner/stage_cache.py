@@ -31,6 +31,7 @@ STAGE_CODE = {
     "split": ["split.py"],
     "generate": ["generate.py", "qa_file.py"],
     "eval_set": ["generate.py", "qa_file.py", "pipeline.py"],
+    "evaluate_base": ["evaluate.py", "metrics.py", "evaluate_llama_index.py", "models.py"],
 }
 
 

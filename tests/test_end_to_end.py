@@ -141,13 +141,13 @@ def test_wandb_run_holds_the_per_query_table(fast_run):
 
 def test_second_run_reuses_the_base_corpus_embeddings(fast_run, tiny_model, tmp_path):
     src, _, first = fast_run
-    stages = ("load", "chunk", "split", "generate", "eval_set", "base_embeddings")
+    stages = ("load", "chunk", "split", "generate", "eval_set", "evaluate_base", "base_embeddings")
     assert first["cache"] == dict.fromkeys(stages, "miss")
     out = tmp_path / "again"
     run(compose(fast(tiny_model, "logger=none", "finetune.learning_rate=3e-3"), out, root=src / "outputs"))
     again = json.loads((out / "results.json").read_text())
     # every shared stage hits; with pairs and eval set cached, nothing upstream is even read
-    assert again["cache"] == {"generate": "hit", "eval_set": "hit", "base_embeddings": "hit"}
+    assert again["cache"] == {"generate": "hit", "eval_set": "hit", "evaluate_base": "hit"}
     assert not {"load", "chunk", "split", "generate", "eval_set"} & set(again["timings_s"])
     assert again["counts"]["train_pairs"] == first["counts"]["train_pairs"]
     assert (out / "train_pairs.json").read_text() == (src / "train_pairs.json").read_text()
@@ -157,7 +157,8 @@ def test_second_run_reuses_the_base_corpus_embeddings(fast_run, tiny_model, tmp_
     run(compose(fast(tiny_model, "logger=none", "finetune=none", "chunker.chunk_size=80"), chunked,
                 root=src / "outputs"))
     re = json.loads((chunked / "results.json").read_text())["cache"]
-    assert re == {"load": "hit", "chunk": "miss", "split": "miss", "eval_set": "miss", "base_embeddings": "miss"}
+    assert re == {"load": "hit", "chunk": "miss", "split": "miss", "eval_set": "miss", "evaluate_base": "miss",
+                  "base_embeddings": "miss"}
     off = tmp_path / "off"
     run(compose(fast(tiny_model, "logger=none", "finetune=none", "cache.enabled=false"), off, root=src / "outputs"))
     assert set(json.loads((off / "results.json").read_text())["cache"].values()) == {"off"}
