@@ -9,6 +9,7 @@ This module must stay cheap to import: ``python -m runner --cfg job`` imports it
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
@@ -211,5 +212,7 @@ def register() -> None:
             cs.store(group=f"schema/{group}", name=option, node=node)
     if not OmegaConf.has_resolver("minilm_path"):
         OmegaConf.register_new_resolver("minilm_path", _minilm_path)
+    if not OmegaConf.has_resolver("pid"):  # two runs started in the same second get two dirs
+        OmegaConf.register_new_resolver("pid", os.getpid)
     if not OmegaConf.has_resolver("safe_dirname"):
         OmegaConf.register_new_resolver("safe_dirname", _safe_dirname)

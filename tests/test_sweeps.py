@@ -112,3 +112,11 @@ def test_resume_skips_finished_jobs_after_a_kill(tmp_path):
     assert "already holds the results of this config: skipped" in (done.parent / "run.log").read_text()
     (redone,) = sweep.glob("1_*/results.json")
     assert json.loads(redone.read_text())["config"]["finetune"]["max_steps"] == 400
+
+
+def test_two_runs_started_at_once_get_two_dirs(tmp_path):
+    cmd = [sys.executable, "-m", "runner", *FAST, "finetune=none", f"paths.root={tmp_path}"]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+    assert [p.wait(300) for p in procs] == [0, 0]
+    dirs = sorted(p.parent for p in tmp_path.glob("runs/*/*/results.json"))
+    assert len(dirs) == 2 and dirs[0] != dirs[1]
