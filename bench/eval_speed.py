@@ -33,7 +33,7 @@ def eval_set(n_queries: int):
     from runner.load import load_python_docs
 
     nodes, _ = drop_duplicate_chunks(
-        chunk_documents(load_python_docs(), SentenceSplitter(chunk_size=128, chunk_overlap=16)))
+        chunk_documents(load_python_docs().documents, SentenceSplitter(chunk_size=128, chunk_overlap=16)))
     ds = ict_pairs(nodes, seed=0)
     qids = sorted(ds.queries)[:n_queries]
     corpus = {n.node_id: ds.corpus.get(n.node_id, n.get_content()) for n in nodes}

@@ -24,6 +24,14 @@ def _jsonl(path: Path, key: str) -> list[dict]:
     return rows
 
 
+def read_corpus(root: Path, key: str) -> dict[str, str]:
+    """corpus.jsonl as {id: "title text"}: title, a space, then text, as BEIR and MTEB feed it."""
+    if not Path(root).is_dir():
+        raise RagtuneError(f"{key}={root} is not a directory; give a BEIR folder (corpus.jsonl, ...).")
+    return {str(d["_id"]): f"{d.get('title', '')} {d.get('text', '')}".strip()
+            for d in _jsonl(Path(root) / "corpus.jsonl", key)}
+
+
 def read_beir(path: str | Path, split: str, key: str = "eval_set.path") -> dict:
     """{"corpus": {id: "title text"}, "queries": {id: text}, "grades": {qid: {doc id: grade}},
     "counts": {...}}. Document text is title, a space, then text, as BEIR and MTEB feed it to a model.
@@ -39,8 +47,7 @@ def read_beir(path: str | Path, split: str, key: str = "eval_set.path") -> dict:
         have = sorted(p.stem for p in (root / "qrels").glob("*.tsv"))
         raise RagtuneError(f"{key}={root} has no qrels/{split}.tsv; splits found: {have or 'none'}. "
                            "Set the split to one of them.")
-    corpus = {str(d["_id"]): f"{d.get('title', '')} {d.get('text', '')}".strip()
-              for d in _jsonl(root / "corpus.jsonl", key)}
+    corpus = read_corpus(root, key)
     all_queries = {str(q["_id"]): q["text"] for q in _jsonl(root / "queries.jsonl", key)}
     grades: dict[str, dict[str, float]] = {}
     with qrels_path.open(encoding="utf-8") as f:

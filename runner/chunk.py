@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
-from llama_index.core.node_parser import NodeParser
-from llama_index.core.schema import BaseNode, Document, TextNode
+from llama_index.core.schema import Document, TextNode
 
 from runner.errors import RagtuneError
 
 
-def stable_node_id(i: int, doc: BaseNode) -> str:
-    """`<document id>#<position>`: the same document and chunker give the same ids on every run."""
-    return f"{doc.id_}#{i:04d}"
-
-
-def chunk_documents(documents: list[Document], parser: NodeParser) -> list[TextNode]:
-    """Split documents into nodes with the given parser, with ids derived from document and position.
-
-    llama-index's parsers draw a random uuid per node by default; ids that change between runs would
-    make cached pairs and per-query results incomparable, so we replace the id function.
+def chunk_documents(documents: list[Document], parser) -> list[TextNode]:
+    """Split each document with `parser` (a llama-index node parser, or a list applied in turn),
+    with node ids `<document id>#<position>`: the same document and chunker give the same ids on
+    every run (llama-index draws a random uuid per node), and every node's source is its document
+    even after a chain of parsers (markdown sections, then a size cap).
     """
-    parser.id_func = stable_node_id
-    nodes = [n for n in parser.get_nodes_from_documents(documents) if n.get_content().strip()]
+    from llama_index.core.schema import NodeRelationship
+
+    parsers = list(parser) if isinstance(parser, (list, tuple)) else [parser]
+    nodes: list[TextNode] = []
+    for doc in documents:
+        parts: list = [doc]
+        for p in parsers:
+            parts = p.get_nodes_from_documents(parts)
+        parts = [n for n in parts if n.get_content().strip()]
+        for i, n in enumerate(parts):
+            n.id_ = f"{doc.id_}#{i:04d}"
+            n.relationships = {NodeRelationship.SOURCE: doc.as_related_node_info()}
+            nodes.append(n)
     if not nodes:
         raise RagtuneError(
             f"chunking {len(documents)} document(s) gave no non-empty chunk; check that the corpus "

@@ -114,6 +114,9 @@ def train_sentence_transformers(
         seed=seed,
         data_seed=seed,
         batch_sampler=BatchSamplers.NO_DUPLICATES,
+        # the model's query / passage prompts, prepended in training exactly as in evaluation
+        prompts={k: v for k, v in (("anchor", model.prompts.get("query", "")),
+                                   ("positive", model.prompts.get("document", ""))) if v} or None,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=device == "cpu",

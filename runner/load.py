@@ -1,35 +1,142 @@
-"""Stage `load`: a corpus config in, llama-index Documents with stable ids out."""
+"""Stage `load`: a corpus config in, llama-index Documents with stable ids out.
+
+Every loader returns a `LoadedCorpus`: the documents, and the files it skipped with the reason
+(counted in results.json), so one unreadable file never stops a run and never goes unnoticed.
+"""
 
 from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from llama_index.core import Document
 
 from runner.errors import RagtuneError
 
+log = logging.getLogger("ragtune")
 
-def load_python_docs(max_documents: int | None = None) -> list[Document]:
+
+@dataclass
+class LoadedCorpus:
+    documents: list[Document]
+    skipped: dict[str, str] = field(default_factory=dict)  # file -> why it was skipped
+
+
+def _limit(max_documents: int | None) -> None:
+    if max_documents is not None and max_documents < 1:
+        raise RagtuneError(
+            f"corpus.max_documents={max_documents} keeps no document; set it to 1 or more, "
+            "or to null for all of them."
+        )
+
+
+def load_python_docs(max_documents: int | None = None) -> LoadedCorpus:
     """One Document per entry of `pydoc_data.topics` (the Python language reference), id = topic name.
 
     Topics are sorted by name, so `max_documents=N` always keeps the same N.
     """
     from pydoc_data.topics import topics
 
-    if max_documents is not None and max_documents < 1:
-        raise RagtuneError(
-            f"corpus.max_documents={max_documents} keeps no document; set it to 1 or more, "
-            "or to null for all of them."
-        )
+    _limit(max_documents)
     names = sorted(topics)[:max_documents]
-    return [
+    return LoadedCorpus([
         Document(text=topics[name].strip(), id_=name, metadata={"topic": name})
         for name in names
         if topics[name].strip()
-    ]
+    ])
 
 
-def documents_to_json(documents: list[Document]) -> list[dict]:
-    return [{"id": d.id_, "text": d.text, "metadata": d.metadata} for d in documents]
+def _looks_binary(text: str) -> bool:
+    """NUL bytes or mostly replacement/control characters: a binary file read as text."""
+    if not text:
+        return False
+    sample = text[:4096]
+    if "\x00" in sample:
+        return True
+    bad = sum(1 for c in sample if c == "\ufffd" or (ord(c) < 32 and c not in "\n\r\t\f"))
+    return bad / len(sample) > 0.1
 
 
-def documents_from_json(rows: list[dict]) -> list[Document]:
-    return [Document(text=r["text"], id_=r["id"], metadata=r["metadata"]) for r in rows]
+def load_directory(path: str, required_exts: list[str] | None = None, recursive: bool = True,
+                   max_documents: int | None = None) -> LoadedCorpus:
+    """Every file below `path` through llama-index's `SimpleDirectoryReader` (txt, md, pdf via pypdf,
+    html, docx, ...), id = the file's path relative to `path` (`#<n>` per page when a reader splits
+    a file). Files that fail to parse, are not UTF-8, or read as binary are skipped with a warning.
+    """
+    from llama_index.core import SimpleDirectoryReader
+    from llama_index.readers.file import HTMLTagReader
+
+    # without llama-index-readers-file, PDFs would be read as raw bytes; HTML: the body's text
+    extractors = {".html": HTMLTagReader(tag="body"), ".htm": HTMLTagReader(tag="body")}
+
+    _limit(max_documents)
+    root = Path(path)
+    if not root.is_dir():
+        raise RagtuneError(f"corpus.path={path} is not a directory; give the folder that holds your "
+                           "documents (txt, md, pdf, html, ...).")
+    exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in required_exts or []}
+    pattern = root.rglob("*") if recursive else root.glob("*")
+    files = sorted(f for f in pattern if f.is_file() and not any(p.startswith(".") for p in f.relative_to(root).parts)
+                   and (not exts or f.suffix.lower() in exts))
+    if not files:
+        raise RagtuneError(f"corpus.path={path} holds no file{' with extension ' + ', '.join(sorted(exts)) if exts else ''}; "
+                           "point corpus.path at your documents or change corpus.required_exts.")
+    documents: list[Document] = []
+    skipped: dict[str, str] = {}
+    for f in files:
+        rel = str(f.relative_to(root))
+        try:
+            parts = SimpleDirectoryReader(input_files=[str(f)], errors="strict", raise_on_error=True,
+                                          file_extractor=extractors).load_data()
+        except UnicodeDecodeError:
+            skipped[rel] = "not UTF-8 text"
+        except Exception as err:  # noqa: BLE001 - a reader's failure is the file's problem, not the run's
+            skipped[rel] = f"could not be parsed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        else:
+            texts = [p.text.strip() for p in parts]
+            if any(_looks_binary(t) for t in texts):
+                skipped[rel] = "reads as binary data, not text"
+            elif not any(texts):
+                skipped[rel] = "holds no text"
+            for i, text in enumerate(texts):
+                if text and rel not in skipped:
+                    doc_id = rel if len(parts) == 1 else f"{rel}#{i:03d}"
+                    documents.append(Document(text=text, id_=doc_id, metadata={"file": rel}))
+        if rel in skipped:
+            log.warning("corpus: skipped %s: %s", rel, skipped[rel])
+    if not documents:
+        raise RagtuneError(f"corpus.path={path}: none of its {len(files)} file(s) could be read "
+                           f"({'; '.join(f'{k}: {v}' for k, v in list(skipped.items())[:3])}); "
+                           "give text, markdown, PDF or HTML files.")
+    return LoadedCorpus(documents[:max_documents], skipped)
+
+
+def load_beir_corpus(path: str, max_documents: int | None = None) -> LoadedCorpus:
+    """A BEIR folder's corpus.jsonl: one Document per line, id = `_id`, text = title, a space, text."""
+    from runner.beir import read_corpus
+
+    _limit(max_documents)
+    corpus = read_corpus(Path(path), key="corpus.path")
+    ids = list(corpus)[:max_documents]
+    return LoadedCorpus([Document(text=corpus[i], id_=i) for i in ids if corpus[i]])
+
+
+def load_qa_file_corpus(path: str, max_documents: int | None = None) -> LoadedCorpus:
+    """The corpus of a llama-index EmbeddingQAFinetuneDataset JSON: one Document per entry."""
+    from runner.qa_file import read_qa_dataset
+
+    _limit(max_documents)
+    ds = read_qa_dataset(path, key="corpus.path")
+    ids = list(ds.corpus)[:max_documents]
+    return LoadedCorpus([Document(text=ds.corpus[i], id_=i) for i in ids if ds.corpus[i].strip()])
+
+
+def documents_to_json(loaded: LoadedCorpus) -> dict:
+    return {"documents": [{"id": d.id_, "text": d.text, "metadata": d.metadata} for d in loaded.documents],
+            "skipped": loaded.skipped}
+
+
+def documents_from_json(data: dict) -> LoadedCorpus:
+    return LoadedCorpus([Document(text=r["text"], id_=r["id"], metadata=r["metadata"]) for r in data["documents"]],
+                        data["skipped"])

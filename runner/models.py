@@ -94,10 +94,8 @@ def build_tiny_bert(path: str | Path, seed: int = 0) -> Path:
     return path
 
 
-def load_model(base_model, device: str):
-    """A SentenceTransformer for `base_model` (a config node) on `device`, with its prompts set."""
-    from sentence_transformers import SentenceTransformer
-
+def ensure_built(base_model) -> str:
+    """The model's name or path, after building it if the config asks for a locally built model."""
     name = str(base_model.name_or_path)
     if base_model.get("build") == "tiny_bert" and not Path(name).exists():
         log.info("building the tiny debug model at %s", name)
@@ -106,6 +104,14 @@ def load_model(base_model, device: str):
         raise RagtuneError(
             f"base_model.build={base_model.build} is unknown; use build=tiny_bert or null."
         )
+    return name
+
+
+def load_model(base_model, device: str):
+    """A SentenceTransformer for `base_model` (a config node) on `device`, with its prompts set."""
+    from sentence_transformers import SentenceTransformer
+
+    name = ensure_built(base_model)
     if base_model.trust_remote_code:
         log.warning("base_model.trust_remote_code=true: %s may run code from its repository", name)
     try:

@@ -91,6 +91,9 @@ def run(cfg: DictConfig) -> float | None:
     exit_code = 1
     try:
         device = resolve_device(cfg.device)
+        precision = resolve_precision(cfg.precision, device)
+        with stage("load_model", timings):  # first: a model that cannot be loaded fails at once
+            model = load_model(cfg.base_model, device)
         train_finetune = bool(cfg.finetune.get("_target_"))
         generator = instantiate(cfg.qa_generator)
         counts: dict[str, int] = {}
@@ -110,10 +113,7 @@ def run(cfg: DictConfig) -> float | None:
                                "held-out documents (split.val_fraction) or another eval_set.")
         log.info("counts: %s", counts)
 
-        precision = resolve_precision(cfg.precision, device)
-        with stage("load_model", timings):
-            model = load_model(cfg.base_model, device)
-            truncation = truncation_report(model, pairs, eval_set)
+        truncation = truncation_report(model, pairs, eval_set)
         cache = stages.status
         with stage("evaluate_base", timings):
             base = evaluate_base(cfg, model, eval_set, device, precision, stages)
@@ -171,10 +171,11 @@ def prepare_data(cfg: DictConfig, stages: StageCache, generator, train_finetune:
             return instantiate(cfg.corpus)
 
     def chunk():
-        all_docs = stages.run("load", k_load, load, documents_to_json, documents_from_json)
+        loaded = stages.run("load", k_load, load, documents_to_json, documents_from_json)
         with stage("chunk", timings):
-            kept, dropped = drop_duplicate_chunks(chunk_documents(all_docs, instantiate(cfg.chunker)))
-        return {"nodes": kept, "dropped": dropped, "documents": len(all_docs)}
+            kept, dropped = drop_duplicate_chunks(chunk_documents(loaded.documents, instantiate(cfg.chunker)))
+        return {"nodes": kept, "dropped": dropped, "documents": len(loaded.documents),
+                "skipped_files": len(loaded.skipped)}
 
     def generate_pairs():
         train = split()[0]
@@ -197,11 +198,12 @@ def prepare_data(cfg: DictConfig, stages: StageCache, generator, train_finetune:
                     parts = split_by_document(nodes, cfg.split.val_fraction, cfg.split.seed) if held_out \
                         else (nodes, [])
                 return {"parts": parts, "documents": out["documents"], "dropped": out["dropped"],
-                        "chunks": len(nodes)}
+                        "skipped_files": out["skipped_files"], "chunks": len(nodes)}
             value = stages.run("split", k_split, compute,
                                lambda v: {**v, "parts": [nodes_to_json(p) for p in v["parts"]]},
                                lambda d: {**d, "parts": tuple(nodes_from_json(p) for p in d["parts"])})
-            counts.update(documents=value["documents"], duplicate_chunks_dropped=value["dropped"],
+            counts.update(documents=value["documents"], skipped_files=value["skipped_files"],
+                          duplicate_chunks_dropped=value["dropped"],
                           chunks=value["chunks"], train_chunks=len(value["parts"][0]),
                           held_out_chunks=len(value["parts"][1]))
             memo["split"] = value["parts"]

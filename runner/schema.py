@@ -24,12 +24,60 @@ class PythonDocsCorpus:
     max_documents: Optional[int] = None  # keep only the first N topics (by name): debug runs
 
 
+@dataclass
+class DirectoryCorpus:
+    _target_: str = "runner.load.load_directory"
+    path: str = MISSING
+    required_exts: Optional[List[str]] = None  # e.g. [.md, .pdf]; null: every file
+    recursive: bool = True
+    max_documents: Optional[int] = None
+
+
+@dataclass
+class BeirCorpus:
+    _target_: str = "runner.load.load_beir_corpus"
+    path: str = MISSING  # a BEIR folder: its corpus.jsonl
+    max_documents: Optional[int] = None
+
+
+@dataclass
+class QaFileCorpus:
+    _target_: str = "runner.load.load_qa_file_corpus"
+    path: str = MISSING  # an EmbeddingQAFinetuneDataset JSON: its corpus
+    max_documents: Optional[int] = None
+
+
 # --- chunker ------------------------------------------------------------------------------------
 @dataclass
 class SentenceChunker:
     _target_: str = "llama_index.core.node_parser.SentenceSplitter"
     chunk_size: int = 128  # tiktoken tokens (llama-index's unit)
     chunk_overlap: int = 16
+
+
+@dataclass
+class TokenChunker:
+    _target_: str = "llama_index.core.node_parser.TokenTextSplitter"
+    chunk_size: int = 128
+    chunk_overlap: int = 16
+
+
+@dataclass
+class MarkdownChunker:
+    _target_: str = "runner.chunkers.markdown"
+    chunk_size: int = 128
+    chunk_overlap: int = 16
+
+
+@dataclass
+class SemanticChunker:
+    _target_: str = "runner.chunkers.semantic"
+    model: str = "${base_model.name_or_path}"  # the base model decides where meaning shifts
+    buffer_size: int = 1
+    breakpoint_percentile_threshold: int = 95
+    chunk_size: int = 128  # the cap applied after the semantic split
+    chunk_overlap: int = 16
+    device: str = "${device}"
 
 
 # --- qa_generator -------------------------------------------------------------------------------
@@ -178,8 +226,10 @@ class Config:
 
 
 SCHEMAS = {
-    "corpus": {"python_docs": PythonDocsCorpus},
-    "chunker": {"sentence": SentenceChunker},
+    "corpus": {"python_docs": PythonDocsCorpus, "directory": DirectoryCorpus, "beir": BeirCorpus,
+               "qa_file": QaFileCorpus},
+    "chunker": {"sentence": SentenceChunker, "token": TokenChunker, "markdown": MarkdownChunker,
+                "semantic": SemanticChunker},
     "qa_generator": {"ict": IctGenerator, "file": FileGenerator},
     "base_model": {"base_model": BaseModel},
     "finetune": {"sentence_transformers": SentenceTransformersFinetune, "none": NoFinetune},

@@ -55,6 +55,9 @@ def config_problems(cfg: DictConfig) -> list[str]:
     elif not 0 <= ch.chunk_overlap < ch.chunk_size:
         p.append(f"chunker.chunk_overlap={ch.chunk_overlap} must be at least 0 and below "
                  f"chunker.chunk_size={ch.chunk_size}")
+    corpus_path = cfg.corpus.get("path")
+    if corpus_path is not None and not Path(corpus_path).exists():
+        p.append(f"corpus.path={corpus_path} does not exist; point it at your documents")
     if not 0 < cfg.split.val_fraction < 1:
         p.append(f"split.val_fraction={cfg.split.val_fraction} must be between 0 and 1 (try 0.2)")
     gen = cfg.qa_generator

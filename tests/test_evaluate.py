@@ -25,7 +25,7 @@ KS = dict(hit_rate_at_k=[1, 3, 5, 10], precision_recall_at_k=[1, 5, 10], mrr_at_
 
 
 def eval_set_with_several_relevant_docs() -> EvalSet:
-    docs = load_python_docs(max_documents=30)
+    docs = load_python_docs(max_documents=30).documents
     corpus = {f"d{i:03d}": d.text[:400] for i, d in enumerate(docs)}
     queries, relevant = {}, {}
     for i, d in enumerate(docs[:20]):

@@ -34,18 +34,18 @@ def node(doc: str, i: int, text: str = TEXT) -> TextNode:
 def test_python_docs_are_the_pydoc_topics_with_their_names_as_ids():
     from pydoc_data.topics import topics
 
-    docs = load_python_docs()
+    docs = load_python_docs().documents
     assert [d.id_ for d in docs] == sorted(topics)
     assert docs[0].text == topics[docs[0].id_].strip()
-    assert [d.id_ for d in load_python_docs(max_documents=3)] == sorted(topics)[:3]
+    assert [d.id_ for d in load_python_docs(max_documents=3).documents] == sorted(topics)[:3]
     with pytest.raises(RagtuneError, match="max_documents=0"):
         load_python_docs(max_documents=0)
 
 
 def test_node_ids_are_stable_across_runs_and_name_document_and_position():
-    docs = load_python_docs(max_documents=3)
+    docs = load_python_docs(max_documents=3).documents
     first = chunk_documents(docs, SentenceSplitter(chunk_size=64, chunk_overlap=8))
-    again = chunk_documents(load_python_docs(max_documents=3), SentenceSplitter(chunk_size=64, chunk_overlap=8))
+    again = chunk_documents(load_python_docs(max_documents=3).documents, SentenceSplitter(chunk_size=64, chunk_overlap=8))
     assert [(n.node_id, n.text) for n in first] == [(n.node_id, n.text) for n in again]
     assert len({n.node_id for n in first}) == len(first)
     doc0 = [n for n in first if n.ref_doc_id == docs[0].id_]

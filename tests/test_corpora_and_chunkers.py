@@ -1,0 +1,144 @@
+"""Every corpus and chunker option on small files the test writes itself."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from llama_index.core import Document
+from llama_index.core.node_parser import TokenTextSplitter
+
+from conftest import compose, fast
+from runner.chunk import chunk_documents
+from runner.chunkers import markdown, semantic
+from runner.errors import RagtuneError
+from runner.load import load_beir_corpus, load_directory, load_qa_file_corpus
+from runner.pipeline import run
+
+TEXT = ("Retrieval augmented generation finds passages that answer a question. "
+        "An embedding model maps questions and passages to vectors. "
+        "Finetuning moves the vectors of matching pairs closer together. ")
+
+
+def minimal_pdf(text: str) -> bytes:
+    """A one-page PDF with `text` in Helvetica, written by hand (no PDF library needed to make it)."""
+    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+               b"/Resources << /Font << /F1 5 0 R >> >> >>",
+               b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    out, offsets = b"%PDF-1.4\n", []
+    for i, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += f"{i} 0 obj\n".encode() + body + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return out
+
+
+@pytest.fixture
+def docs_dir(tmp_path):
+    d = tmp_path / "docs"
+    (d / "sub").mkdir(parents=True)
+    (d / "a.txt").write_text(TEXT * 3)
+    (d / "sub" / "b.md").write_text("# Title\n\n" + TEXT + "\n\n## Part two\n\n" + TEXT)
+    (d / "c.html").write_text(f"<html><head><title>t</title></head><body><p>{TEXT}</p><script>x=1</script></body></html>")
+    (d / "d.pdf").write_bytes(minimal_pdf("Embeddings for retrieval in a PDF file"))
+    (d / "broken.pdf").write_bytes(b"%PDF-1.4 this is not really a pdf")
+    (d / "latin1.txt").write_bytes("caf\xe9 cr\xe8me br\xfbl\xe9e".encode("latin-1"))
+    (d / "blob.txt").write_bytes(bytes(range(256)) * 8)
+    (d / ".hidden.txt").write_text("never read")
+    return d
+
+
+def test_directory_reads_text_markdown_html_and_pdf_and_skips_the_rest(docs_dir):
+    loaded = load_directory(str(docs_dir))
+    texts = {d.id_: d.text for d in loaded.documents}
+    assert set(texts) == {"a.txt", "sub/b.md", "c.html", "d.pdf"}
+    assert "Embeddings for retrieval in a PDF file" in texts["d.pdf"]  # real text, not raw bytes
+    assert "<p>" not in texts["c.html"] and "embedding model maps" in texts["c.html"]
+    assert texts["sub/b.md"].startswith("# Title")
+    assert set(loaded.skipped) == {"broken.pdf", "latin1.txt", "blob.txt"}
+    assert loaded.skipped["latin1.txt"] == "not UTF-8 text"
+    only_md = load_directory(str(docs_dir), required_exts=["md"])
+    assert [d.id_ for d in only_md.documents] == ["sub/b.md"]
+
+
+def test_directory_without_readable_files_is_a_clear_error(tmp_path):
+    with pytest.raises(RagtuneError, match="holds no file"):
+        load_directory(str(tmp_path))
+    (tmp_path / "x.bin").write_bytes(b"\x00\x01\x02" * 100)
+    with pytest.raises(RagtuneError, match="none of its 1 file"):
+        load_directory(str(tmp_path))
+    with pytest.raises(RagtuneError, match="not a directory"):
+        load_directory(str(tmp_path / "nope"))
+
+
+def test_beir_and_qa_file_corpora(tmp_path):
+    (tmp_path / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "title": "T", "text": "body"}) + "\n")
+    assert [(d.id_, d.text) for d in load_beir_corpus(str(tmp_path)).documents] == [("d1", "T body")]
+    qa = tmp_path / "qa.json"
+    qa.write_text(json.dumps({"queries": {"q": "?"}, "corpus": {"n1": "one", "n2": "two"}, "relevant_docs": {"q": ["n1"]}}))
+    assert [d.id_ for d in load_qa_file_corpus(str(qa)).documents] == ["n1", "n2"]
+
+
+def test_token_markdown_and_semantic_chunkers_keep_stable_ids_and_the_size_cap(tiny_model):
+    doc = Document(text="# Intro\n\n" + TEXT * 6 + "\n\n# Usage\n\n" + TEXT * 2, id_="guide.md")
+    token = chunk_documents([doc], TokenTextSplitter(chunk_size=32, chunk_overlap=4))
+    md = chunk_documents([doc], markdown(chunk_size=48, chunk_overlap=4))
+    sem = chunk_documents([doc], semantic(str(tiny_model), chunk_size=48, chunk_overlap=4))
+    for nodes in (token, md, sem):
+        assert [n.node_id for n in nodes] == [f"guide.md#{i:04d}" for i in range(len(nodes))]
+        assert all(n.ref_doc_id == "guide.md" for n in nodes)
+    assert len(token) > 3 and len(md) >= 3
+    assert md[0].get_content().startswith("# Intro") and any(n.get_content().startswith("# Usage") for n in md)
+    assert chunk_documents([doc], markdown(chunk_size=48, chunk_overlap=4))[1].text == md[1].text
+
+
+@pytest.mark.parametrize("chunker", ["token", "markdown", "semantic"])
+def test_every_corpus_and_chunker_runs_end_to_end(chunker, docs_dir, tiny_model, tmp_path):
+    for extra in range(4):  # enough documents for a held-out split
+        (docs_dir / f"more{extra}.md").write_text(f"# Doc {extra}\n\n" + TEXT * (extra + 2))
+    out = tmp_path / "run"
+    run(compose(fast(tiny_model, "logger=none", "corpus=directory", f"corpus.path={docs_dir}", f"chunker={chunker}",
+                     "corpus.max_documents=null", "finetune.batch_size=2", "split.val_fraction=0.3"), out))
+    results = json.loads((out / "results.json").read_text())
+    assert results["counts"]["skipped_files"] == 3 and results["counts"]["documents"] == 8
+    assert results["metrics"]["finetuned"]
+
+
+@pytest.mark.parametrize("option,prompts", [("bge_small", ("Represent this sentence", "")),
+                                            ("e5_small", ("query: ", "passage: ")), ("gte_small", ("", ""))])
+def test_hub_models_compose_with_their_prefixes_and_run_where_cached(option, prompts, tmp_path):
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = compose([f"base_model={option}"], tmp_path)
+    assert cfg.base_model.query_prompt.startswith(prompts[0]) and cfg.base_model.passage_prompt == prompts[1]
+    assert cfg.base_model.max_seq_length == 512 and cfg.base_model.trust_remote_code is False
+    if not isinstance(try_to_load_from_cache(cfg.base_model.name_or_path, "config.json"), str):
+        pytest.skip(f"{cfg.base_model.name_or_path} is not in the Hugging Face cache (no network here)")
+    run(compose(["debug=fast", f"base_model={option}", "logger=none"], tmp_path / "run"))
+
+
+def test_a_hub_id_that_is_not_available_offline_fails_at_once(tmp_path):
+    from conftest import run_cli
+
+    r = run_cli("debug=fast", "logger=none", "base_model.name_or_path=nobody/no-such-model", "base_model.build=null",
+                f"hydra.run.dir={tmp_path}", f"paths.root={tmp_path / 'o'}", env={"HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "base_model.name_or_path=nobody/no-such-model could not be loaded" in r.stdout + r.stderr
+    assert "[chunk]" not in (tmp_path / "run.log").read_text()  # before any work
+
+
+def test_prefixes_reach_training_evaluation_and_the_saved_model(tiny_model, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    out = tmp_path / "run"
+    run(compose(fast(tiny_model, "logger=none", "base_model.query_prompt='query: '",
+                     "base_model.passage_prompt='passage: '"), out))
+    saved = json.loads((out / "model" / "config_sentence_transformers.json").read_text())
+    assert saved["prompts"] == {"query": "query: ", "document": "passage: "}
+    assert SentenceTransformer(str(out / "model"), device="cpu").prompts["query"] == "query: "
