@@ -98,6 +98,20 @@ class FileGenerator:
     path: str = MISSING
 
 
+@dataclass
+class LlmGenerator:
+    _target_: str = "runner.generate_llm.llm_pairs"
+    _partial_: bool = True
+    llm: Any = MISSING  # a llama-index LLM, chosen with qa_generator/llm=openai|openai_like|ollama
+    num_questions_per_chunk: int = 2
+    prompt: Optional[str] = None  # a template with {context_str} and {num_questions_per_chunk}
+    max_chunks: Optional[int] = None  # budget: at most this many chunks are sent
+    max_concurrency: int = 8
+    retries: int = 3
+    backoff_s: float = 1.0
+    cache_dir: Optional[str] = "${cache.dir}/llm_questions"  # questions kept per chunk as they arrive
+
+
 # --- base_model ---------------------------------------------------------------------------------
 @dataclass
 class BaseModel:
@@ -230,7 +244,7 @@ SCHEMAS = {
                "qa_file": QaFileCorpus},
     "chunker": {"sentence": SentenceChunker, "token": TokenChunker, "markdown": MarkdownChunker,
                 "semantic": SemanticChunker},
-    "qa_generator": {"ict": IctGenerator, "file": FileGenerator},
+    "qa_generator": {"ict": IctGenerator, "file": FileGenerator, "llm": LlmGenerator},
     "base_model": {"base_model": BaseModel},
     "finetune": {"sentence_transformers": SentenceTransformersFinetune, "none": NoFinetune},
     "eval_set": {"held_out": HeldOutEvalSet, "file": FileEvalSet, "beir": BeirEvalSet},

@@ -1,0 +1,149 @@
+"""`qa_generator=llm`: questions for each chunk from any llama-index LLM, concurrently.
+
+The prompt is llama-index-finetuning's own `DEFAULT_QA_GENERATE_PROMPT_TMPL` (or `prompt`), but
+the loop is ours, for three things `generate_qa_embedding_pairs` does not do: requests run
+concurrently up to `max_concurrency` through the LLM's async API (1,000 chunks must not be 1,000
+round trips end to end); a failed chunk is retried with backoff, then skipped and counted instead
+of stopping the run; and each chunk's questions are stored as soon as they arrive, keyed by the
+LLM settings and the chunk text, so questions paid for before a crash are reused by the next run
+(never the library's silent resume from a stale `qa_finetune_dataset.json` in the working dir).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+from pathlib import Path
+
+from llama_index.core.schema import TextNode
+from tqdm import tqdm
+
+from runner.errors import RagtuneError
+from runner.qa_file import EmbeddingQAFinetuneDataset, write_json_atomic
+
+log = logging.getLogger("ragtune")
+
+_NUMBERING = re.compile(r"^\s*(?:[-*\u2022]+|\(?\d+[.):]|\(?[a-z][.)]|q(?:uestion)?\s*\d*\s*[:.)-])\s*", re.IGNORECASE)
+_PREAMBLE = re.compile(r"^(here (are|is)|sure\b|certainly\b|okay\b|of course\b|the following\b|below are\b)",
+                       re.IGNORECASE)
+
+
+def clean_questions(text: str, limit: int) -> list[str]:
+    """LLM output -> questions: no preamble ("Here are two questions:"), no numbering or bullets,
+    no empty or one-word lines, no duplicates; at most `limit`."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for raw in text.splitlines():
+        line = _NUMBERING.sub("", re.sub(r"^[\s*#>_]+", "", raw))  # markdown marks, then "1." / "Q3:"
+        line = re.sub(r"^[\s*_:]+|[\s*_]+$", "", line).strip('"').strip()
+        if len(line.split()) < 2 or _PREAMBLE.match(line) or (line.endswith(":") and "?" not in line):
+            continue
+        key = line.lower()
+        if key not in seen:
+            seen.add(key)
+            out.append(line)
+    return out[:limit]
+
+
+def _prompt_template(prompt: str | None) -> str:
+    if prompt:
+        return prompt
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from llama_index.finetuning.embeddings.common import DEFAULT_QA_GENERATE_PROMPT_TMPL
+    return DEFAULT_QA_GENERATE_PROMPT_TMPL
+
+
+def llm_settings(llm) -> dict:
+    """What decides the LLM's answers (class, model, endpoint, sampling), without secrets."""
+    try:
+        settings = llm.to_dict()
+    except Exception:  # noqa: BLE001 - an LLM class without a serialiser: its type and model
+        settings = {"class": type(llm).__name__, "model": getattr(llm, "model", None)}
+    return {k: v for k, v in settings.items() if not re.search("key|token|secret|client", k, re.IGNORECASE)}
+
+
+def endpoint_of(llm) -> str:
+    for attr in ("api_base", "base_url", "model_name", "model"):
+        value = getattr(llm, attr, None)
+        if value:
+            return f"{type(llm).__name__} at {value}" if attr in ("api_base", "base_url") else f"{type(llm).__name__} {value}"
+    return type(llm).__name__
+
+
+def llm_pairs(
+    nodes: list[TextNode],
+    *,
+    llm,
+    num_questions_per_chunk: int = 2,
+    prompt: str | None = None,
+    max_chunks: int | None = None,
+    max_concurrency: int = 8,
+    retries: int = 3,
+    backoff_s: float = 1.0,
+    cache_dir: str | None = None,
+) -> EmbeddingQAFinetuneDataset:
+    template = _prompt_template(prompt)
+    chosen = sorted(nodes, key=lambda n: n.node_id)[:max_chunks]
+    store = None
+    if cache_dir:
+        key = hashlib.sha256(json.dumps([llm_settings(llm), template, num_questions_per_chunk],
+                                        sort_keys=True, default=str).encode()).hexdigest()[:20]
+        store = Path(cache_dir) / key
+    stats = {"failed": 0, "reused": 0}
+
+    async def one(node: TextNode, sem: asyncio.Semaphore, bar) -> tuple[str, list[str] | None]:
+        text = node.get_content()
+        path = store / f"{hashlib.sha256(text.encode()).hexdigest()[:32]}.json" if store else None
+        if path and path.is_file():
+            stats["reused"] += 1
+            bar.update()
+            return node.node_id, json.loads(path.read_text())
+        query = template.format(context_str=text, num_questions_per_chunk=num_questions_per_chunk)
+        async with sem:
+            for attempt in range(retries + 1):
+                try:
+                    answer = await llm.acomplete(query)
+                    questions = clean_questions(answer.text, num_questions_per_chunk)
+                    if not questions:
+                        raise ValueError(f"no question in the answer: {answer.text[:80]!r}")
+                    if path:
+                        write_json_atomic(questions, path)
+                    bar.update()
+                    return node.node_id, questions
+                except Exception as err:  # noqa: BLE001 - any failure of one chunk: retry, then skip
+                    if attempt == retries:
+                        log.warning("LLM failed on chunk %s after %d tries: %s", node.node_id, retries + 1,
+                                    str(err).splitlines()[0] if str(err) else type(err).__name__)
+                        stats["failed"] += 1
+                        bar.update()
+                        return node.node_id, None
+                    await asyncio.sleep(backoff_s * 2**attempt)
+        return node.node_id, None
+
+    async def all_chunks():
+        sem = asyncio.Semaphore(max_concurrency)
+        with tqdm(total=len(chosen), desc="LLM questions", unit="chunk") as bar:
+            return await asyncio.gather(*(one(n, sem, bar) for n in chosen))
+
+    results = asyncio.run(all_chunks())
+    if chosen and stats["failed"] == len(chosen):
+        raise RagtuneError(
+            f"the LLM ({endpoint_of(llm)}) failed on all {len(chosen)} chunks, each tried {retries + 1} "
+            "times; check that the server is up and the model name is right (see the warnings above)."
+        )
+    texts = {n.node_id: n.get_content() for n in chosen}
+    queries, corpus, relevant = {}, {}, {}
+    for node_id, questions in results:
+        for j, q in enumerate(questions or []):
+            qid = f"{node_id}/q{j}"
+            queries[qid], relevant[qid] = q, [node_id]
+            corpus[node_id] = texts[node_id]
+    log.info("LLM questions: %d chunks, %d questions, %d chunks failed, %d reused from earlier runs",
+             len(chosen), len(queries), stats["failed"], stats["reused"])
+    return EmbeddingQAFinetuneDataset(queries=queries, corpus=corpus, relevant_docs=relevant)

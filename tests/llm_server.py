@@ -1,0 +1,72 @@
+"""A small OpenAI-compatible HTTP server on 127.0.0.1 for tests: canned, slow, malformed and 500 answers.
+
+What it answers depends on markers in the chunk text inside the prompt: FAIL500 -> HTTP 500,
+GARBAGE -> a body that is not JSON, SLOW -> the canned answer after 0.4 s. Everything else gets a
+canned answer with a preamble, numbering, a duplicate and a one-word line, as real models write.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class LlmServer:
+    def __init__(self):
+        self.requests: list[str] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.fail_all = False
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                prompt = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
+                with server._lock:
+                    server.requests.append(prompt)
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    if "SLOW" in prompt:
+                        time.sleep(0.4)
+                    if server.fail_all or "FAIL500" in prompt:
+                        return self._send(500, b'{"error": {"message": "boom"}}')
+                    if "GARBAGE" in prompt:
+                        return self._send(200, b"<html>not json</html>")
+                    words = prompt.split("---------------------")[1].split()[:3]
+                    text = (f"Here are two questions:\n1. What does {' '.join(words)} mean?\n"
+                            f"2) How is {words[-1]} used in practice?\n2) How is {words[-1]} used in practice?\nOk\n")
+                    return self._send(200, json.dumps({
+                        "id": "x", "object": "chat.completion", "created": 0, "model": body.get("model", "m"),
+                        "choices": [{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": text}}],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode())
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _send(self, status, payload):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
