@@ -18,7 +18,41 @@ from runner.qa_file import EmbeddingQAFinetuneDataset
 
 log = logging.getLogger("ragtune")
 
-LOSSES = ("mnrl",)
+LOSSES = ("mnrl", "cached_mnrl", "matryoshka")
+
+
+def build_loss(model, loss: str, mini_batch_size: int, matryoshka_dims: list[int]):
+    """mnrl: in-batch negatives; cached_mnrl: the same loss with gradient caching, so a batch of
+    thousands fits in memory (mini_batch_size at a time); matryoshka: MNRL at several truncated
+    dimensions, so the embeddings can be cut down later."""
+    from sentence_transformers.sentence_transformer import losses
+
+    if loss == "mnrl":
+        return losses.MultipleNegativesRankingLoss(model)
+    if loss == "cached_mnrl":
+        return losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size)
+    dim = model.get_embedding_dimension()
+    too_big = [d for d in matryoshka_dims if d > dim]
+    if too_big or not matryoshka_dims:
+        raise RagtuneError(
+            f"finetune.matryoshka_dims={list(matryoshka_dims)} must be non-empty and at most the model's "
+            f"{dim} dimensions; use for example finetune.matryoshka_dims=[{dim},{dim // 2},{dim // 4}]."
+        )
+    return losses.MatryoshkaLoss(model, losses.MultipleNegativesRankingLoss(model), matryoshka_dims=list(matryoshka_dims))
+
+
+def add_hard_negatives(dataset, model, num: int, relative_margin: float, range_max: int, batch_size: int):
+    """Mine `num` hard negatives per pair with the base model (sentence-transformers'
+    mine_hard_negatives). A negative must score below (1 - relative_margin) x the positive's score:
+    near-duplicates of the positive are the same answer, not a negative."""
+    from sentence_transformers.util import mine_hard_negatives
+
+    return mine_hard_negatives(
+        dataset, model, anchor_column_name="anchor", positive_column_name="positive", num_negatives=num,
+        range_max=max(range_max, num + 1), relative_margin=relative_margin, sampling_strategy="top",
+        output_format="n-tuple", batch_size=batch_size,
+        query_prompt=model.prompts.get("query") or None, corpus_prompt=model.prompts.get("document") or None,
+    )
 
 
 def pair_rows(pairs: EmbeddingQAFinetuneDataset) -> dict[str, list[str]]:
@@ -63,6 +97,9 @@ def train_sentence_transformers(
     output_dir: str | Path,
     *,
     loss: str = "mnrl",
+    mini_batch_size: int = 32,
+    matryoshka_dims: list[int] = (384, 256, 128, 64),
+    hard_negatives: dict | None = None,
     epochs: float = 1.0,
     max_steps: int = -1,
     batch_size: int = 32,
@@ -82,7 +119,6 @@ def train_sentence_transformers(
     """
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.losses import MultipleNegativesRankingLoss
     from sentence_transformers.training_args import BatchSamplers
 
     if loss not in LOSSES:
@@ -126,12 +162,25 @@ def train_sentence_transformers(
         eval_strategy="no",
         logging_steps=max(1, total // 20),
     )
+    train_dataset = Dataset.from_dict(rows)
+    negatives = int((hard_negatives or {}).get("num", 0))
+    if negatives > 0:
+        train_dataset = add_hard_negatives(train_dataset, model, negatives,
+                                           float(hard_negatives.get("relative_margin", 0.05)),
+                                           int(hard_negatives.get("range_max", 50)), batch_size)
+        log.info("finetune: %d pairs kept with %d mined hard negative(s) each", len(train_dataset), negatives)
+        if len(train_dataset) < batch_size:
+            raise RagtuneError(
+                f"hard-negative mining kept {len(train_dataset)} of {n} pairs (the others had no "
+                f"negative below the margin), fewer than finetune.batch_size={batch_size}; lower "
+                "finetune.hard_negatives.relative_margin or finetune.batch_size."
+            )
     forward = _ForwardLogs(on_log)
     trainer = SentenceTransformerTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_dict(rows),
-        loss=MultipleNegativesRankingLoss(model),
+        train_dataset=train_dataset,
+        loss=build_loss(model, loss, mini_batch_size, list(matryoshka_dims)),
         callbacks=[forward.callback],
     )
     log.info("finetune: %d pairs, %d steps, batch %d, lr %g, %s", n, total, batch_size, learning_rate, precision)

@@ -23,6 +23,7 @@ from runner.devices import share_machine
 from runner.chunk import chunk_documents, drop_duplicate_chunks, nodes_from_json, nodes_to_json
 from runner.beir import read_beir
 from runner.embedding_cache import cache_key, cached_index, model_identity
+from runner.errors import RagtuneError
 from runner.evaluate import EvalResult, EvalSet, build_index, evaluate_model
 from runner.models import load_model, resolve_device, resolve_precision, share_over_max_length
 from runner.load import documents_from_json, documents_to_json
@@ -107,8 +108,6 @@ def run(cfg: DictConfig) -> float | None:
         counts["eval_queries"] = len(eval_set.answered_query_ids())
         counts["eval_corpus"] = len(eval_set.corpus)
         if not counts["eval_queries"]:
-            from runner.errors import RagtuneError
-
             raise RagtuneError("the eval set has no query with a relevant document; give more "
                                "held-out documents (split.val_fraction) or another eval_set.")
         log.info("counts: %s", counts)

@@ -125,10 +125,20 @@ class BaseModel:
 
 # --- finetune -----------------------------------------------------------------------------------
 @dataclass
+class HardNegatives:
+    num: int = 0  # mined per pair with the base model; 0: in-batch negatives only
+    relative_margin: float = 0.05  # a negative scores below (1 - margin) x the positive's score
+    range_max: int = 50  # candidates considered per query
+
+
+@dataclass
 class SentenceTransformersFinetune:
     _target_: Optional[str] = "runner.finetune.train_sentence_transformers"
     _partial_: bool = True
-    loss: str = "mnrl"
+    loss: str = "mnrl"  # mnrl | cached_mnrl | matryoshka
+    mini_batch_size: int = 32  # cached_mnrl: the memory-bound part of a large batch
+    matryoshka_dims: List[int] = field(default_factory=lambda: [384, 256, 128, 64])
+    hard_negatives: HardNegatives = field(default_factory=HardNegatives)
     epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs
     batch_size: int = 32
