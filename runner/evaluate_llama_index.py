@@ -16,7 +16,8 @@ from runner.evaluate import EvalResult, EvalSet
 
 def evaluate_with_llama_index(model_dir: str, eval_set: EvalSet, k: int, *,
                               max_length: int | None = None, query_prompt: str = "",
-                              passage_prompt: str = "", device: str = "cpu") -> EvalResult:
+                              passage_prompt: str = "", device: str = "cpu", adapter=None) -> EvalResult:
+    """`adapter`: (adapter dir, adapter class) to evaluate `AdapterEmbeddingModel` over the model."""
     from llama_index.core import VectorStoreIndex
     from llama_index.core.evaluation import RetrieverEvaluator
     from llama_index.core.schema import TextNode
@@ -25,6 +26,10 @@ def evaluate_with_llama_index(model_dir: str, eval_set: EvalSet, k: int, *,
     embed = HuggingFaceEmbedding(model_name=str(model_dir), max_length=max_length,
                                  query_instruction=query_prompt or None,
                                  text_instruction=passage_prompt or None, device=device)
+    if adapter is not None:
+        from llama_index.embeddings.adapter import AdapterEmbeddingModel
+
+        embed = AdapterEmbeddingModel(embed, str(adapter[0]), adapter_cls=adapter[1])
     nodes = [TextNode(id_=d, text=eval_set.corpus[d]) for d in sorted(eval_set.corpus)]
     index = VectorStoreIndex(nodes, embed_model=embed, show_progress=len(nodes) > 500)
     retriever = index.as_retriever(similarity_top_k=k)

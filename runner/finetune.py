@@ -193,4 +193,4 @@ def train_sentence_transformers(
     shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
     model_dir = output_dir / "model"
     model.save(str(model_dir))
-    return model_dir
+    return model_dir, model

@@ -120,10 +120,11 @@ def run(cfg: DictConfig) -> float | None:
         if train_finetune:
             with stage("finetune", timings):
                 train = instantiate(cfg.finetune)
-                model_dir = train(model=model, pairs=pairs, output_dir=out, device=device, on_log=tracker.log)
+                model_dir, tuned_model = train(model=model, pairs=pairs, output_dir=out, device=device,
+                                               on_log=tracker.log)
             tracker.log_model(model_dir)
             with stage("evaluate_finetuned", timings):
-                tuned = evaluate(cfg, model, str(model_dir), model_identity(str(model_dir)), eval_set,
+                tuned = evaluate(cfg, tuned_model, str(model_dir), model_identity(str(model_dir)), eval_set,
                                  device, precision)
 
         metrics = compare_metrics(base, tuned, cfg.evaluate.bootstrap, cfg.seed)
@@ -274,10 +275,12 @@ def evaluate(cfg, model, model_path: str, model_id: str, eval_set: EvalSet, devi
     if cfg.evaluate.engine == "llama_index":
         from runner.evaluate_llama_index import evaluate_with_llama_index
 
+        adapter = getattr(model, "adapter", None)  # finetune=adapter: the base model + the adapter dir
         return evaluate_with_llama_index(
-            model_path, eval_set, cfg.evaluate.llama_index_top_k, max_length=model.max_seq_length,
+            str(cfg.base_model.name_or_path) if adapter is not None else model_path, eval_set,
+            cfg.evaluate.llama_index_top_k, max_length=model.max_seq_length,
             query_prompt=cfg.base_model.query_prompt, passage_prompt=cfg.base_model.passage_prompt,
-            device=device)
+            device=device, adapter=(model_path, type(adapter)) if adapter is not None else None)
     return evaluate_model(model, eval_set, cfg.evaluate, cfg.evaluate.batch_size, model_id=model_id,
                           index=index, precision=precision)
 

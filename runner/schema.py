@@ -151,6 +151,26 @@ class SentenceTransformersFinetune:
 
 
 @dataclass
+class LlamaIndexFinetune:
+    _target_: Optional[str] = "runner.finetune_llama_index.train_llama_index_engine"
+    _partial_: bool = True
+    epochs: int = 1
+    batch_size: int = 10
+    seed: int = "${seed}"  # type: ignore[assignment]
+
+
+@dataclass
+class AdapterFinetune:
+    _target_: Optional[str] = "runner.finetune_llama_index.train_adapter"
+    _partial_: bool = True
+    adapter: str = "linear"  # linear | two_layer
+    hidden_features: int = 1024  # two_layer only
+    epochs: int = 1
+    batch_size: int = 10
+    seed: int = "${seed}"  # type: ignore[assignment]
+
+
+@dataclass
 class NoFinetune:
     _target_: Optional[str] = None  # evaluate the base model only
 
@@ -256,7 +276,8 @@ SCHEMAS = {
                 "semantic": SemanticChunker},
     "qa_generator": {"ict": IctGenerator, "file": FileGenerator, "llm": LlmGenerator},
     "base_model": {"base_model": BaseModel},
-    "finetune": {"sentence_transformers": SentenceTransformersFinetune, "none": NoFinetune},
+    "finetune": {"sentence_transformers": SentenceTransformersFinetune, "llama_index": LlamaIndexFinetune,
+                 "adapter": AdapterFinetune, "none": NoFinetune},
     "eval_set": {"held_out": HeldOutEvalSet, "file": FileEvalSet, "beir": BeirEvalSet},
     "logger": {"wandb": WandbLogger, "none": NoLogger},
 }

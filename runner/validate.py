@@ -38,7 +38,7 @@ def _file_problems(path: str, key: str) -> list[str]:
 def config_problems(cfg: DictConfig) -> list[str]:
     p: list[str] = []
     ft = cfg.finetune
-    if ft.get("_target_"):
+    if ft.get("_target_") and "learning_rate" in ft:
         if not ft.learning_rate > 0:
             p.append(f"finetune.learning_rate={ft.learning_rate} must be positive (try 5e-5)")
         if not ft.epochs > 0 and not ft.max_steps > 0:

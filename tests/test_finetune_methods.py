@@ -35,3 +35,56 @@ def test_matryoshka_dims_larger_than_the_model_is_a_clear_error(tiny_model, tmp_
     with pytest.raises(RagtuneError, match=r"matryoshka_dims=\[384, 64\] must be .* at most the model's 64"):
         run(compose(fast(tiny_model, "logger=none", "finetune.loss=matryoshka", "finetune.matryoshka_dims=[384,64]"),
                     tmp_path / "run"))
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_llama_index_engine_trains_in_the_job_dir_and_saves_a_loadable_model(tiny_model, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    out = tmp_path / "run"
+    run(compose(fast(tiny_model, "logger=none", "finetune=llama_index"), out))
+    results = json.loads((out / "results.json").read_text())
+    assert results["metrics"]["finetuned"] and results["model_dir"] == str(out / "model")
+    base, tuned = _weights(tiny_model), _weights(out / "model")
+    assert any((base[k] - tuned[k]).abs().max() > 0 for k in base)  # it trained
+    assert not (out / "checkpoints").exists()
+    SentenceTransformer(str(out / "model"), device="cpu")
+
+
+@pytest.mark.parametrize("kind", ["linear", "two_layer"])
+def test_adapter_is_evaluated_as_llamaindex_would_load_it(kind, tiny_model, tmp_path):
+    import numpy as np
+    from llama_index.embeddings.adapter import AdapterEmbeddingModel
+    from llama_index.embeddings.adapter.utils import LinearLayer, TwoLayerNN
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+    from sentence_transformers import SentenceTransformer
+
+    from runner.finetune_llama_index import AdapterEncoder
+
+    out = tmp_path / "run"
+    run(compose(fast(tiny_model, "logger=none", "finetune=adapter", f"finetune.adapter={kind}"), out))
+    results = json.loads((out / "results.json").read_text())
+    assert results["model_dir"] == str(out / "adapter") and results["metrics"]["finetuned"]
+    cls = LinearLayer if kind == "linear" else TwoLayerNN
+    li = AdapterEmbeddingModel(HuggingFaceEmbedding(model_name=str(tiny_model), max_length=128, device="cpu"),
+                               str(out / "adapter"), adapter_cls=cls)
+    ours = AdapterEncoder(SentenceTransformer(str(tiny_model), device="cpu"), cls.load(str(out / "adapter")))
+    query = "How does the assert statement work?"
+    a = np.asarray(li.get_query_embedding(query))
+    b = ours.encode_query([query])[0].numpy()
+    assert float(a @ b / np.linalg.norm(a)) > 0.999  # same direction: the same ranking
+
+
+def test_the_llama_index_engine_evaluates_an_adapter_like_the_fast_path(tiny_model, tmp_path):
+    fast_out, li_out = tmp_path / "fast", tmp_path / "li"
+    run(compose(fast(tiny_model, "logger=none", "finetune=adapter"), fast_out))
+    run(compose(fast(tiny_model, "logger=none", "finetune=adapter", "evaluate.engine=llama_index",
+                     "optimized_metric=finetuned/mrr@10"), li_out))
+    f = json.loads((fast_out / "results.json").read_text())["metrics"]["finetuned"]
+    li = json.loads((li_out / "results.json").read_text())["metrics"]["finetuned"]
+    assert li["mrr@10"] == pytest.approx(f["mrr@10"], abs=1e-6) and li["hit_rate@10"] == pytest.approx(f["hit_rate@10"])
