@@ -77,7 +77,7 @@ class AdapterEncoder:
 
 
 def train_adapter(model, pairs, output_dir, *, adapter: str = "linear", hidden_features: int = 1024,
-                  epochs: int = 1, batch_size: int = 10, seed: int = 42, device: str = "cpu", on_log=None,
+                  epochs: int = 1, batch_size: int = 10, learning_rate: float = 1e-3, seed: int = 42, device: str = "cpu", on_log=None,
                   **_ignored):
     from llama_index.embeddings.adapter.utils import LinearLayer, TwoLayerNN
     from transformers import set_seed
@@ -96,7 +96,8 @@ def train_adapter(model, pairs, output_dir, *, adapter: str = "linear", hidden_f
     embed = HuggingFaceEmbedding(model_name=_model_path(model), max_length=model.max_seq_length, device=device)
     engine = _engines().EmbeddingAdapterFinetuneEngine(
         pairs, embed, batch_size=batch_size, epochs=int(epochs), adapter_model=net,
-        model_output_path=str(adapter_dir), device=device, verbose=False)
+        model_output_path=str(adapter_dir), device=device, verbose=False,
+        optimizer_params={"lr": learning_rate})
     engine.finetune()
     # reload what was saved: the evaluator scores the adapter a LlamaIndex app would load
     return adapter_dir, AdapterEncoder(model, type(net).load(str(adapter_dir)))

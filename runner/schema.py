@@ -167,6 +167,7 @@ class AdapterFinetune:
     hidden_features: int = 1024  # two_layer only
     epochs: int = 1
     batch_size: int = 10
+    learning_rate: float = 1e-3  # the engine's own default, 2e-5, barely moves an adapter that starts as identity
     seed: int = "${seed}"  # type: ignore[assignment]
 
 

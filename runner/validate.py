@@ -38,18 +38,18 @@ def _file_problems(path: str, key: str) -> list[str]:
 def config_problems(cfg: DictConfig) -> list[str]:
     p: list[str] = []
     ft = cfg.finetune
-    if ft.get("_target_") and "learning_rate" in ft:
-        if not ft.learning_rate > 0:
+    if ft.get("_target_"):  # each finetune method has its own knobs: check those it has
+        if "learning_rate" in ft and not ft.learning_rate > 0:
             p.append(f"finetune.learning_rate={ft.learning_rate} must be positive (try 5e-5)")
-        if not ft.epochs > 0 and not ft.max_steps > 0:
+        if not ft.epochs > 0 and not ft.get("max_steps", -1) > 0:
             p.append(f"finetune.epochs={ft.epochs} must be positive (or set finetune.max_steps)")
         if ft.batch_size < 2:
             p.append(f"finetune.batch_size={ft.batch_size} must be at least 2: in-batch negatives need company")
-        if not 0 <= ft.warmup_ratio < 1:
+        if "warmup_ratio" in ft and not 0 <= ft.warmup_ratio < 1:
             p.append(f"finetune.warmup_ratio={ft.warmup_ratio} must be in [0, 1)")
         if ft.get("loss") not in (None, "mnrl", "cached_mnrl", "matryoshka"):
             p.append(f"finetune.loss={ft.loss} is not one of mnrl, cached_mnrl, matryoshka")
-        if ft.weight_decay < 0:
+        if "weight_decay" in ft and ft.weight_decay < 0:
             p.append(f"finetune.weight_decay={ft.weight_decay} must be 0 or more")
     ch = cfg.chunker
     if ch.chunk_size <= 0:
