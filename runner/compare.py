@@ -20,18 +20,10 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from runner.report import flatten, metric_value
+
 log = logging.getLogger("ragtune")
 IGNORED = ("paths.", "logger.", "hydra.")
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def collect(paths: list[Path]) -> list[dict]:
@@ -53,11 +45,7 @@ def swept(runs: list[dict]) -> list[str]:
 
 
 def value_of(results: dict, metric: str) -> float:
-    group, name = metric.split("/", 1)
-    m = results["metrics"]
-    if group not in m and group == "finetuned":
-        group = "base"  # finetune=none: the finetuned model is the base model
-    return m.get(group, {}).get(name, float("nan"))
+    return metric_value(results["metrics"], metric)
 
 
 def run_label(results: dict) -> str:

@@ -22,7 +22,8 @@ from llama_index.core.schema import TextNode
 from tqdm import tqdm
 
 from runner.errors import RagtuneError
-from runner.qa_file import EmbeddingQAFinetuneDataset, write_json_atomic
+from runner.atomic import write_json_atomic
+from runner.qa_file import EmbeddingQAFinetuneDataset
 
 log = logging.getLogger("ragtune")
 

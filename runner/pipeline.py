@@ -28,7 +28,7 @@ from runner.evaluate import EvalResult, EvalSet, build_index, evaluate_model
 from runner.models import load_model, resolve_device, resolve_precision, share_over_max_length
 from runner.load import documents_from_json, documents_to_json
 from runner.qa_file import EmbeddingQAFinetuneDataset, read_qa_dataset, write_qa_dataset
-from runner.report import (compare_metrics, flatten, metrics_table, redact, versions, wandb_metrics,
+from runner.report import (compare_metrics, flatten, metric_value, metrics_table, redact, versions, wandb_metrics,
                            write_per_query, write_results)
 from runner.split import split_by_document
 from runner.stage_cache import StageCache
@@ -82,7 +82,7 @@ def run(cfg: DictConfig) -> float | None:
         done = finished_result(out / "results.json", config)
         if done is not None:
             log.info("[resume] %s already holds the results of this config: skipped", out)
-            return objective(done["metrics"], cfg.optimized_metric)
+            return metric_value(done["metrics"], cfg.optimized_metric)
     share = share_machine(job_number())
     tracker = instantiate(cfg.logger)
     name, group = run_identity(cfg, out)
@@ -136,7 +136,7 @@ def run(cfg: DictConfig) -> float | None:
             "model_dir": str(model_dir) if model_dir else None, "run_dir": str(out), "versions": versions(),
         }
         write_results(out / "results.json", results)
-        value = objective(metrics, cfg.optimized_metric)
+        value = metric_value(metrics, cfg.optimized_metric)
         tracker.summary({**wandb_metrics(metrics), "objective": value,
                          **{f"timings_s/{k}": v for k, v in timings.items()},
                          **{f"cache/{k}": v for k, v in cache.items()},
@@ -317,16 +317,6 @@ def evaluate_base(cfg, model, eval_set: EvalSet, device: str, precision: str, st
 def eval_set_hash(eval_set: EvalSet) -> str:
     blob = json.dumps([eval_set.queries, eval_set.corpus, eval_set.relevant_docs, eval_set.grades], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def objective(metrics: dict, name: str) -> float:
-    """`finetuned/ndcg@10` -> its value; without training, the finetuned model is the base model."""
-    group, metric = name.split("/", 1)
-    if group not in metrics:
-        group = "base" if group == "finetuned" else group
-        if group not in metrics:  # delta without training: no change
-            return 0.0
-    return float(metrics[group][metric])
 
 
 def _as_dataset(eval_set: EvalSet):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
+from runner.atomic import write_json_atomic
 from runner.errors import RagtuneError
 
 # Importing llama_index.finetuning warns that it is unmaintained (the dataset class is fine) and,
@@ -71,17 +70,3 @@ def read_qa_dataset(path: str | Path, key: str) -> EmbeddingQAFinetuneDataset:
 def write_qa_dataset(dataset: EmbeddingQAFinetuneDataset, path: str | Path) -> Path:
     """Write atomically: a reader never sees half a file."""
     return write_json_atomic(dataset.model_dump(), path)
-
-
-def write_json_atomic(obj: object, path: str | Path, indent: int | None = 2) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=indent, ensure_ascii=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from runner.metrics import paired_bootstrap_ci, paired_randomization_p
-from runner.qa_file import write_json_atomic
+from runner.atomic import write_json_atomic
 
 SECRET_KEY = re.compile(r"(api_?key|token|secret|password|passwd|credential)", re.IGNORECASE)
 REDACTED = "***redacted***"
@@ -39,6 +39,17 @@ def flatten(tree: dict, prefix: str = "") -> dict:
         else:
             flat[key] = v
     return flat
+
+
+def metric_value(metrics: dict, name: str) -> float:
+    """`finetuned/ndcg@10` -> its value. Without training the finetuned model is the base model
+    (and a delta is 0); a metric the run did not compute is NaN."""
+    group, metric = name.split("/", 1)
+    if group not in metrics:
+        if group == "delta":
+            return 0.0
+        group = "base" if group == "finetuned" else group
+    return float(metrics.get(group, {}).get(metric, float("nan")))
 
 
 def versions() -> dict[str, str]:
