@@ -47,8 +47,10 @@ def config_problems(cfg: DictConfig) -> list[str]:
             p.append(f"finetune.batch_size={ft.batch_size} must be at least 2: in-batch negatives need company")
         if "warmup_ratio" in ft and not 0 <= ft.warmup_ratio < 1:
             p.append(f"finetune.warmup_ratio={ft.warmup_ratio} must be in [0, 1)")
-        if ft.get("loss") not in (None, "mnrl", "cached_mnrl", "matryoshka"):
-            p.append(f"finetune.loss={ft.loss} is not one of mnrl, cached_mnrl, matryoshka")
+        from runner.finetune import LOSSES
+
+        if ft.get("loss") not in (None, *LOSSES):
+            p.append(f"finetune.loss={ft.loss} is not one of {', '.join(LOSSES)}")
         if "weight_decay" in ft and ft.weight_decay < 0:
             p.append(f"finetune.weight_decay={ft.weight_decay} must be 0 or more")
     ch = cfg.chunker
