@@ -60,6 +60,83 @@ def ict_pairs(
     return EmbeddingQAFinetuneDataset(queries=queries, corpus=corpus, relevant_docs=relevant)
 
 
-def pairs_from_file(nodes: list[TextNode] | None = None, *, path: str) -> EmbeddingQAFinetuneDataset:
-    """Training pairs read from an `EmbeddingQAFinetuneDataset` JSON; the corpus nodes are unused."""
+def pairs_from_file(nodes: list[TextNode] | None = None, *, path: str, split: str = "train") -> EmbeddingQAFinetuneDataset:
+    """Training pairs read from an `EmbeddingQAFinetuneDataset` JSON, or from a BEIR folder's
+    `qrels/<split>.tsv` (each judged query with its documents of grade > 0); the corpus nodes are unused."""
+    from pathlib import Path
+
+    if Path(path).is_dir():
+        from runner.beir import read_beir
+
+        beir = read_beir(path, split, key="qa_generator.path")
+        relevant = {q: sorted(d for d, g in grades.items() if g > 0) for q, grades in beir["grades"].items()}
+        used = {d for docs in relevant.values() for d in docs}
+        return EmbeddingQAFinetuneDataset(queries=beir["queries"], relevant_docs=relevant,
+                                          corpus={d: beir["corpus"][d] for d in sorted(used)})
     return read_qa_dataset(path, key="qa_generator.path")
+
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]+")
+
+
+def keyword_pairs(
+    nodes: list[TextNode],
+    *,
+    num_questions_per_chunk: int = 1,
+    min_keywords: int = 3,
+    max_keywords: int = 6,
+    pool: int = 12,
+    seed: int = 0,
+) -> EmbeddingQAFinetuneDataset:
+    """Keyword queries, offline: what a user types into a search box, not a sentence from the text.
+
+    Each chunk's words are scored by TF-IDF over the given chunks (stopwords and one- or two-letter
+    words out); per query, between `min_keywords` and `max_keywords` of the chunk's `pool` best words
+    are drawn, weighted by score, and kept in the order they first appear in the chunk. The passage
+    is the whole chunk. Chunks with fewer than `min_keywords` candidate words give no query. The
+    random state is seeded by (seed, node id), as in `ict_pairs`.
+    """
+    import math
+    from collections import Counter
+
+    from llama_index.core.utils import globals_helper
+
+    stop = set(globals_helper.stopwords)
+    ordered = sorted(nodes, key=lambda n: n.node_id)
+    words = {
+        n.node_id: [w for w in (m.lower() for m in _WORD.findall(n.get_content())) if len(w) > 2 and w not in stop]
+        for n in ordered
+    }
+    df = Counter(w for ws in words.values() for w in set(ws))
+    idf = {w: math.log(len(ordered) / c) + 1.0 for w, c in df.items()}
+    queries: dict[str, str] = {}
+    corpus: dict[str, str] = {}
+    relevant: dict[str, list[str]] = {}
+    for node in ordered:
+        tf = Counter(words[node.node_id])
+        if len(tf) < min_keywords:
+            continue
+        first = {}
+        for i, w in enumerate(words[node.node_id]):
+            first.setdefault(w, i)
+        best = sorted(tf, key=lambda w: (-(1 + math.log(tf[w])) * idf[w], first[w]))[:pool]
+        rng = random.Random(f"{seed}:{node.node_id}")
+        seen: set[str] = set()
+        for j in range(num_questions_per_chunk):
+            k = rng.randint(min_keywords, min(max_keywords, len(best)))
+            weights = [(1 + math.log(tf[w])) * idf[w] for w in best]
+            picked: list[str] = []
+            candidates = list(best)
+            while len(picked) < k:  # weighted draw without replacement
+                w = rng.choices(candidates, weights=weights)[0]
+                i = candidates.index(w)
+                candidates.pop(i), weights.pop(i)
+                picked.append(w)
+            query = " ".join(sorted(picked, key=first.__getitem__))
+            if query in seen:
+                continue
+            seen.add(query)
+            qid = f"{node.node_id}/k{j}"
+            queries[qid], relevant[qid] = query, [node.node_id]
+            corpus[node.node_id] = node.get_content()
+    return EmbeddingQAFinetuneDataset(queries=queries, corpus=corpus, relevant_docs=relevant)

@@ -88,7 +88,10 @@ def llm_pairs(
     retries: int = 3,
     backoff_s: float = 1.0,
     cache_dir: str | None = None,
+    report: dict | None = None,
 ) -> EmbeddingQAFinetuneDataset:
+    """Questions for each of `nodes` (the first `max_chunks` by id); `report`, when given, gets
+    the counts: chunks sent, failed (skipped), reused from earlier runs, questions."""
     template = _prompt_template(prompt)
     chosen = sorted(nodes, key=lambda n: n.node_id)[:max_chunks]
     store = None
@@ -97,6 +100,15 @@ def llm_pairs(
                                         sort_keys=True, default=str).encode()).hexdigest()[:20]
         store = Path(cache_dir) / key
     stats = {"failed": 0, "reused": 0}
+
+    async def ask(query: str) -> str:
+        """A chat model gets the prompt as a user message (a local instruct model then goes through
+        its tokenizer's chat template); a completion model gets it as is."""
+        if llm.metadata.is_chat_model:
+            from llama_index.core.llms import ChatMessage
+
+            return (await llm.achat([ChatMessage(role="user", content=query)])).message.content or ""
+        return (await llm.acomplete(query)).text
 
     async def one(node: TextNode, sem: asyncio.Semaphore, bar) -> tuple[str, list[str] | None]:
         text = node.get_content()
@@ -109,10 +121,10 @@ def llm_pairs(
         async with sem:
             for attempt in range(retries + 1):
                 try:
-                    answer = await llm.acomplete(query)
-                    questions = clean_questions(answer.text, num_questions_per_chunk)
+                    answer = await ask(query)
+                    questions = clean_questions(answer, num_questions_per_chunk)
                     if not questions:
-                        raise ValueError(f"no question in the answer: {answer.text[:80]!r}")
+                        raise ValueError(f"no question in the answer: {answer[:80]!r}")
                     if path:
                         write_json_atomic(questions, path)
                     bar.update()
@@ -124,6 +136,8 @@ def llm_pairs(
                         stats["failed"] += 1
                         bar.update()
                         return node.node_id, None
+                    log.info("LLM try %d on chunk %s failed (%s); retrying in %.1fs", attempt + 1, node.node_id,
+                             str(err).splitlines()[0][:200] if str(err) else type(err).__name__, backoff_s * 2**attempt)
                     await asyncio.sleep(backoff_s * 2**attempt)
         return node.node_id, None
 
@@ -147,4 +161,7 @@ def llm_pairs(
             corpus[node_id] = texts[node_id]
     log.info("LLM questions: %d chunks, %d questions, %d chunks failed, %d reused from earlier runs",
              len(chosen), len(queries), stats["failed"], stats["reused"])
+    if report is not None:
+        report.update(chunks=len(chosen), failed_chunks=stats["failed"], reused_chunks=stats["reused"],
+                      questions=len(queries))
     return EmbeddingQAFinetuneDataset(queries=queries, corpus=corpus, relevant_docs=relevant)

@@ -53,6 +53,8 @@ def config_problems(cfg: DictConfig) -> list[str]:
             p.append(f"finetune.loss={ft.loss} is not one of {', '.join(LOSSES)}")
         if "weight_decay" in ft and ft.weight_decay < 0:
             p.append(f"finetune.weight_decay={ft.weight_decay} must be 0 or more")
+        if "dataloader_num_workers" in ft and ft.dataloader_num_workers < 0:
+            p.append(f"finetune.dataloader_num_workers={ft.dataloader_num_workers} must be 0 or more")
     ch = cfg.chunker
     if ch.chunk_size <= 0:
         p.append(f"chunker.chunk_size={ch.chunk_size} must be positive")
@@ -69,7 +71,17 @@ def config_problems(cfg: DictConfig) -> list[str]:
         p.append(f"qa_generator.num_questions_per_chunk={gen.num_questions_per_chunk} must be 1 or more")
     if "remove_prob" in gen and not 0 <= gen.remove_prob <= 1:
         p.append(f"qa_generator.remove_prob={gen.remove_prob} must be in [0, 1]")
-    if "path" in gen:
+    if "min_keywords" in gen and not 1 <= gen.min_keywords <= gen.max_keywords <= gen.pool:
+        p.append(f"qa_generator.min_keywords={gen.min_keywords}, max_keywords={gen.max_keywords} and "
+                 f"pool={gen.pool} must satisfy 1 <= min_keywords <= max_keywords <= pool")
+    if "path" in gen and Path(gen.path).is_dir():  # a BEIR folder: its qrels/<split>.tsv
+        from runner.beir import read_beir
+
+        try:
+            read_beir(gen.path, gen.split, key="qa_generator.path")
+        except RagtuneError as err:
+            p.append(str(err).rstrip("."))
+    elif "path" in gen:
         p += _file_problems(gen.path, "qa_generator.path")
     if cfg.eval_set.kind == "file":
         p += _file_problems(cfg.eval_set.path, "eval_set.path")
@@ -80,7 +92,7 @@ def config_problems(cfg: DictConfig) -> list[str]:
             read_beir(cfg.eval_set.path, cfg.eval_set.split)
         except RagtuneError as err:
             p.append(str(err).rstrip("."))
-    if cfg.eval_set.kind == "held_out" and "path" in gen:
+    if cfg.eval_set.kind == "held_out" and "path" in gen and cfg.eval_set.get("generator") is None:
         p.append("eval_set=held_out generates questions from held-out documents, which qa_generator=file "
                  "cannot do; use eval_set=file eval_set.path=VAL.json with it")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):

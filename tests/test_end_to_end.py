@@ -187,3 +187,46 @@ def test_beir_eval_set_and_llama_index_engine_run_end_to_end(fast_run, tiny_mode
             assert li[group][k] == pytest.approx(f[group][k], abs=1e-6), (group, k)
     # same data as the held-out run's eval set: same base numbers, through the BEIR reader
     assert f["base"]["ndcg@10"] == pytest.approx(fast_run[2]["metrics"]["base"]["ndcg@10"], abs=1e-6)
+
+
+def test_held_out_ict_keeps_one_yardstick_whatever_the_generator(fast_run, tiny_model, tmp_path):
+    src, _, _ = fast_run  # trained and evaluated with ICT
+    out = tmp_path / "keywords"
+    root = src / "outputs"  # the same cache: the ICT eval set is a hit
+    run(compose(fast(tiny_model, "qa_generator=keywords", "eval_set=held_out_ict", "logger=none"), out, root))
+    results = json.loads((out / "results.json").read_text())
+    assert json.loads((out / "eval_set.json").read_text()) == json.loads((src / "eval_set.json").read_text())
+    assert results["cache"]["eval_set"] == "hit" and results["cache"]["generate"] == "miss"
+    pairs = json.loads((out / "train_pairs.json").read_text())
+    assert all(not q.endswith(".") and len(q.split()) <= 6 for q in pairs["queries"].values())  # keywords
+
+
+def test_experiment_quick_composes_and_runs_under_debug(tiny_model, tmp_path):
+    assert compose(["experiment=quick"], tmp_path).corpus.max_documents == 45
+    out = tmp_path / "quick"
+    run(compose(fast(tiny_model, "experiment=quick", "logger=none"), out))
+    assert json.loads((out / "results.json").read_text())["config"]["name"] == "debug"
+
+
+def test_train_on_a_beir_split_and_evaluate_on_another(tiny_model, tmp_path):
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    topics = ["loops", "classes", "imports", "exceptions", "generators", "decorators", "lists", "strings",
+              "files", "threads", "sockets", "tests"]
+    (beir / "corpus.jsonl").write_text("\n".join(json.dumps(
+        {"_id": f"d{i}", "title": t, "text": f"A passage on Python {t}: how {t} work and when to use {t}."})
+        for i, t in enumerate(topics)))
+    (beir / "queries.jsonl").write_text("\n".join(json.dumps({"_id": f"q{i}", "text": f"how do {t} work"})
+                                                  for i, t in enumerate(topics)))
+    head = "query-id\tcorpus-id\tscore\n"
+    (beir / "qrels" / "train.tsv").write_text(head + "".join(f"q{i}\td{i}\t1\n" for i in range(8)) + "q8\td8\t0\n")
+    (beir / "qrels" / "test.tsv").write_text(head + "".join(f"q{i}\td{i}\t1\n" for i in range(8, 12)))
+    out = tmp_path / "run"
+    run(compose(fast(tiny_model, "logger=none", "qa_generator=file", f"qa_generator.path={beir}",
+                     "qa_generator.split=train", "eval_set=beir", f"eval_set.path={beir}", "finetune.batch_size=4"),
+                out))
+    results = json.loads((out / "results.json").read_text())
+    pairs = json.loads((out / "train_pairs.json").read_text())
+    assert pairs["relevant_docs"] == {f"q{i}": [f"d{i}"] for i in range(8)}  # grade 0 is not a pair
+    assert results["counts"]["train_pairs"] == 8 and results["counts"]["eval_queries"] == 4
+    assert results["counts"]["eval_corpus"] == 12

@@ -87,3 +87,61 @@ def test_the_runner_uses_the_llm_generator_from_the_command_line_config(tiny_mod
     assert secret not in (out / "results.json").read_text()
     pairs = json.loads((out / "train_pairs.json").read_text())
     assert all(q.startswith(("What does", "How is")) for q in pairs["queries"].values())
+
+
+WORDS = ["which", "python", "statement", "loop", "binds", "names", "values", "iterator", "returns", "raises"]
+
+
+def tiny_instruct_model(path) -> str:
+    """A 1-layer GPT-2 with a word-level tokenizer and a chat template, built here: whatever it
+    generates is a line of real words, so the whole local-model path can be checked offline."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["[UNK]", "[EOS]", *WORDS])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    fast_tok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="[EOS]",
+                                       pad_token="[EOS]")
+    fast_tok.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+    fast_tok.save_pretrained(path)
+    import torch
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_positions=4096, n_embd=32, n_layer=1, n_head=2,
+                                       eos_token_id=1, bos_token_id=1, pad_token_id=1))
+    with torch.no_grad():  # never end early: the [EOS] logit can't win
+        model.lm_head.weight[1].fill_(0.0)
+        model.transformer.wte.weight[1].fill_(0.0)
+    model.save_pretrained(path)
+    return str(path)
+
+
+def test_a_local_transformers_model_generates_questions_through_its_chat_template(tiny_model, tmp_path):
+    llm_dir = tiny_instruct_model(tmp_path / "tiny-instruct")
+    out = tmp_path / "run"
+    run(compose(fast(tiny_model, "logger=none", "qa_generator=llm", "qa_generator/llm=huggingface",
+                     f"qa_generator.llm.model_name={llm_dir}", "qa_generator.llm.max_new_tokens=8",
+                     "qa_generator.llm.device_map=cpu", "qa_generator.max_chunks=6",
+                     "qa_generator.num_questions_per_chunk=1", "finetune.batch_size=2"), out))
+    results = json.loads((out / "results.json").read_text())
+    pairs = json.loads((out / "train_pairs.json").read_text())
+    assert 1 <= len(pairs["queries"]) <= 6 and results["metrics"]["finetuned"]
+    for q in pairs["queries"].values():  # 8 generated words (special tokens skipped), nothing else
+        assert 2 <= len(q.split()) <= 8 and set(q.split()) <= set(WORDS), q
+
+
+def test_experiment_seed_guide_is_the_llama_index_guide_end_to_end(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    with LlmServer() as server:
+        cfg = compose(fast(tiny_model, "experiment=seed_guide", "logger=none", f"qa_generator.llm.api_base={server.url}",
+                           "qa_generator.llm.model=test-model", "qa_generator.backoff_s=0.01"), out)
+        assert cfg.qa_generator.num_questions_per_chunk == 2 and cfg.finetune.epochs == 2
+        assert cfg.finetune._target_.endswith("train_llama_index_engine") and cfg.evaluate.engine == "llama_index"
+        assert compose(["experiment=seed_guide"], out).chunker.chunk_size == 1024  # debug=fast shrinks it
+        value = run(cfg)
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["metrics"]["finetuned"]) == {"hit_rate@5", "mrr@5"}
+    assert value == results["metrics"]["finetuned"]["hit_rate@5"]
+    assert max(len(v) for v in json.loads((out / "train_pairs.json").read_text())["relevant_docs"].values()) == 1

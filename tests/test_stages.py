@@ -10,7 +10,7 @@ from llama_index.core.schema import TextNode
 
 from runner.chunk import chunk_documents, drop_duplicate_chunks
 from runner.errors import RagtuneError
-from runner.generate import ict_pairs
+from runner.generate import ict_pairs, keyword_pairs
 from runner.load import load_python_docs
 from runner.metrics import paired_bootstrap_ci, paired_randomization_p, per_query_metrics
 from runner.split import split_by_document
@@ -104,6 +104,28 @@ def test_ict_gives_several_distinct_questions_per_chunk_and_skips_short_chunks()
     passage = ds.corpus["a#0000"]
     assert all(ds.relevant_docs[q] == ["a#0000"] for q in ds.queries)
     assert passage.strip()
+
+
+def test_keyword_queries_are_a_chunks_distinctive_words_in_text_order():
+    other = "The import statement loads a module and binds its name in the local namespace. " * 2
+    nodes = [node("a", 0), node("b", 0, other), node("tiny", 0, "Just two.")]
+    ds = keyword_pairs(nodes, num_questions_per_chunk=3, min_keywords=2, max_keywords=4, pool=6, seed=1)
+    assert ds.model_dump() == keyword_pairs(nodes, num_questions_per_chunk=3, min_keywords=2, max_keywords=4,
+                                            pool=6, seed=1).model_dump()
+    assert "tiny#0000" not in ds.corpus  # one candidate word ("two"): no query
+    assert ds.corpus["a#0000"] == TEXT
+    for qid, query in ds.queries.items():
+        (doc,) = ds.relevant_docs[qid]
+        words = query.split()
+        assert 2 <= len(words) <= 4 and len(set(words)) == len(words)
+        text = ds.corpus[doc].lower()
+        assert all(w in text for w in words) and not {"the", "and", "its", "when"} & set(words)
+        positions = [text.index(w) for w in words]
+        assert positions == sorted(positions)  # in the order the text has them
+    # "statement" is in both chunks, so TF-IDF ranks it below each chunk's own words
+    a_words = {w for q, d in ds.relevant_docs.items() if d == ["a#0000"] for w in ds.queries[q].split()}
+    assert "assertionerror" in a_words or "assert" in a_words
+    assert len(set(ds.queries.values())) == len(ds.queries)
 
 
 def test_metrics_on_a_hand_made_example():
