@@ -10,7 +10,7 @@ import logging
 import math
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from runner.errors import RagtuneError
 from runner.models import resolve_precision
@@ -65,6 +65,27 @@ def pair_rows(pairs: EmbeddingQAFinetuneDataset) -> dict[str, list[str]]:
     return {"anchor": anchors, "positive": positives}
 
 
+def run_training(train: Callable[[], Any], *, batch_size: int, loss: str = "mnrl") -> Any:
+    """`train()`, with out-of-memory (GPU or CPU) turned into a message that says what to lower."""
+    import torch
+
+    try:
+        return train()
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
+        text = str(err)
+        if not isinstance(err, (torch.OutOfMemoryError, MemoryError)) and "out of memory" not in text \
+                and "can't allocate memory" not in text:
+            raise
+        hint = ("or use finetune.loss=cached_mnrl with a small finetune.mini_batch_size (same batch, "
+                "a fraction of the memory)" if loss != "cached_mnrl" else "or lower finetune.mini_batch_size")
+        raise RagtuneError(
+            f"training ran out of memory at finetune.batch_size={batch_size} ({type(err).__name__}: "
+            f"{text.splitlines()[0][:160] if text else 'no detail'}); lower finetune.batch_size {hint}, "
+            "or lower base_model.max_seq_length. Pairs and the base evaluation are cached: the rerun "
+            "starts at training."
+        ) from None
+
+
 class _ForwardLogs:
     """A TrainerCallback that hands each logged loss to `on_log` and remembers NaNs."""
 
@@ -78,6 +99,10 @@ class _ForwardLogs:
             def on_log(self, args, state, control, logs=None, **kwargs):
                 if logs and "loss" in logs:
                     outer.losses.append(float(logs["loss"]))
+                    if "grad_norm" in logs and math.isnan(float(logs["grad_norm"])):
+                        outer.losses.append(math.nan)  # NaN gradients: the weights are broken too
+                    if math.isnan(outer.losses[-1]):  # stop now: more steps of NaN are wasted time
+                        control.should_training_stop = True
                     if on_log:
                         on_log(
                             {
@@ -106,6 +131,8 @@ def train_sentence_transformers(
     learning_rate: float = 5e-5,
     warmup_ratio: float = 0.1,
     weight_decay: float = 0.01,
+    dataloader_num_workers: int = 0,
+    torch_compile: bool = False,
     seed: int = 42,
     precision: str = "auto",
     device: str = "cpu",
@@ -156,11 +183,14 @@ def train_sentence_transformers(
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=device == "cpu",
-        dataloader_pin_memory=device.startswith("cuda"),
+        dataloader_pin_memory=device.startswith("cuda"),  # pinned host memory only where a GPU reads it
+        dataloader_num_workers=dataloader_num_workers,
+        torch_compile=torch_compile,
         report_to="none",  # the runner logs to W&B itself, through on_log
         save_strategy="no",
         eval_strategy="no",
         logging_steps=max(1, total // 20),
+        logging_nan_inf_filter=False,  # the default hides a NaN loss behind the mean of earlier ones
     )
     train_dataset = Dataset.from_dict(rows)
     negatives = int((hard_negatives or {}).get("num", 0))
@@ -184,7 +214,7 @@ def train_sentence_transformers(
         callbacks=[forward.callback],
     )
     log.info("finetune: %d pairs, %d steps, batch %d, lr %g, %s", n, total, batch_size, learning_rate, precision)
-    trainer.train()
+    run_training(trainer.train, batch_size=batch_size, loss=loss)
     if any(math.isnan(x) for x in forward.losses):
         raise RagtuneError(
             f"the training loss became NaN (finetune.learning_rate={learning_rate}, precision={precision}); "

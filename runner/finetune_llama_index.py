@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 from runner.errors import RagtuneError
+from runner.finetune import run_training
 
 log = logging.getLogger("ragtune")
 
@@ -42,7 +43,7 @@ def train_llama_index_engine(model, pairs, output_dir, *, epochs: int = 1, batch
         model_output_path=str(model_dir), batch_size=batch_size, epochs=int(epochs),
         evaluation_steps=0, device=device, show_progress_bar=True)
     with contextlib.chdir(output_dir):  # the engine writes ./checkpoints wherever it is run
-        engine.finetune()
+        run_training(engine.finetune, batch_size=batch_size)
     leftovers = output_dir / "checkpoints"  # empty folders without save_checkpoints
     if leftovers.is_dir() and not any(p.is_file() for p in leftovers.rglob("*")):
         shutil.rmtree(leftovers)
@@ -98,6 +99,6 @@ def train_adapter(model, pairs, output_dir, *, adapter: str = "linear", hidden_f
         pairs, embed, batch_size=batch_size, epochs=int(epochs), adapter_model=net,
         model_output_path=str(adapter_dir), device=device, verbose=False,
         optimizer_params={"lr": learning_rate})
-    engine.finetune()
+    run_training(engine.finetune, batch_size=batch_size)
     # reload what was saved: the evaluator scores the adapter a LlamaIndex app would load
     return adapter_dir, AdapterEncoder(model, type(net).load(str(adapter_dir)))

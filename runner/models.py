@@ -53,6 +53,11 @@ def resolve_precision(precision: str, device: str) -> str:
             f"precision=fp16 needs a CUDA device, but the run is on device={device}; "
             "use precision=bf16 (CPUs with AVX-512 BF16) or precision=fp32."
         )
+    if precision == "bf16" and device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+        raise RagtuneError(
+            f"precision=bf16 was asked for, but the GPU on device={device} does not support bfloat16 "
+            "(before Ampere); use precision=fp16 or precision=auto."
+        )
     return precision
 
 

@@ -8,7 +8,9 @@ times them, and writes everything into the job's output directory.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import logging
 import time
@@ -30,6 +32,7 @@ from runner.load import documents_from_json, documents_to_json
 from runner.qa_file import EmbeddingQAFinetuneDataset, read_qa_dataset, write_qa_dataset
 from runner.report import (compare_metrics, flatten, metric_value, metrics_table, redact, versions, wandb_metrics,
                            write_per_query, write_results)
+from runner.secrets import load_secrets_file, protect_logs, reveal
 from runner.split import split_by_document
 from runner.stage_cache import StageCache
 from runner.validate import validate
@@ -74,6 +77,9 @@ def truncation_report(model, pairs, eval_set: EvalSet) -> dict:
 
 def run(cfg: DictConfig) -> float | None:
     """Run one experiment; return the value of `cfg.optimized_metric` (what sweepers maximise)."""
+    load_secrets_file(cfg.secrets_file)  # API keys: the environment, or the file the user names
+    reveal()
+    protect_logs()
     validate(cfg)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -106,6 +112,10 @@ def run(cfg: DictConfig) -> float | None:
             counts["train_pairs"] = sum(len(v) for v in pairs.relevant_docs.values())
         write_qa_dataset(_as_dataset(eval_set), out / "eval_set.json")
         counts["eval_queries"] = len(eval_set.answered_query_ids())
+        counts["eval_queries_dropped"] = len(eval_set.queries) - counts["eval_queries"]  # no relevant doc
+        if counts["eval_queries_dropped"]:
+            log.warning("eval set: %d queries have no relevant document and are left out of the metrics",
+                        counts["eval_queries_dropped"])
         counts["eval_corpus"] = len(eval_set.corpus)
         if not counts["eval_queries"]:
             raise RagtuneError("the eval set has no query with a relevant document; give more "
@@ -135,6 +145,12 @@ def run(cfg: DictConfig) -> float | None:
             "truncation": truncation, "device": device, "precision": precision, "machine_share": share,
             "model_dir": str(model_dir) if model_dir else None, "run_dir": str(out), "versions": versions(),
         }
+        results["throughput"] = throughput(counts, timings, cfg)
+        if device.startswith("cuda"):
+            import torch
+
+            results["gpu"] = {"name": torch.cuda.get_device_name(device),
+                              "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3)}
         write_results(out / "results.json", results)
         value = metric_value(metrics, cfg.optimized_metric)
         tracker.summary({**wandb_metrics(metrics), "objective": value,
@@ -151,6 +167,20 @@ def run(cfg: DictConfig) -> float | None:
         tracker.finish(exit_code)
 
 
+def throughput(counts: dict, timings: dict, cfg) -> dict:
+    """Training pairs per second (all epochs) and eval texts (corpus + queries) encoded per second."""
+    out = {}
+    ft = cfg.finetune
+    seen = ft.max_steps * ft.batch_size if ft.get("max_steps", -1) > 0 else \
+        counts.get("train_pairs", 0) * float(ft.get("epochs") or 0)
+    if timings.get("finetune") and seen:
+        out["train_pairs_per_s"] = round(seen / timings["finetune"], 2)
+    texts = counts.get("eval_corpus", 0) + counts.get("eval_queries", 0)
+    if timings.get("evaluate_finetuned") and texts:
+        out["encode_texts_per_s"] = round(texts / timings["evaluate_finetuned"], 1)
+    return out
+
+
 def prepare_data(cfg: DictConfig, stages: StageCache, generator, train_finetune: bool, counts: dict,
                  timings: dict) -> tuple:
     """load -> chunk -> split -> generate, each through the stage cache; returns (train pairs, eval set).
@@ -159,7 +189,7 @@ def prepare_data(cfg: DictConfig, stages: StageCache, generator, train_finetune:
     generate entries hit, nothing upstream is loaded at all.
     """
     held_out = cfg.eval_set.kind == "held_out"
-    slice_ = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
+    slice_ = lambda node: redact(OmegaConf.to_container(node, resolve=True))  # noqa: E731 - no key in a key
     k_load = stages.key("load", slice_(cfg.corpus), [])
     k_chunk = stages.key("chunk", slice_(cfg.chunker), [k_load])
     k_split = stages.key("split", slice_(cfg.split) if held_out else "all", [k_chunk])
@@ -177,15 +207,22 @@ def prepare_data(cfg: DictConfig, stages: StageCache, generator, train_finetune:
         return {"nodes": kept, "dropped": dropped, "documents": len(loaded.documents),
                 "skipped_files": len(loaded.skipped)}
 
+    reports: dict[str, dict] = {"generate": {}, "eval_set": {}}
+
     def generate_pairs():
         train = split()[0]
         with stage("generate", timings):
-            return generator(train)
+            return call_generator(generator, train, reports["generate"])
+
+    eval_generator = generator
+    if held_out and cfg.eval_set.get("generator") is not None:  # eval_set=held_out_ict: one yardstick
+        eval_generator = instantiate(cfg.eval_set.generator)
 
     def generate_eval_set():
         held = split()[1]
         with stage("eval_set", timings):
-            return held_out_eval_set(generator, held)
+            return held_out_eval_set(functools.partial(call_generator, eval_generator, report=reports["eval_set"]),
+                                     held)
 
     def split():
         if "split" not in memo:
@@ -215,14 +252,26 @@ def prepare_data(cfg: DictConfig, stages: StageCache, generator, train_finetune:
     elif train_finetune:
         k_gen = stages.key("generate", slice_(cfg.qa_generator), [k_split])
         pairs = stages.run("generate", k_gen, generate_pairs, lambda v: v.model_dump(),
-                           lambda d: EmbeddingQAFinetuneDataset(**d))
+                           lambda d: EmbeddingQAFinetuneDataset(**d),
+                           keep=lambda: not reports["generate"].get("failed_chunks"))
     if held_out:
-        k_eval = stages.key("eval_set", slice_(cfg.qa_generator), [k_split])
+        gen_cfg = cfg.eval_set.generator if cfg.eval_set.get("generator") is not None else cfg.qa_generator
+        k_eval = stages.key("eval_set", slice_(gen_cfg), [k_split])
         eval_set = stages.run("eval_set", k_eval, generate_eval_set, lambda v: v.__dict__,
-                              lambda d: EvalSet(**d))
+                              lambda d: EvalSet(**d), keep=lambda: not reports["eval_set"].get("failed_chunks"))
     else:
         eval_set = read_eval_set(cfg.eval_set, counts)
+    for name, report in reports.items():  # e.g. generate_failed_chunks: LLM chunks skipped after retries
+        counts.update({f"{name}_{k}": v for k, v in report.items()})
     return pairs, eval_set
+
+
+def call_generator(generator, nodes, report: dict):
+    """`generator(nodes)`, handing it `report` for its counts when it takes one (the LLM generator)."""
+    func = generator.func if isinstance(generator, functools.partial) else generator
+    if "report" in inspect.signature(func).parameters:
+        return generator(nodes, report=report)
+    return generator(nodes)
 
 
 def job_number() -> int:

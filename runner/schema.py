@@ -92,10 +92,22 @@ class IctGenerator:
 
 
 @dataclass
+class KeywordGenerator:
+    _target_: str = "runner.generate.keyword_pairs"
+    _partial_: bool = True
+    num_questions_per_chunk: int = 1
+    min_keywords: int = 3
+    max_keywords: int = 6
+    pool: int = 12  # the chunk's best words (TF-IDF) that keywords are drawn from
+    seed: int = "${seed}"  # type: ignore[assignment]
+
+
+@dataclass
 class FileGenerator:
     _target_: str = "runner.generate.pairs_from_file"
     _partial_: bool = True
-    path: str = MISSING
+    path: str = MISSING  # an EmbeddingQAFinetuneDataset JSON, or a BEIR folder
+    split: str = "train"  # a BEIR folder's qrels/<split>.tsv
 
 
 @dataclass
@@ -145,6 +157,8 @@ class SentenceTransformersFinetune:
     learning_rate: float = 5e-5
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
+    dataloader_num_workers: int = 0  # tokenizing in worker processes: helps a GPU that waits on the CPU
+    torch_compile: bool = False  # torch.compile the model: faster steps on GPUs after a compile warm-up
     seed: int = "${seed}"  # type: ignore[assignment]
     precision: str = "${precision}"
     device: str = "${device}"
@@ -180,6 +194,7 @@ class NoFinetune:
 @dataclass
 class HeldOutEvalSet:
     kind: str = "held_out"
+    generator: Optional[Any] = None  # null: the training generator; else a qa_generator config (held_out_ict)
 
 
 @dataclass
@@ -237,7 +252,7 @@ class EvaluateConfig:
 @dataclass
 class PathsConfig:
     root: str = "outputs"
-    output_dir: str = "${hydra:runtime.output_dir}"
+    output_dir: Optional[str] = "${hydra:runtime.output_dir}"  # None only in --cfg job --resolve
     models_dir: str = "${paths.root}/models"  # models the runner builds itself (debug's tiny BERT)
 
 
@@ -263,6 +278,7 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto | fp32 | fp16 | bf16
     optimized_metric: str = "finetuned/ndcg@10"
+    secrets_file: Optional[str] = None  # KEY=VALUE lines (e.g. OPENAI_API_KEY) read into the environment
     resume: bool = False  # skip the job when its dir already holds results.json of the same config
     split: SplitConfig = field(default_factory=SplitConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
@@ -275,7 +291,7 @@ SCHEMAS = {
                "qa_file": QaFileCorpus},
     "chunker": {"sentence": SentenceChunker, "token": TokenChunker, "markdown": MarkdownChunker,
                 "semantic": SemanticChunker},
-    "qa_generator": {"ict": IctGenerator, "file": FileGenerator, "llm": LlmGenerator},
+    "qa_generator": {"ict": IctGenerator, "keywords": KeywordGenerator, "file": FileGenerator, "llm": LlmGenerator},
     "base_model": {"base_model": BaseModel},
     "finetune": {"sentence_transformers": SentenceTransformersFinetune, "llama_index": LlamaIndexFinetune,
                  "adapter": AdapterFinetune, "none": NoFinetune},
@@ -310,5 +326,9 @@ def register() -> None:
         OmegaConf.register_new_resolver("minilm_path", _minilm_path)
     if not OmegaConf.has_resolver("pid"):  # two runs started in the same second get two dirs
         OmegaConf.register_new_resolver("pid", os.getpid)
+    if not OmegaConf.has_resolver("secret"):  # ${secret:OPENAI_API_KEY,default}: runner/secrets.py
+        from runner.secrets import secret
+
+        OmegaConf.register_new_resolver("secret", secret)
     if not OmegaConf.has_resolver("safe_dirname"):
         OmegaConf.register_new_resolver("safe_dirname", _safe_dirname)

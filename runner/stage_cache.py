@@ -55,7 +55,9 @@ class StageCache:
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
     def run(self, stage: str, key: str, compute: Callable[[], Any], dump: Callable[[Any], Any],
-            load: Callable[[Any], Any]) -> Any:
+            load: Callable[[Any], Any], keep: Callable[[], bool] = lambda: True) -> Any:
+        """The stage's value: read from the entry, or computed and stored (unless `keep()` says the
+        value is incomplete, e.g. LLM chunks that failed and should be retried by the next run)."""
         if not self.enabled:
             self.status[stage] = "off"
             return compute()
@@ -66,8 +68,11 @@ class StageCache:
             log.info("[%s] cache hit: %s", stage, entry)
             return load(data)
         value = compute()
-        write_entry(entry, stage, key, dump(value))
         self.status[stage] = "miss"
+        if not keep():
+            self.status[stage] = "miss (incomplete, not stored)"
+            return value
+        write_entry(entry, stage, key, dump(value))
         return value
 
 

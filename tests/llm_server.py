@@ -19,6 +19,8 @@ class LlmServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.fail_all = False
+        self.auth: set[str] = set()  # Authorization headers seen
+        self.echo_auth_once = False  # first request: a 401 that quotes the key back, as some servers do
         self._lock = threading.Lock()
         server = self
 
@@ -31,11 +33,16 @@ class LlmServer:
                 prompt = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
                 with server._lock:
                     server.requests.append(prompt)
+                    server.auth.add(self.headers.get("Authorization", ""))
+                    echo, server.echo_auth_once = server.echo_auth_once, False
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
                     if "SLOW" in prompt:
                         time.sleep(0.4)
+                    if echo:
+                        message = f"invalid key {self.headers.get('Authorization', '')}"
+                        return self._send(401, json.dumps({"error": {"message": message}}).encode())
                     if server.fail_all or "FAIL500" in prompt:
                         return self._send(500, b'{"error": {"message": "boom"}}')
                     if "GARBAGE" in prompt:

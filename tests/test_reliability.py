@@ -1,0 +1,304 @@
+"""Bad input, faults and secrets: a clear error, nothing lost, no key anywhere it should not be."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, compose, fast, run_cli
+from llm_server import LlmServer
+from runner.errors import RagtuneError
+from runner.pipeline import run
+from runner.stage_cache import StageCache, read_entry
+
+
+def clean_failure(r: subprocess.CompletedProcess, *needles: str) -> str:
+    text = r.stdout + r.stderr
+    assert r.returncode == 2, text
+    assert "Traceback" not in text, text
+    for needle in needles:
+        assert needle in text, text
+    return text
+
+
+# ---- corpus and config -------------------------------------------------------------------------
+
+def test_a_corpus_of_one_document_cannot_be_split(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "only.txt").write_text("One document about retrieval. It has two sentences only. " * 20)
+    r = run_cli("debug=fast", "logger=none", "corpus=directory", f"corpus.path={docs}",
+                f"hydra.run.dir={tmp_path / 'run'}", f"paths.root={tmp_path / 'outputs'}")
+    clean_failure(r, "gave 1 document(s), but a held-out split needs at least 2")
+
+
+def test_device_and_precision_requests_the_hardware_cannot_honour_are_clear_errors():
+    import torch
+
+    from runner.models import resolve_device, resolve_precision
+
+    assert resolve_device("cpu") == "cpu" and resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else resolve_device("auto"))
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") in ("cpu", "mps")
+        for device in ("cuda", "cuda:1"):
+            with pytest.raises(RagtuneError, match=f"device={device} was asked for.*device=auto"):
+                resolve_device(device)
+        with pytest.raises(RagtuneError, match="precision=fp16"):
+            resolve_precision("fp16", "cpu")
+    assert resolve_precision("fp32", "cpu") == "fp32"
+
+
+def test_device_cuda_without_a_gpu_fails_before_any_work(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    r = run_cli("debug=fast", "logger=none", "device=cuda", f"hydra.run.dir={tmp_path / 'run'}",
+                f"paths.root={tmp_path / 'outputs'}")
+    clean_failure(r, "device=cuda was asked for")
+    assert not (tmp_path / "outputs" / "cache").exists()  # failed before loading anything
+
+
+# ---- eval sets -------------------------------------------------------------------------------
+
+def test_eval_queries_without_a_relevant_document_are_dropped_and_counted(fast_pairs, tiny_model, tmp_path):
+    data = json.loads(fast_pairs.read_text())
+    first = sorted(data["queries"])[:2]
+    for q in first:
+        data["relevant_docs"][q] = []
+    path = tmp_path / "val.json"
+    path.write_text(json.dumps(data))
+    out = tmp_path / "run"
+    run(compose(fast(tiny_model, "finetune=none", "eval_set=file", f"eval_set.path={path}", "logger=none"), out))
+    counts = json.loads((out / "results.json").read_text())["counts"]
+    assert counts["eval_queries_dropped"] == 2 and counts["eval_queries"] == len(data["queries"]) - 2
+
+
+@pytest.fixture(scope="module")
+def fast_pairs(tiny_model, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pairs_run")
+    run(compose(fast(tiny_model, "finetune=none", "logger=none"), out))
+    return out / "eval_set.json"
+
+
+# ---- LLM generator ---------------------------------------------------------------------------
+
+def test_llm_failures_are_counted_and_an_incomplete_generation_is_retried_next_run(tiny_model, tmp_path):
+    from runner import generate_llm
+
+    out, root = tmp_path / "run1", tmp_path / "outputs"
+    args = ("logger=none", "qa_generator=llm", "qa_generator.backoff_s=0.01", "qa_generator.retries=1",
+            "qa_generator.max_concurrency=1",  # one chunk at a time: the first three are the bad ones
+            "qa_generator.llm.model=m", "finetune.batch_size=4")
+    with LlmServer() as server:
+        calls = {"n": 0}
+        real = generate_llm.clean_questions
+
+        def flaky(text, limit):  # the first 3 chunks' answers are unusable, on every try
+            calls["n"] += 1
+            return [] if calls["n"] <= 6 else real(text, limit)
+
+        generate_llm.clean_questions = flaky
+        try:
+            run(compose(fast(tiny_model, *args, f"qa_generator.llm.api_base={server.url}"), out, root))
+        finally:
+            generate_llm.clean_questions = real
+        first = json.loads((out / "results.json").read_text())
+        assert first["counts"]["generate_failed_chunks"] + first["counts"]["eval_set_failed_chunks"] == 3
+        assert "not stored" in " ".join(first["cache"].values())
+        sent = len(server.requests)
+        run(compose(fast(tiny_model, *args, f"qa_generator.llm.api_base={server.url}"), tmp_path / "run2", root))
+    second = json.loads((tmp_path / "run2" / "results.json").read_text())
+    assert len(server.requests) - sent == 3  # only the failed chunks were asked again
+    assert second["counts"]["generate_failed_chunks"] == 0 and second["cache"]["eval_set"] == "hit"
+    assert second["counts"]["train_pairs"] > first["counts"]["train_pairs"] or \
+        second["counts"]["eval_queries"] > first["counts"]["eval_queries"]
+
+
+# ---- training --------------------------------------------------------------------------------
+
+def test_out_of_memory_says_what_to_lower():
+    import torch
+
+    from runner.finetune import run_training
+
+    def oom():
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(RagtuneError, match=r"batch_size=256.*loss=cached_mnrl"):
+        run_training(oom, batch_size=256)
+
+    def cpu_oom():
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    with pytest.raises(RagtuneError, match="mini_batch_size"):
+        run_training(cpu_oom, batch_size=64, loss="cached_mnrl")
+
+    def other():
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # not every RuntimeError is memory
+        run_training(other, batch_size=8)
+
+
+def test_a_nan_loss_stops_training_and_saves_no_model(tiny_model, tmp_path, monkeypatch):
+    import torch
+
+    from runner import finetune
+
+    real = finetune.build_loss
+
+    def nan_loss(*args, **kwargs):
+        loss = real(*args, **kwargs)
+        forward = loss.forward
+        loss.forward = lambda *a, **k: forward(*a, **k) * torch.tensor(float("nan"))
+        return loss
+
+    monkeypatch.setattr(finetune, "build_loss", nan_loss)
+    out = tmp_path / "run"
+    with pytest.raises(RagtuneError, match="NaN.*not saved"):
+        run(compose(fast(tiny_model, "logger=none", "finetune.max_steps=50"), out))
+    assert not (out / "model").exists() and not (out / "results.json").exists()
+    assert (out / "train_pairs.json").is_file()  # what was computed stays
+
+
+# ---- faults ----------------------------------------------------------------------------------
+
+def _wait_for(path: Path, text: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if path.is_file() and text in path.read_text():
+            return
+        assert proc.poll() is None, "the run ended before the kill"
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} never appeared in {path}")
+
+
+def test_kill_9_during_finetuning_then_the_same_command_completes_like_an_unkilled_run(tmp_path):
+    args = ["debug=fast", "logger=none", "finetune.max_steps=150"]
+    clean = run_cli(*args, f"hydra.run.dir={tmp_path / 'clean'}", f"paths.root={tmp_path / 'clean_outputs'}")
+    assert clean.returncode == 0, clean.stderr
+    job = [*args, f"hydra.run.dir={tmp_path / 'job'}", f"paths.root={tmp_path / 'outputs'}"]
+    proc = subprocess.Popen([sys.executable, "-m", "runner", *job], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for(tmp_path / "job" / "run.log", "[finetune] ...", proc)
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not (tmp_path / "job" / "results.json").exists()
+    again = run_cli(*job)
+    assert again.returncode == 0, again.stderr
+    results = json.loads((tmp_path / "job" / "results.json").read_text())
+    reference = json.loads((tmp_path / "clean" / "results.json").read_text())
+    assert {k: v for k, v in results["cache"].items() if k != "base_embeddings"} == {
+        "generate": "hit", "eval_set": "hit", "evaluate_base": "hit"}  # nothing upstream even read
+    for group in ("base", "finetuned"):
+        for name, value in reference["metrics"][group].items():
+            assert results["metrics"][group][name] == pytest.approx(value, abs=1e-6), (group, name)
+
+
+WRITER = """
+import sys, time
+from pathlib import Path
+from runner.stage_cache import write_entry
+root = Path(sys.argv[1])
+print("ready", flush=True)
+i = 0
+while True:
+    write_entry(root / "generate" / f"key{i % 7}", "generate", f"key{i % 7}", {"i": i % 7, "rows": [i % 7] * 200000})
+    i += 1
+"""
+
+
+def test_kill_9_while_cache_entries_are_written_leaves_no_trusted_half_entry(tmp_path):
+    for delay in (0.3, 0.7, 1.1):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
+                                text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        cache = StageCache(tmp_path)
+        for j in range(7):
+            entry = tmp_path / "generate" / f"key{j}"
+            data = read_entry(entry)
+            assert data is None or (data["i"] == j and data["rows"] == [j] * 200000)
+            value = cache.run("generate", f"key{j}", lambda: {"i": j, "rows": [j] * 200000}, dict, dict)
+            assert value["i"] == j and len(value["rows"]) == 200000
+    leftovers = [p for p in (tmp_path / "generate").iterdir() if p.name.startswith(".")]
+    assert all(read_entry(p) is None or p.name.startswith(".") for p in leftovers)  # temp dirs never read
+
+
+# ---- security --------------------------------------------------------------------------------
+
+def test_a_key_from_a_secrets_file_reaches_the_server_and_nowhere_else(tmp_path):
+    key = "sk-from-file-0123456789abcdef"
+    secrets = tmp_path / "secrets.env"
+    secrets.write_text(f"# my keys\nexport OPENAI_API_KEY='{key}'\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    with LlmServer() as server:
+        server.echo_auth_once = True  # a server that quotes the key in an error: the log must not
+        r = subprocess.run(
+            [sys.executable, "-m", "runner", "debug=fast", "logger.mode=offline", "qa_generator=llm",
+             f"qa_generator.llm.api_base={server.url}", "qa_generator.llm.model=m", "qa_generator.backoff_s=0.01",
+             "finetune.batch_size=4", f"secrets_file={secrets}", f"hydra.run.dir={tmp_path / 'run'}",
+             f"paths.root={tmp_path / 'outputs'}"],
+            cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert server.auth == {f"Bearer {key}"}
+    log = (tmp_path / "run" / "run.log").read_text()
+    assert "invalid key Bearer ***redacted***" in log  # the server's error, masked
+    files = [f for f in (tmp_path / "run").rglob("*") if f.is_file()] + \
+            [f for f in (tmp_path / "outputs").rglob("*") if f.is_file()]
+    assert any(f.suffix == ".wandb" for f in files)
+    for f in files:
+        assert key.encode() not in f.read_bytes(), f
+    assert key not in r.stdout + r.stderr
+    shown = run_cli("qa_generator=llm", "qa_generator.llm.model=m", "--cfg", "job", "--resolve",
+                    env={"OPENAI_API_KEY": key})
+    assert shown.returncode == 0 and key not in shown.stdout and "***redacted***" in shown.stdout
+
+
+def test_a_missing_secrets_file_is_a_clear_error(tmp_path):
+    r = run_cli("debug=fast", "logger=none", f"secrets_file={tmp_path / 'nope.env'}",
+                f"hydra.run.dir={tmp_path / 'run'}", f"paths.root={tmp_path / 'outputs'}")
+    clean_failure(r, "secrets_file=", "KEY=VALUE")
+
+
+def test_trust_remote_code_is_off_by_default_and_warns_when_on(tiny_model, tmp_path, caplog):
+    from runner.models import load_model
+
+    assert compose([], tmp_path).base_model.trust_remote_code is False
+    cfg = compose(fast(tiny_model, "base_model.trust_remote_code=true"), tmp_path)
+    with caplog.at_level("WARNING", logger="ragtune"):
+        load_model(cfg.base_model, "cpu")
+    assert "trust_remote_code=true" in caplog.text
+
+
+def test_adapter_files_are_loaded_without_unpickling_code(tmp_path):
+    import pickle
+
+    from llama_index.embeddings.adapter.utils import LinearLayer
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    LinearLayer(4, 4).save(str(tmp_path))
+    with open(tmp_path / "pytorch_model.bin", "wb") as f:
+        pickle.dump(Payload(), f)
+    with pytest.raises(pickle.UnpicklingError):
+        LinearLayer.load(str(tmp_path))
+    assert not marker.exists()
