@@ -32,6 +32,12 @@ def read_corpus(root: Path, key: str) -> dict[str, str]:
             for d in _jsonl(Path(root) / "corpus.jsonl", key)}
 
 
+def read_titles(root: Path, key: str) -> dict[str, str]:
+    """corpus.jsonl's non-empty titles, {id: title}."""
+    return {str(d["_id"]): d["title"].strip() for d in _jsonl(Path(root) / "corpus.jsonl", key)
+            if str(d.get("title") or "").strip()}
+
+
 def read_beir(path: str | Path, split: str, key: str = "eval_set.path") -> dict:
     """{"corpus": {id: "title text"}, "queries": {id: text}, "grades": {qid: {doc id: grade}},
     "counts": {...}}. Document text is title, a space, then text, as BEIR and MTEB feed it to a model.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Mapping
 
 from llama_index.core.node_parser.text.utils import split_by_sentence_tokenizer
 from llama_index.core.schema import TextNode
@@ -57,6 +58,62 @@ def ict_pairs(
             qid = f"{node.node_id}/q{j}"
             queries[qid] = sentences[i]
             relevant[qid] = [node.node_id]
+    return EmbeddingQAFinetuneDataset(queries=queries, corpus=corpus, relevant_docs=relevant)
+
+
+def title_pairs(nodes: list[TextNode], *, min_title_words: int = 2) -> EmbeddingQAFinetuneDataset:
+    """Title queries, offline: a document's title is the query for each of its chunks.
+
+    Titles come from the loaders (metadata `title`): BEIR titles, the Python reference's underlined
+    topic headings, a markdown file's `# ` first line. The title (and its underline) is cut from the
+    start of a passage, so the match is about meaning, not a copy. Documents without a title, or
+    with one shorter than `min_title_words`, give no query.
+    """
+    by_doc: dict[str, list[TextNode]] = {}
+    for node in sorted(nodes, key=lambda n: n.node_id):
+        by_doc.setdefault(node.ref_doc_id or node.node_id, []).append(node)
+    queries: dict[str, str] = {}
+    corpus: dict[str, str] = {}
+    relevant: dict[str, list[str]] = {}
+    for doc, chunks in by_doc.items():
+        title = str(chunks[0].metadata.get("title") or "").strip()
+        if len(title.split()) < min_title_words:
+            continue
+        docs = []
+        for node in chunks:
+            text = node.get_content().strip()
+            if text.startswith(title):
+                text = _UNDERLINE_START.sub("", text[len(title):]).strip()
+            if text:
+                corpus[node.node_id] = text
+                docs.append(node.node_id)
+        if docs:
+            queries[f"{doc}/title"], relevant[f"{doc}/title"] = title, docs
+    return EmbeddingQAFinetuneDataset(queries=queries, corpus=corpus, relevant_docs=relevant)
+
+
+_UNDERLINE_START = re.compile(r"^\s*\n?[*=\-~^#]{3,}[ \t]*\n?")
+
+
+def mixed_pairs(nodes: list[TextNode], *, generators) -> EmbeddingQAFinetuneDataset:
+    """The union of several generators' pairs on the same chunks (e.g. ICT sentences and titles).
+
+    A chunk whose passage differs between generators (ICT cuts its query sentence, titles cut the
+    title) gets one corpus entry per version, `<chunk id>` for the first and `<chunk id>@<i>` after.
+    """
+    queries: dict[str, str] = {}
+    corpus: dict[str, str] = {}
+    relevant: dict[str, list[str]] = {}
+    for i, generator in enumerate(generators.values() if isinstance(generators, Mapping) else generators):
+        ds = generator(nodes)
+        rename = {}
+        for doc_id, text in ds.corpus.items():
+            new = doc_id if corpus.get(doc_id, text) == text else f"{doc_id}@{i}"
+            corpus[new], rename[doc_id] = text, new
+        for qid, query in ds.queries.items():
+            key = qid if qid not in queries else f"{qid}@{i}"
+            queries[key] = query
+            relevant[key] = [rename[d] for d in ds.relevant_docs.get(qid, [])]
     return EmbeddingQAFinetuneDataset(queries=queries, corpus=corpus, relevant_docs=relevant)
 
 

@@ -7,6 +7,7 @@ Every loader returns a `LoadedCorpus`: the documents, and the files it skipped w
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,10 +42,35 @@ def load_python_docs(max_documents: int | None = None) -> LoadedCorpus:
     _limit(max_documents)
     names = sorted(topics)[:max_documents]
     return LoadedCorpus([
-        Document(text=topics[name].strip(), id_=name, metadata={"topic": name})
+        _document(topics[name].strip(), name, {"topic": name}, _heading(topics[name].strip()))
         for name in names
         if topics[name].strip()
     ])
+
+
+_UNDERLINE = re.compile(r"^[*=\-~^#]{3,}\s*$")
+
+
+def _heading(text: str) -> str | None:
+    """A document's title where its text has one: a markdown `# Title` first line, or a first line
+    underlined reST-style (`Title` then `*****`), as the Python reference's topics are."""
+    lines = text.lstrip().splitlines()
+    if not lines:
+        return None
+    if lines[0].startswith("# "):
+        return lines[0][2:].strip() or None
+    if len(lines) > 1 and _UNDERLINE.match(lines[1]) and len(lines[0].split()) <= 15:
+        return lines[0].strip() or None
+    return None
+
+
+def _document(text: str, doc_id: str, metadata: dict, title: str | None) -> Document:
+    """A Document whose `title` (when it has one) rides along as metadata for qa_generator=titles,
+    kept out of the metadata text that node parsers count against chunk_size and embed."""
+    if title:
+        metadata = {**metadata, "title": title}
+    return Document(text=text, id_=doc_id, metadata=metadata,
+                    excluded_embed_metadata_keys=["title"], excluded_llm_metadata_keys=["title"])
 
 
 def _looks_binary(text: str) -> bool:
@@ -102,7 +128,7 @@ def load_directory(path: str, required_exts: list[str] | None = None, recursive:
             for i, text in enumerate(texts):
                 if text and rel not in skipped:
                     doc_id = rel if len(parts) == 1 else f"{rel}#{i:03d}"
-                    documents.append(Document(text=text, id_=doc_id, metadata={"file": rel}))
+                    documents.append(_document(text, doc_id, {"file": rel}, _heading(text)))
         if rel in skipped:
             log.warning("corpus: skipped %s: %s", rel, skipped[rel])
     if not documents:
@@ -114,12 +140,13 @@ def load_directory(path: str, required_exts: list[str] | None = None, recursive:
 
 def load_beir_corpus(path: str, max_documents: int | None = None) -> LoadedCorpus:
     """A BEIR folder's corpus.jsonl: one Document per line, id = `_id`, text = title, a space, text."""
-    from runner.beir import read_corpus
+    from runner.beir import read_corpus, read_titles
 
     _limit(max_documents)
     corpus = read_corpus(Path(path), key="corpus.path")
+    titles = read_titles(Path(path), key="corpus.path")
     ids = list(corpus)[:max_documents]
-    return LoadedCorpus([Document(text=corpus[i], id_=i) for i in ids if corpus[i]])
+    return LoadedCorpus([_document(corpus[i], i, {}, titles.get(i)) for i in ids if corpus[i]])
 
 
 def load_qa_file_corpus(path: str, max_documents: int | None = None) -> LoadedCorpus:
@@ -138,5 +165,6 @@ def documents_to_json(loaded: LoadedCorpus) -> dict:
 
 
 def documents_from_json(data: dict) -> LoadedCorpus:
-    return LoadedCorpus([Document(text=r["text"], id_=r["id"], metadata=r["metadata"]) for r in data["documents"]],
-                        data["skipped"])
+    # through _document again: the title stays out of the metadata text that chunking counts, as on a miss
+    return LoadedCorpus([_document(r["text"], r["id"], {k: v for k, v in r["metadata"].items() if k != "title"},
+                                   r["metadata"].get("title")) for r in data["documents"]], data["skipped"])

@@ -92,6 +92,9 @@ def config_problems(cfg: DictConfig) -> list[str]:
             read_beir(cfg.eval_set.path, cfg.eval_set.split)
         except RagtuneError as err:
             p.append(str(err).rstrip("."))
+    if cfg.eval_set.kind == "held_out" and "generators" in gen and cfg.eval_set.get("generator") is None:
+        p.append("eval_set=held_out asks the training generator for held-out questions, and a mixed generator's "
+                 "passages differ per kind of query; use eval_set=held_out_ict with it")
     if cfg.eval_set.kind == "held_out" and "path" in gen and cfg.eval_set.get("generator") is None:
         p.append("eval_set=held_out generates questions from held-out documents, which qa_generator=file "
                  "cannot do; use eval_set=file eval_set.path=VAL.json with it")

@@ -61,6 +61,7 @@ def test_directory_reads_text_markdown_html_and_pdf_and_skips_the_rest(docs_dir)
     assert "Embeddings for retrieval in a PDF file" in texts["d.pdf"]  # real text, not raw bytes
     assert "<p>" not in texts["c.html"] and "embedding model maps" in texts["c.html"]
     assert texts["sub/b.md"].startswith("# Title")
+    assert {d.id_: d.metadata.get("title") for d in loaded.documents}["sub/b.md"] == "Title"
     assert set(loaded.skipped) == {"broken.pdf", "latin1.txt", "blob.txt"}
     assert loaded.skipped["latin1.txt"] == "not UTF-8 text"
     only_md = load_directory(str(docs_dir), required_exts=["md"])
@@ -79,7 +80,8 @@ def test_directory_without_readable_files_is_a_clear_error(tmp_path):
 
 def test_beir_and_qa_file_corpora(tmp_path):
     (tmp_path / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "title": "T", "text": "body"}) + "\n")
-    assert [(d.id_, d.text) for d in load_beir_corpus(str(tmp_path)).documents] == [("d1", "T body")]
+    assert [(d.id_, d.text, d.metadata) for d in load_beir_corpus(str(tmp_path)).documents] == [
+        ("d1", "T body", {"title": "T"})]  # the title rides along for qa_generator=titles
     qa = tmp_path / "qa.json"
     qa.write_text(json.dumps({"queries": {"q": "?"}, "corpus": {"n1": "one", "n2": "two"}, "relevant_docs": {"q": ["n1"]}}))
     assert [d.id_ for d in load_qa_file_corpus(str(qa)).documents] == ["n1", "n2"]
@@ -142,3 +144,16 @@ def test_prefixes_reach_training_evaluation_and_the_saved_model(tiny_model, tmp_
     saved = json.loads((out / "model" / "config_sentence_transformers.json").read_text())
     assert saved["prompts"] == {"query": "query: ", "document": "passage: "}
     assert SentenceTransformer(str(out / "model"), device="cpu").prompts["query"] == "query: "
+
+
+def test_documents_chunk_the_same_after_a_load_cache_round_trip():
+    from llama_index.core.node_parser import SentenceSplitter
+
+    from runner.load import documents_from_json, documents_to_json, load_python_docs
+
+    loaded = load_python_docs(max_documents=8)  # titled: the title must not eat into chunk_size either way
+    splitter = SentenceSplitter(chunk_size=64, chunk_overlap=8)
+    fresh = chunk_documents(loaded.documents, splitter)
+    cached = chunk_documents(documents_from_json(documents_to_json(loaded)).documents, splitter)
+    assert [n.get_content() for n in cached] == [n.get_content() for n in fresh]
+    assert fresh[0].metadata["title"] == 'The "assert" statement'

@@ -230,3 +230,20 @@ def test_train_on_a_beir_split_and_evaluate_on_another(tiny_model, tmp_path):
     assert pairs["relevant_docs"] == {f"q{i}": [f"d{i}"] for i in range(8)}  # grade 0 is not a pair
     assert results["counts"]["train_pairs"] == 8 and results["counts"]["eval_queries"] == 4
     assert results["counts"]["eval_corpus"] == 12
+
+
+def test_ict_and_titles_together_train_on_both_kinds_of_query(fast_run, tiny_model, tmp_path):
+    from runner.validate import config_problems
+
+    assert any("held_out_ict" in p for p in config_problems(compose(["qa_generator=ict_titles"], tmp_path)))
+    out = tmp_path / "mixed"
+    run(compose(fast(tiny_model, "qa_generator=ict_titles", "eval_set=held_out_ict", "logger=none"), out,
+                fast_run[0] / "outputs"))
+    pairs = json.loads((out / "train_pairs.json").read_text())
+    titles = {q: t for q, t in pairs["queries"].items() if q.endswith("/title")}
+    assert titles and len(titles) < len(pairs["queries"])  # both kinds
+    ids = [d for qid in titles for d in pairs["relevant_docs"][qid]]
+    assert all(d in pairs["corpus"] for d in ids)
+    assert any(d.endswith("@1") for d in ids)  # chunks whose ICT passage lost a sentence: a second entry
+    results = json.loads((out / "results.json").read_text())
+    assert results["cache"]["eval_set"] == "hit"  # the same ICT yardstick as the plain ICT run

@@ -10,7 +10,7 @@ from llama_index.core.schema import TextNode
 
 from runner.chunk import chunk_documents, drop_duplicate_chunks
 from runner.errors import RagtuneError
-from runner.generate import ict_pairs, keyword_pairs
+from runner.generate import ict_pairs, keyword_pairs, mixed_pairs, title_pairs
 from runner.load import load_python_docs
 from runner.metrics import paired_bootstrap_ci, paired_randomization_p, per_query_metrics
 from runner.split import split_by_document
@@ -126,6 +126,33 @@ def test_keyword_queries_are_a_chunks_distinctive_words_in_text_order():
     a_words = {w for q, d in ds.relevant_docs.items() if d == ["a#0000"] for w in ds.queries[q].split()}
     assert "assertionerror" in a_words or "assert" in a_words
     assert len(set(ds.queries.values())) == len(ds.queries)
+
+
+def test_title_queries_come_from_the_loaders_titles_and_leave_the_passages():
+    from runner.load import load_python_docs
+
+    docs = load_python_docs(max_documents=2).documents  # assert, assignment: underlined headings
+    nodes = chunk_documents(docs, SentenceSplitter(chunk_size=96, chunk_overlap=8))
+    ds = title_pairs(nodes)
+    assert ds.queries == {"assert/title": 'The "assert" statement', "assignment/title": "Assignment statements"}
+    assert ds.relevant_docs["assert/title"] == [n.node_id for n in nodes if n.ref_doc_id == "assert"]
+    first = ds.corpus["assignment#0000"]
+    assert first.startswith("Assignment statements are used") and "****" not in first  # title and underline cut
+    untitled = [node("x", 0)]  # no title metadata: no query
+    assert title_pairs(untitled).queries == {}
+
+
+def test_mixed_pairs_keep_each_generators_passage_under_its_own_id():
+    nodes = [node("a", 0), node("b", 0)]
+    for n in nodes:
+        n.metadata["title"] = "Assertions at run time"
+    ict = ict_pairs(nodes, remove_prob=1.0, seed=3)
+    ds = mixed_pairs(nodes, generators={"ict": lambda ns: ict_pairs(ns, remove_prob=1.0, seed=3),
+                                        "titles": title_pairs})
+    assert set(ds.queries) == set(ict.queries) | {"a/title", "b/title"}
+    for qid in ict.queries:  # ICT's passage (query sentence cut) under the chunk id
+        assert ds.corpus[ds.relevant_docs[qid][0]] == ict.corpus[ict.relevant_docs[qid][0]]
+    assert ds.relevant_docs["a/title"] == ["a#0000@1"] and ds.corpus["a#0000@1"] == TEXT  # the whole chunk
 
 
 def test_metrics_on_a_hand_made_example():
