@@ -40,14 +40,29 @@ def resolve_device(device: str) -> str:
     return device
 
 
+CPUINFO = "/proc/cpuinfo"
+
+
+def cpu_has_native_bf16() -> bool:
+    """A CPU with bfloat16 instructions (AVX-512 BF16 or AMX): bf16 autocast is fast there; on other
+    CPUs it is emulated and slower than fp32. Read from /proc/cpuinfo (Linux); False elsewhere."""
+    try:
+        flags = Path(CPUINFO).read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def resolve_precision(precision: str, device: str) -> str:
-    """`auto` -> bf16 on a CUDA GPU that has it, else fp32; fp16 needs CUDA."""
+    """`auto` -> bf16 on a CUDA GPU that has it and on a CPU with bf16 instructions, else fp32
+    (bf16 on this project's AVX-512 BF16 CPU: training 1.9x and encoding 2.5x faster, nDCG@10 within
+    0.005 of fp32: README "Choosing defaults"); fp16 needs CUDA."""
     import torch
 
     if precision == "auto":
-        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-            return "bf16"
-        return "fp32"
+        if device.startswith("cuda"):
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if device == "cpu" and cpu_has_native_bf16() else "fp32"
     if precision == "fp16" and not device.startswith("cuda"):
         raise RagtuneError(
             f"precision=fp16 needs a CUDA device, but the run is on device={device}; "

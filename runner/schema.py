@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -103,6 +103,20 @@ class KeywordGenerator:
 
 
 @dataclass
+class TitleGenerator:
+    _target_: str = "runner.generate.title_pairs"
+    _partial_: bool = True
+    min_title_words: int = 2
+
+
+@dataclass
+class MixedGenerator:
+    _target_: str = "runner.generate.mixed_pairs"
+    _partial_: bool = True
+    generators: Dict[str, Any] = field(default_factory=dict)  # name -> a qa_generator config
+
+
+@dataclass
 class FileGenerator:
     _target_: str = "runner.generate.pairs_from_file"
     _partial_: bool = True
@@ -151,7 +165,7 @@ class SentenceTransformersFinetune:
     mini_batch_size: int = 32  # cached_mnrl: the memory-bound part of a large batch
     matryoshka_dims: List[int] = field(default_factory=lambda: [384, 256, 128, 64])
     hard_negatives: HardNegatives = field(default_factory=HardNegatives)
-    epochs: float = 1.0
+    epochs: float = 2.0  # chosen by the project's sweeps: README "Choosing defaults"
     max_steps: int = -1  # > 0 overrides epochs
     batch_size: int = 32
     learning_rate: float = 5e-5
@@ -291,7 +305,8 @@ SCHEMAS = {
                "qa_file": QaFileCorpus},
     "chunker": {"sentence": SentenceChunker, "token": TokenChunker, "markdown": MarkdownChunker,
                 "semantic": SemanticChunker},
-    "qa_generator": {"ict": IctGenerator, "keywords": KeywordGenerator, "file": FileGenerator, "llm": LlmGenerator},
+    "qa_generator": {"ict": IctGenerator, "keywords": KeywordGenerator, "titles": TitleGenerator,
+                     "mixed": MixedGenerator, "file": FileGenerator, "llm": LlmGenerator},
     "base_model": {"base_model": BaseModel},
     "finetune": {"sentence_transformers": SentenceTransformersFinetune, "llama_index": LlamaIndexFinetune,
                  "adapter": AdapterFinetune, "none": NoFinetune},

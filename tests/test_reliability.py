@@ -44,7 +44,10 @@ def test_device_and_precision_requests_the_hardware_cannot_honour_are_clear_erro
 
     from runner.models import resolve_device, resolve_precision
 
-    assert resolve_device("cpu") == "cpu" and resolve_precision("auto", "cpu") == "fp32"
+    from runner.models import cpu_has_native_bf16
+
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_precision("auto", "cpu") == ("bf16" if cpu_has_native_bf16() else "fp32")
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else resolve_device("auto"))
     if not torch.cuda.is_available():
         assert resolve_device("auto") in ("cpu", "mps")
@@ -54,6 +57,20 @@ def test_device_and_precision_requests_the_hardware_cannot_honour_are_clear_erro
         with pytest.raises(RagtuneError, match="precision=fp16"):
             resolve_precision("fp16", "cpu")
     assert resolve_precision("fp32", "cpu") == "fp32"
+
+
+def test_auto_precision_on_a_cpu_is_bf16_only_where_the_cpu_has_bf16_instructions(tmp_path, monkeypatch):
+    from runner import models
+
+    for flags, expected in (("fpu avx512f avx512_bf16 amx_tile", "bf16"), ("fpu amx_bf16", "bf16"),
+                            ("fpu avx2 avx512f", "fp32")):
+        info = tmp_path / "cpuinfo"
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(models, "CPUINFO", str(info))
+        assert models.resolve_precision("auto", "cpu") == expected, flags
+        assert models.resolve_precision("fp32", "cpu") == "fp32"
+    monkeypatch.setattr(models, "CPUINFO", str(tmp_path / "absent"))  # not Linux: no guessing
+    assert models.resolve_precision("auto", "cpu") == "fp32" and models.resolve_precision("auto", "mps") == "fp32"
 
 
 def test_device_cuda_without_a_gpu_fails_before_any_work(tmp_path):
