@@ -1,4 +1,5 @@
-"""A small OpenAI-compatible HTTP server on 127.0.0.1 for tests: canned, slow, malformed and 500 answers.
+"""A small OpenAI-compatible (and Ollama /api/chat) HTTP server on 127.0.0.1 for tests: canned, slow,
+malformed and 500 answers.
 
 What it answers depends on markers in the chunk text inside the prompt: FAIL500 -> HTTP 500,
 GARBAGE -> a body that is not JSON, SLOW -> the canned answer after 0.4 s. Everything else gets a
@@ -30,6 +31,11 @@ class LlmServer:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path.startswith("/api/show"):  # Ollama asks for the model's context window first
+                    return self._send(200, json.dumps({
+                        "modelfile": "", "parameters": "", "template": "{{ .Prompt }}", "capabilities": ["completion"],
+                        "details": {"format": "gguf", "family": "llama", "parameter_size": "8B"},
+                        "model_info": {"general.architecture": "llama", "llama.context_length": 8192}}).encode())
                 prompt = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
                 with server._lock:
                     server.requests.append(prompt)
@@ -50,6 +56,11 @@ class LlmServer:
                     words = prompt.split("---------------------")[1].split()[:3]
                     text = (f"Here are two questions:\n1. What does {' '.join(words)} mean?\n"
                             f"2) How is {words[-1]} used in practice?\n2) How is {words[-1]} used in practice?\nOk\n")
+                    if self.path.startswith("/api/chat"):  # Ollama's own API
+                        return self._send(200, json.dumps({
+                            "model": body.get("model", "m"), "created_at": "2026-01-01T00:00:00Z",
+                            "message": {"role": "assistant", "content": text}, "done": True,
+                            "done_reason": "stop", "prompt_eval_count": 1, "eval_count": 1}).encode())
                     return self._send(200, json.dumps({
                         "id": "x", "object": "chat.completion", "created": 0, "model": body.get("model", "m"),
                         "choices": [{"index": 0, "finish_reason": "stop",
@@ -67,7 +78,8 @@ class LlmServer:
                 self.wfile.write(payload)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"  # Ollama's base_url
+        self.url = f"{self.base}/v1"  # OpenAI-compatible api_base
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def __enter__(self):

@@ -112,6 +112,26 @@ def test_every_corpus_and_chunker_runs_end_to_end(chunker, docs_dir, tiny_model,
     assert results["metrics"]["finetuned"]
 
 
+@pytest.mark.parametrize("corpus", ["beir", "qa_file"])
+def test_beir_and_qa_file_corpora_run_end_to_end(corpus, tiny_model, tmp_path):
+    sentences = [f"Topic {i}: retrieval passage number {i} explains embeddings and vectors in detail. "
+                 f"It also covers finetuning step {i} with matching pairs of questions and passages." for i in range(8)]
+    if corpus == "beir":
+        path = tmp_path / "beir"
+        path.mkdir()
+        (path / "corpus.jsonl").write_text("\n".join(
+            json.dumps({"_id": f"d{i}", "title": f"Title number {i}", "text": t}) for i, t in enumerate(sentences)))
+    else:
+        path = tmp_path / "qa.json"
+        path.write_text(json.dumps({"queries": {"q": "?"}, "relevant_docs": {"q": ["d0"]},
+                                    "corpus": {f"d{i}": t for i, t in enumerate(sentences)}}))
+    out = tmp_path / "run"
+    run(compose(fast(tiny_model, "logger=none", f"corpus={corpus}", f"corpus.path={path}", "finetune.batch_size=2",
+                     "split.val_fraction=0.3"), out))
+    results = json.loads((out / "results.json").read_text())
+    assert results["counts"]["documents"] == 6 and results["metrics"]["finetuned"]  # debug=fast keeps 6
+
+
 @pytest.mark.parametrize("option,prompts", [("bge_small", ("Represent this sentence", "")),
                                             ("e5_small", ("query: ", "passage: ")), ("gte_small", ("", ""))])
 def test_hub_models_compose_with_their_prefixes_and_run_where_cached(option, prompts, tmp_path):

@@ -145,3 +145,17 @@ def test_experiment_seed_guide_is_the_llama_index_guide_end_to_end(tiny_model, t
     assert set(results["metrics"]["finetuned"]) == {"hit_rate@5", "mrr@5"}
     assert value == results["metrics"]["finetuned"]["hit_rate@5"]
     assert max(len(v) for v in json.loads((out / "train_pairs.json").read_text())["relevant_docs"].values()) == 1
+
+
+@pytest.mark.parametrize("option", ["openai", "ollama"])
+def test_the_openai_and_ollama_options_run_against_the_local_server(option, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-real")
+    out = tmp_path / "run"
+    with LlmServer() as server:
+        endpoint = {"openai": [f"+qa_generator.llm.api_base={server.url}"],
+                    "ollama": [f"qa_generator.llm.base_url={server.base}", "qa_generator.llm.model=llama3.1"]}[option]
+        run(compose(fast(tiny_model, "logger=none", "qa_generator=llm", f"qa_generator/llm={option}", *endpoint,
+                         "qa_generator.max_chunks=4", "qa_generator.backoff_s=0.01", "finetune.batch_size=2"), out))
+    pairs = json.loads((out / "train_pairs.json").read_text())
+    assert len(pairs["queries"]) >= 4 and all(q.startswith(("What does", "How is")) for q in pairs["queries"].values())
+    assert len(server.requests) >= 4
