@@ -67,11 +67,13 @@ def truncation_report(model, pairs, eval_set: EvalSet) -> dict:
         "queries_over": share_over_max_length(model, queries),
     }
     if max(report["passages_over"], report["queries_over"]) > TRUNCATION_WARN:
-        log.warning(
-            "%.0f%% of passages and %.0f%% of queries are longer than max_seq_length=%d and get cut: "
-            "raise base_model.max_seq_length (up to the model's position limit) or lower "
-            "chunker.chunk_size.", 100 * report["passages_over"], 100 * report["queries_over"],
-            model.max_seq_length)
+        config = getattr(getattr(model[0], "auto_model", None), "config", None)
+        positions = getattr(config, "max_position_embeddings", None)
+        advice = (f"raise base_model.max_seq_length (this model has {positions} positions) or lower chunker.chunk_size"
+                  if positions and positions > model.max_seq_length
+                  else "lower chunker.chunk_size (the model has no more positions)")
+        log.warning("%.0f%% of passages and %.0f%% of queries are longer than max_seq_length=%d and get cut: %s.",
+                    100 * report["passages_over"], 100 * report["queries_over"], model.max_seq_length, advice)
     return report
 
 

@@ -319,3 +319,22 @@ def test_adapter_files_are_loaded_without_unpickling_code(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         LinearLayer.load(str(tmp_path))
     assert not marker.exists()
+
+
+def test_truncation_warning_says_what_can_still_be_raised(tiny_model, caplog):
+    from sentence_transformers import SentenceTransformer
+
+    from runner.evaluate import EvalSet
+    from runner.pipeline import truncation_report
+
+    model = SentenceTransformer(str(tiny_model), device="cpu")
+    positions = model[0].auto_model.config.max_position_embeddings
+    long = EvalSet({"q": "short"}, {"d": "word " * (positions + 50)}, {"q": ["d"]})
+    with caplog.at_level("WARNING", logger="ragtune"):
+        model.max_seq_length = positions // 2
+        assert truncation_report(model, None, long)["passages_over"] == 1.0
+        model.max_seq_length = positions
+        truncation_report(model, None, long)
+    first, second = [r.getMessage() for r in caplog.records]
+    assert f"raise base_model.max_seq_length (this model has {positions} positions)" in first
+    assert "raise" not in second and "no more positions" in second
