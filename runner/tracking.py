@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
+from runner.errors import first_line
+
 log = logging.getLogger("ragtune")
 
 
@@ -49,6 +51,10 @@ def wandb_credentials_present() -> bool:
         return False
 
 
+STATE_DIRS = (("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data"), ("WANDB_CONFIG_DIR", "config"),
+              ("WANDB_ARTIFACT_DIR", "artifacts"))
+
+
 class WandbTracker:
     """One W&B run per job. mode=auto: online with credentials, else offline (and says how to sync).
 
@@ -63,6 +69,7 @@ class WandbTracker:
         self.group, self.job_type, self.tags = group, job_type, list(tags or [])
         self.upload_model, self.init_timeout = log_model, init_timeout
         self.run = None
+        self._saved_env: dict[str, str | None] = {}  # WANDB_*_DIR before start, put back by finish
 
     def _mode(self) -> str:
         if self.mode != "auto":
@@ -71,9 +78,11 @@ class WandbTracker:
 
     def start(self, config: dict, run_dir: Path, name: str, group: str, state_dir: Path,
               objective: str) -> None:
-        # wandb's cache, data and settings under outputs/, not in the user's home directory
-        for var, sub in (("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data"),
-                         ("WANDB_CONFIG_DIR", "config"), ("WANDB_ARTIFACT_DIR", "artifacts")):
+        # wandb's cache, data and settings under this run's outputs/, not in the user's home directory
+        # (a user's own WANDB_*_DIR wins); restored by finish, so a later run in the same process
+        # (a sweep's next job, a test) gets its own paths.root, not this one's
+        self._saved_env = {var: os.environ.get(var) for var, _ in STATE_DIRS}
+        for var, sub in STATE_DIRS:
             os.environ.setdefault(var, str(state_dir / sub))
         import wandb
 
@@ -87,7 +96,7 @@ class WandbTracker:
             if mode != "online":
                 raise
             log.warning("W&B online init failed (%s); logging offline instead",
-                        str(err).splitlines()[0] if str(err) else type(err).__name__)
+                        first_line(err))
             mode = "offline"
             self.run = wandb.init(mode=mode, **kwargs)
         # the runs table sorts by the objective; train/* curves plot against the trainer's step
@@ -128,3 +137,8 @@ class WandbTracker:
         if self.run is not None:
             self.run.finish(exit_code=exit_code)
             self.run = None
+        for var, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value

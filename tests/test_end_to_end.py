@@ -247,3 +247,12 @@ def test_ict_and_titles_together_train_on_both_kinds_of_query(fast_run, tiny_mod
     assert any(d.endswith("@1") for d in ids)  # chunks whose ICT passage lost a sentence: a second entry
     results = json.loads((out / "results.json").read_text())
     assert results["cache"]["eval_set"] == "hit"  # the same ICT yardstick as the plain ICT run
+
+
+def test_a_run_leaves_the_processs_wandb_dirs_as_it_found_them(fast_run):
+    import os
+
+    from runner.tracking import STATE_DIRS
+
+    # the module's fast_run logged to W&B in this process; its outputs/ must not leak into the next run
+    assert not [var for var, _ in STATE_DIRS if str(fast_run[0]) in os.environ.get(var, "")]
