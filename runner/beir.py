@@ -24,18 +24,20 @@ def _jsonl(path: Path, key: str) -> list[dict]:
     return rows
 
 
-def read_corpus(root: Path, key: str) -> dict[str, str]:
-    """corpus.jsonl as {id: "title text"}: title, a space, then text, as BEIR and MTEB feed it."""
+def read_corpus_titled(root: Path, key: str) -> dict[str, tuple[str, str]]:
+    """corpus.jsonl as {id: (title, "title text")}: title, a space, then text, as BEIR and MTEB feed it."""
     if not Path(root).is_dir():
         raise RagtuneError(f"{key}={root} is not a directory; give a BEIR folder (corpus.jsonl, ...).")
-    return {str(d["_id"]): f"{d.get('title', '')} {d.get('text', '')}".strip()
-            for d in _jsonl(Path(root) / "corpus.jsonl", key)}
+    out = {}
+    for d in _jsonl(Path(root) / "corpus.jsonl", key):
+        title = str(d.get("title") or "").strip()
+        out[str(d["_id"])] = (title, f"{d.get('title', '')} {d.get('text', '')}".strip())
+    return out
 
 
-def read_titles(root: Path, key: str) -> dict[str, str]:
-    """corpus.jsonl's non-empty titles, {id: title}."""
-    return {str(d["_id"]): d["title"].strip() for d in _jsonl(Path(root) / "corpus.jsonl", key)
-            if str(d.get("title") or "").strip()}
+def read_corpus(root: Path, key: str) -> dict[str, str]:
+    """corpus.jsonl as {id: "title text"}."""
+    return {i: text for i, (_, text) in read_corpus_titled(root, key).items()}
 
 
 def read_beir(path: str | Path, split: str, key: str = "eval_set.path") -> dict:

@@ -93,16 +93,14 @@ class _ForwardLogs:
         from transformers import TrainerCallback
 
         outer = self
-        self.losses: list[float] = []
+        self.nan = False
 
         class Callback(TrainerCallback):
             def on_log(self, args, state, control, logs=None, **kwargs):
                 if logs and "loss" in logs:
-                    outer.losses.append(float(logs["loss"]))
-                    if "grad_norm" in logs and math.isnan(float(logs["grad_norm"])):
-                        outer.losses.append(math.nan)  # NaN gradients: the weights are broken too
-                    if math.isnan(outer.losses[-1]):  # stop now: more steps of NaN are wasted time
-                        control.should_training_stop = True
+                    # a NaN loss, or NaN gradients (the weights are broken too): stop now
+                    if math.isnan(float(logs["loss"])) or math.isnan(float(logs.get("grad_norm", 0.0))):
+                        outer.nan = control.should_training_stop = True
                     if on_log:
                         on_log(
                             {
@@ -215,7 +213,7 @@ def train_sentence_transformers(
     )
     log.info("finetune: %d pairs, %d steps, batch %d, lr %g, %s", n, total, batch_size, learning_rate, precision)
     run_training(trainer.train, batch_size=batch_size, loss=loss)
-    if any(math.isnan(x) for x in forward.losses):
+    if forward.nan:
         raise RagtuneError(
             f"the training loss became NaN (finetune.learning_rate={learning_rate}, precision={precision}); "
             "the model was not saved. Lower finetune.learning_rate or use precision=fp32."

@@ -176,12 +176,13 @@ def keyword_pairs(
         first = {}
         for i, w in enumerate(words[node.node_id]):
             first.setdefault(w, i)
-        best = sorted(tf, key=lambda w: (-(1 + math.log(tf[w])) * idf[w], first[w]))[:pool]
+        score = {w: (1 + math.log(c)) * idf[w] for w, c in tf.items()}
+        best = sorted(tf, key=lambda w: (-score[w], first[w]))[:pool]
         rng = random.Random(f"{seed}:{node.node_id}")
         seen: set[str] = set()
         for j in range(num_questions_per_chunk):
             k = rng.randint(min_keywords, min(max_keywords, len(best)))
-            weights = [(1 + math.log(tf[w])) * idf[w] for w in best]
+            weights = [score[w] for w in best]
             picked: list[str] = []
             candidates = list(best)
             while len(picked) < k:  # weighted draw without replacement

@@ -21,7 +21,7 @@ from pathlib import Path
 from llama_index.core.schema import TextNode
 from tqdm import tqdm
 
-from runner.errors import RagtuneError
+from runner.errors import RagtuneError, first_line
 from runner.atomic import write_json_atomic
 from runner.qa_file import EmbeddingQAFinetuneDataset
 
@@ -132,12 +132,12 @@ def llm_pairs(
                 except Exception as err:  # noqa: BLE001 - any failure of one chunk: retry, then skip
                     if attempt == retries:
                         log.warning("LLM failed on chunk %s after %d tries: %s", node.node_id, retries + 1,
-                                    str(err).splitlines()[0] if str(err) else type(err).__name__)
+                                    first_line(err))
                         stats["failed"] += 1
                         bar.update()
                         return node.node_id, None
                     log.info("LLM try %d on chunk %s failed (%s); retrying in %.1fs", attempt + 1, node.node_id,
-                             str(err).splitlines()[0][:200] if str(err) else type(err).__name__, backoff_s * 2**attempt)
+                             first_line(err, 200), backoff_s * 2**attempt)
                     await asyncio.sleep(backoff_s * 2**attempt)
         return node.node_id, None
 

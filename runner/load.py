@@ -140,13 +140,12 @@ def load_directory(path: str, required_exts: list[str] | None = None, recursive:
 
 def load_beir_corpus(path: str, max_documents: int | None = None) -> LoadedCorpus:
     """A BEIR folder's corpus.jsonl: one Document per line, id = `_id`, text = title, a space, text."""
-    from runner.beir import read_corpus, read_titles
+    from runner.beir import read_corpus_titled
 
     _limit(max_documents)
-    corpus = read_corpus(Path(path), key="corpus.path")
-    titles = read_titles(Path(path), key="corpus.path")
+    corpus = read_corpus_titled(Path(path), key="corpus.path")
     ids = list(corpus)[:max_documents]
-    return LoadedCorpus([_document(corpus[i], i, {}, titles.get(i)) for i in ids if corpus[i]])
+    return LoadedCorpus([_document(corpus[i][1], i, {}, corpus[i][0]) for i in ids if corpus[i][1]])
 
 
 def load_qa_file_corpus(path: str, max_documents: int | None = None) -> LoadedCorpus:
@@ -160,11 +159,16 @@ def load_qa_file_corpus(path: str, max_documents: int | None = None) -> LoadedCo
 
 
 def documents_to_json(loaded: LoadedCorpus) -> dict:
-    return {"documents": [{"id": d.id_, "text": d.text, "metadata": d.metadata} for d in loaded.documents],
+    """The documents with their excluded-metadata keys: a title must stay out of the metadata text
+    that chunking counts on a cache hit as on a miss, or chunks would depend on the cache state."""
+    return {"documents": [{"id": d.id_, "text": d.text, "metadata": d.metadata,
+                           "excluded_embed": d.excluded_embed_metadata_keys,
+                           "excluded_llm": d.excluded_llm_metadata_keys} for d in loaded.documents],
             "skipped": loaded.skipped}
 
 
 def documents_from_json(data: dict) -> LoadedCorpus:
-    # through _document again: the title stays out of the metadata text that chunking counts, as on a miss
-    return LoadedCorpus([_document(r["text"], r["id"], {k: v for k, v in r["metadata"].items() if k != "title"},
-                                   r["metadata"].get("title")) for r in data["documents"]], data["skipped"])
+    return LoadedCorpus([Document(text=r["text"], id_=r["id"], metadata=r["metadata"],
+                                  excluded_embed_metadata_keys=r["excluded_embed"],
+                                  excluded_llm_metadata_keys=r["excluded_llm"]) for r in data["documents"]],
+                        data["skipped"])

@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from runner.errors import RagtuneError
+from runner.errors import RagtuneError, first_line
 
 log = logging.getLogger("ragtune")
 
@@ -140,7 +140,7 @@ def load_model(base_model, device: str):
         )
     except OSError as err:
         raise RagtuneError(
-            f"base_model.name_or_path={name} could not be loaded ({str(err).splitlines()[0]}); "
+            f"base_model.name_or_path={name} could not be loaded ({first_line(err)}); "
             "give a local model directory, or a hub id that is in the Hugging Face cache "
             "(download it once on a machine with network, or unset HF_HUB_OFFLINE)."
         ) from None

@@ -216,9 +216,9 @@ def prepare_data(cfg: DictConfig, stages: StageCache, generator, train_finetune:
         with stage("generate", timings):
             return call_generator(generator, train, reports["generate"])
 
-    eval_generator = generator
-    if held_out and cfg.eval_set.get("generator") is not None:  # eval_set=held_out_ict: one yardstick
-        eval_generator = instantiate(cfg.eval_set.generator)
+    own = cfg.eval_set.get("generator") if held_out else None  # eval_set=held_out_ict: one yardstick
+    eval_gen_cfg = own if own is not None else cfg.qa_generator
+    eval_generator = instantiate(own) if own is not None else generator
 
     def generate_eval_set():
         held = split()[1]
@@ -257,8 +257,7 @@ def prepare_data(cfg: DictConfig, stages: StageCache, generator, train_finetune:
                            lambda d: EmbeddingQAFinetuneDataset(**d),
                            keep=lambda: not reports["generate"].get("failed_chunks"))
     if held_out:
-        gen_cfg = cfg.eval_set.generator if cfg.eval_set.get("generator") is not None else cfg.qa_generator
-        k_eval = stages.key("eval_set", slice_(gen_cfg), [k_split])
+        k_eval = stages.key("eval_set", slice_(eval_gen_cfg), [k_split])
         eval_set = stages.run("eval_set", k_eval, generate_eval_set, lambda v: v.__dict__,
                               lambda d: EvalSet(**d), keep=lambda: not reports["eval_set"].get("failed_chunks"))
     else:
