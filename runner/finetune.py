@@ -21,16 +21,34 @@ log = logging.getLogger("ragtune")
 LOSSES = ("mnrl", "cached_mnrl", "matryoshka")
 
 
-def build_loss(model, loss: str, mini_batch_size: int, matryoshka_dims: list[int]):
+DIRECTIONS = ("query_to_doc", "doc_to_query", "query_to_query", "doc_to_doc")
+
+
+def build_loss(model, loss: str, mini_batch_size: int, matryoshka_dims: list[int], *, scale: float = 20.0,
+               directions: list[str] = ("query_to_doc",), hardness_strength: float = 0.0):
     """mnrl: in-batch negatives; cached_mnrl: the same loss with gradient caching, so a batch of
     thousands fits in memory (mini_batch_size at a time); matryoshka: MNRL at several truncated
-    dimensions, so the embeddings can be cut down later."""
+    dimensions, so the embeddings can be cut down later.
+
+    All three take sentence-transformers' MNRL knobs: `scale` (1 / temperature), `directions`
+    (query_to_doc always; doc_to_query makes it symmetric) and `hardness_strength` (> 0 weights
+    in-batch negatives by how hard they are, Lan et al. 2025; they use 9). None costs an extra encoding.
+    """
     from sentence_transformers.sentence_transformer import losses
 
+    bad = [d for d in directions if d not in DIRECTIONS]
+    if bad or "query_to_doc" not in directions:
+        raise RagtuneError(
+            f"finetune.directions={list(directions)} must include query_to_doc and only name "
+            f"{', '.join(DIRECTIONS)}; for example finetune.directions=[query_to_doc,doc_to_query]."
+        )
+    knobs = {"scale": scale, "directions": tuple(directions)}
+    if hardness_strength > 0:
+        knobs.update(hardness_mode="in_batch_negatives", hardness_strength=hardness_strength)
     if loss == "mnrl":
-        return losses.MultipleNegativesRankingLoss(model)
+        return losses.MultipleNegativesRankingLoss(model, **knobs)
     if loss == "cached_mnrl":
-        return losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size)
+        return losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size, **knobs)
     dim = model.get_embedding_dimension()
     too_big = [d for d in matryoshka_dims if d > dim]
     if too_big or not matryoshka_dims:
@@ -38,7 +56,8 @@ def build_loss(model, loss: str, mini_batch_size: int, matryoshka_dims: list[int
             f"finetune.matryoshka_dims={list(matryoshka_dims)} must be non-empty and at most the model's "
             f"{dim} dimensions; use for example finetune.matryoshka_dims=[{dim},{dim // 2},{dim // 4}]."
         )
-    return losses.MatryoshkaLoss(model, losses.MultipleNegativesRankingLoss(model), matryoshka_dims=list(matryoshka_dims))
+    return losses.MatryoshkaLoss(model, losses.MultipleNegativesRankingLoss(model, **knobs),
+                                matryoshka_dims=list(matryoshka_dims))
 
 
 def add_hard_negatives(dataset, model, num: int, relative_margin: float, range_max: int, batch_size: int):
@@ -122,11 +141,15 @@ def train_sentence_transformers(
     loss: str = "mnrl",
     mini_batch_size: int = 32,
     matryoshka_dims: list[int] = (384, 256, 128, 64),
+    scale: float = 20.0,
+    directions: list[str] = ("query_to_doc",),
+    hardness_strength: float = 0.0,
     hard_negatives: dict | None = None,
     epochs: float = 1.0,
     max_steps: int = -1,
     batch_size: int = 32,
     learning_rate: float = 5e-5,
+    group_by_length: bool = True,
     warmup_ratio: float = 0.1,
     weight_decay: float = 0.01,
     dataloader_num_workers: int = 0,
@@ -140,11 +163,14 @@ def train_sentence_transformers(
 
     The no-duplicates batch sampler keeps two rows that share a text (two questions about one chunk)
     out of one batch: in-batch negatives that are really positives would teach the wrong thing.
+    `group_by_length` batches passages of similar length together (runner.batching): less padding.
     All trainer files go under `output_dir` (the job directory), none into the working directory.
     """
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.training_args import BatchSamplers
+
+    from runner.batching import LengthGroupedNoDuplicatesBatchSampler
 
     if loss not in LOSSES:
         raise RagtuneError(f"finetune.loss={loss} is unknown; use one of {', '.join(LOSSES)}.")
@@ -174,7 +200,7 @@ def train_sentence_transformers(
         weight_decay=weight_decay,
         seed=seed,
         data_seed=seed,
-        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        batch_sampler=LengthGroupedNoDuplicatesBatchSampler if group_by_length else BatchSamplers.NO_DUPLICATES,
         # the model's query / passage prompts, prepended in training exactly as in evaluation
         prompts={k: v for k, v in (("anchor", model.prompts.get("query", "")),
                                    ("positive", model.prompts.get("document", ""))) if v} or None,
@@ -208,7 +234,8 @@ def train_sentence_transformers(
         model=model,
         args=args,
         train_dataset=train_dataset,
-        loss=build_loss(model, loss, mini_batch_size, list(matryoshka_dims)),
+        loss=build_loss(model, loss, mini_batch_size, list(matryoshka_dims), scale=scale,
+                        directions=list(directions), hardness_strength=hardness_strength),
         callbacks=[forward.callback],
     )
     log.info("finetune: %d pairs, %d steps, batch %d, lr %g, %s", n, total, batch_size, learning_rate, precision)

@@ -164,11 +164,15 @@ class SentenceTransformersFinetune:
     loss: str = "mnrl"  # mnrl | cached_mnrl | matryoshka
     mini_batch_size: int = 32  # cached_mnrl: the memory-bound part of a large batch
     matryoshka_dims: List[int] = field(default_factory=lambda: [384, 256, 128, 64])
+    scale: float = 20.0  # MNRL's 1 / temperature
+    directions: List[str] = field(default_factory=lambda: ["query_to_doc"])  # + doc_to_query: symmetric
+    hardness_strength: float = 0.0  # > 0: weight in-batch negatives by hardness (Lan et al. 2025 use 9)
     hard_negatives: HardNegatives = field(default_factory=HardNegatives)
     epochs: float = 2.0  # chosen by the project's sweeps: README "Choosing defaults"
     max_steps: int = -1  # > 0 overrides epochs
     batch_size: int = 32
     learning_rate: float = 5e-5
+    group_by_length: bool = True  # batch passages of similar length: less padding, same quality (README)
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     dataloader_num_workers: int = 0  # tokenizing in worker processes: helps a GPU that waits on the CPU

@@ -69,6 +69,18 @@ def test_validate_reports_every_problem_at_once(tmp_path):
     assert any("ndcg@7" in p and "ndcg@10" in p for p in problems)
 
 
+def test_loss_knobs_are_checked_before_any_work(tmp_path):
+    cfg = compose(["finetune.scale=0", "finetune.hardness_strength=-1", "finetune.directions=[doc_to_query]"],
+                  tmp_path)
+    problems = config_problems(cfg)
+    assert len(problems) == 3
+    assert any("finetune.scale=0" in p for p in problems)
+    assert any("finetune.hardness_strength=-1" in p for p in problems)
+    assert any("finetune.directions=['doc_to_query'] must include query_to_doc" in p for p in problems)
+    assert config_problems(compose(["finetune.directions=[query_to_doc,doc_to_query]", "finetune.scale=50",
+                                    "finetune.hardness_strength=9"], tmp_path)) == []
+
+
 def assert_clean_failure(result: subprocess.CompletedProcess, *needles: str) -> str:
     text = result.stdout + result.stderr
     assert result.returncode != 0, text

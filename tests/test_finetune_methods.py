@@ -22,6 +22,26 @@ def test_losses_train_and_save_a_model(loss, tiny_model, tmp_path):
     assert (out / "model" / "config_sentence_transformers.json").is_file()
 
 
+def test_loss_knobs_reach_sentence_transformers_loss(tiny_model, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from runner.finetune import build_loss
+
+    model = SentenceTransformer(str(tiny_model), device="cpu")
+    loss = build_loss(model, "mnrl", 32, [64], scale=50.0, directions=["query_to_doc", "doc_to_query"],
+                      hardness_strength=9.0)
+    assert (loss.scale, loss.directions, loss.hardness_mode, loss.hardness_strength) == \
+        (50.0, ("query_to_doc", "doc_to_query"), "in_batch_negatives", 9.0)
+    cached = build_loss(model, "cached_mnrl", 4, [64], scale=30.0)
+    assert (cached.scale, cached.mini_batch_size, cached.hardness_mode) == (30.0, 4, None)
+    inner = build_loss(model, "matryoshka", 32, [64, 32], directions=["query_to_doc", "doc_to_query"]).loss
+    assert inner.directions == ("query_to_doc", "doc_to_query")
+    out = tmp_path / "run"
+    run(compose(fast(tiny_model, "logger=none", "finetune.directions=[query_to_doc,doc_to_query]",
+                     "finetune.hardness_strength=9"), out))
+    assert json.loads((out / "results.json").read_text())["metrics"]["finetuned"]
+
+
 def test_hard_negatives_are_mined_with_a_margin(tiny_model, tmp_path, caplog):
     out = tmp_path / "run"
     with caplog.at_level(logging.INFO, logger="ragtune"):

@@ -1,0 +1,74 @@
+"""Training batches: no duplicate texts in a batch (in-batch negatives stay negatives), and,
+with `group_by_length`, texts of similar length together so a batch pads less.
+
+A batch is padded to its longest text, so random batches of chunks that run from a few words to
+the model's limit spend half their tokens on padding (measured on the default run's pairs: 48% real
+passage tokens at batch 32). Sorting within megabatches of a few batches, as transformers'
+`LengthGroupedSampler` does, cuts that waste while batches still differ from epoch to epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
+
+MEGABATCH = 8  # batches sorted together: 8 keeps ~86% of passage tokens real, and batches still mix
+
+
+def text_lengths(dataset) -> np.ndarray:
+    """Characters per row over the passage columns (all but the anchor): a cheap proxy for tokens,
+    and the padding that matters (queries are short)."""
+    columns = [c for c in dataset.column_names if c != "anchor"] or list(dataset.column_names)
+    total = np.zeros(len(dataset), dtype=np.int64)
+    for column in columns:
+        total += np.fromiter((len(str(v)) for v in dataset[column]), dtype=np.int64, count=len(dataset))
+    return total
+
+
+class LengthGroupedNoDuplicatesBatchSampler(NoDuplicatesBatchSampler):
+    """sentence-transformers' no-duplicates sampler over a length-grouped order.
+
+    Each pass: a seeded shuffle, cut into megabatches of MEGABATCH batches, each sorted by length;
+    batches are filled greedily in that order, skipping a row whose text is already in the batch
+    (it goes to a later batch); the batches are then shuffled, with the longest one first so an
+    out-of-memory shows at the first step, not the last.
+    """
+
+    def __init__(self, dataset, batch_size: int, drop_last: bool, valid_label_columns=None,
+                 generator: torch.Generator | None = None, seed: int = 0) -> None:
+        super().__init__(dataset, batch_size=batch_size, drop_last=drop_last,
+                         valid_label_columns=valid_label_columns, generator=generator, seed=seed)
+        self.lengths = text_lengths(self.dataset)
+
+    def _iter_one_pass(self, get_sample_values: Callable, has_overlap: Callable) -> Iterator[list[int]]:
+        n = len(self.dataset)
+        order = torch.randperm(n, generator=self.generator).numpy()
+        size = self.batch_size * MEGABATCH
+        remaining = [int(i) for start in range(0, n, size)
+                     for i in sorted(order[start:start + size], key=lambda i: -self.lengths[i])]
+        batches = []
+        while remaining:
+            batch, values, deferred = [], set(), []
+            for k, index in enumerate(remaining):
+                if len(batch) == self.batch_size:
+                    deferred.extend(remaining[k:])
+                    break
+                sample = get_sample_values(index)
+                if has_overlap(sample, values):
+                    deferred.append(index)
+                    continue
+                batch.append(index)
+                values.update(sample)
+            remaining = deferred
+            if len(batch) == self.batch_size or not self.drop_last:
+                batches.append(batch)
+        if not batches:
+            return
+        longest = max(range(len(batches)), key=lambda b: self.lengths[batches[b]].max())
+        rest = [b for b in range(len(batches)) if b != longest]
+        shuffled = [rest[i] for i in torch.randperm(len(rest), generator=self.generator).tolist()]
+        for b in [longest, *shuffled]:
+            yield batches[b]
