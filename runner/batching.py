@@ -18,19 +18,40 @@ from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
 MEGABATCH = 8  # batches sorted together: 8 keeps ~86% of passage tokens real, and batches still mix
 
 
-def text_lengths(dataset) -> np.ndarray:
-    """Characters per row over the passage columns (all but the anchor): a cheap proxy for tokens,
-    and the padding that matters (queries are short)."""
+def text_lengths(dataset, tokenizer=None, max_length: int | None = None) -> np.ndarray:
+    """Per row, the longest passage (all columns but the anchor: the padding that matters, queries
+    are short) in tokens as the model will see them (cut at `max_length`), or in characters
+    without a tokenizer. Passages cut to the same length tie, and ties keep the shuffled order."""
     columns = [c for c in dataset.column_names if c != "anchor"] or list(dataset.column_names)
-    total = np.zeros(len(dataset), dtype=np.int64)
+    longest = np.zeros(len(dataset), dtype=np.int64)
     for column in columns:
-        total += np.fromiter((len(str(v)) for v in dataset[column]), dtype=np.int64, count=len(dataset))
-    return total
+        texts = [str(v) for v in dataset[column]]
+        if tokenizer is None:
+            lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+        else:
+            ids = tokenizer(texts, truncation=max_length is not None, max_length=max_length)["input_ids"]
+            lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
+        longest = np.maximum(longest, lengths)
+    return longest
+
+
+def real_token_share(lengths: np.ndarray, batch_size: int, grouped: bool, seed: int = 0) -> float:
+    """Share of the padded passage tokens that are real, for one seeded epoch of random or
+    length-grouped batches (duplicates ignored): what the log reports."""
+    order = np.random.default_rng(seed).permutation(len(lengths))
+    if grouped:
+        size = batch_size * MEGABATCH
+        order = np.concatenate([sorted(order[i:i + size], key=lambda j: -lengths[j])
+                                for i in range(0, len(order), size)]).astype(int)
+    padded = sum(int(lengths[order[i:i + batch_size]].max()) * len(order[i:i + batch_size])
+                 for i in range(0, len(order), batch_size))
+    return float(lengths.sum()) / padded if padded else 1.0
 
 
 class LengthGroupedNoDuplicatesBatchSampler(NoDuplicatesBatchSampler):
     """sentence-transformers' no-duplicates sampler over a length-grouped order.
 
+    `lengths`: one per row (text_lengths with the model's tokenizer); characters if not given.
     Each pass: a seeded shuffle, cut into megabatches of MEGABATCH batches, each sorted by length;
     batches are filled greedily in that order, skipping a row whose text is already in the batch
     (it goes to a later batch); the batches are then shuffled, with the longest one first so an
@@ -38,10 +59,10 @@ class LengthGroupedNoDuplicatesBatchSampler(NoDuplicatesBatchSampler):
     """
 
     def __init__(self, dataset, batch_size: int, drop_last: bool, valid_label_columns=None,
-                 generator: torch.Generator | None = None, seed: int = 0) -> None:
+                 generator: torch.Generator | None = None, seed: int = 0, lengths=None) -> None:
         super().__init__(dataset, batch_size=batch_size, drop_last=drop_last,
                          valid_label_columns=valid_label_columns, generator=generator, seed=seed)
-        self.lengths = text_lengths(self.dataset)
+        self.lengths = np.asarray(lengths) if lengths is not None else text_lengths(self.dataset)
 
     def _iter_one_pass(self, get_sample_values: Callable, has_overlap: Callable) -> Iterator[list[int]]:
         n = len(self.dataset)

@@ -6,6 +6,7 @@ The directory loads with `SentenceTransformer(path)` and with LlamaIndex's
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import shutil
@@ -170,7 +171,7 @@ def train_sentence_transformers(
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.training_args import BatchSamplers
 
-    from runner.batching import LengthGroupedNoDuplicatesBatchSampler
+    from runner.batching import LengthGroupedNoDuplicatesBatchSampler, real_token_share, text_lengths
 
     if loss not in LOSSES:
         raise RagtuneError(f"finetune.loss={loss} is unknown; use one of {', '.join(LOSSES)}.")
@@ -200,7 +201,7 @@ def train_sentence_transformers(
         weight_decay=weight_decay,
         seed=seed,
         data_seed=seed,
-        batch_sampler=LengthGroupedNoDuplicatesBatchSampler if group_by_length else BatchSamplers.NO_DUPLICATES,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,  # group_by_length: set below, once the rows are final
         # the model's query / passage prompts, prepended in training exactly as in evaluation
         prompts={k: v for k, v in (("anchor", model.prompts.get("query", "")),
                                    ("positive", model.prompts.get("document", ""))) if v} or None,
@@ -229,6 +230,12 @@ def train_sentence_transformers(
                 f"negative below the margin), fewer than finetune.batch_size={batch_size}; lower "
                 "finetune.hard_negatives.relative_margin or finetune.batch_size."
             )
+    if group_by_length:
+        lengths = text_lengths(train_dataset, model.tokenizer, model.max_seq_length)
+        args.batch_sampler = functools.partial(LengthGroupedNoDuplicatesBatchSampler, lengths=lengths)
+        log.info("finetune: length-grouped batches, %.0f%% of passage tokens real (random batches: %.0f%%)",
+                 100 * real_token_share(lengths, batch_size, True, seed),
+                 100 * real_token_share(lengths, batch_size, False, seed))
     forward = _ForwardLogs(on_log)
     trainer = SentenceTransformerTrainer(
         model=model,

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import torch
 from datasets import Dataset
 
-from runner.batching import MEGABATCH, LengthGroupedNoDuplicatesBatchSampler
+from runner.batching import MEGABATCH, LengthGroupedNoDuplicatesBatchSampler, real_token_share, text_lengths
 
 
 def _dataset(n=300, seed=0):
@@ -62,3 +63,25 @@ def test_seeded_and_different_each_epoch():
     # batches mix rows from across the data set: a megabatch is MEGABATCH batches, not the whole set
     assert len(data) > 16 * MEGABATCH
     assert {frozenset(b) for b in first} != {frozenset(b) for b in second}
+
+
+def test_lengths_are_tokens_as_the_model_sees_them(tiny_model):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(tiny_model), device="cpu")
+    data = Dataset.from_dict({"anchor": ["a", "b", "c"],
+                              "positive": ["short", " ".join(["word"] * 40), " ".join(["word"] * 400)],
+                              "negative": [" ".join(["word"] * 30), "x", "y"]})
+    lengths = text_lengths(data, model.tokenizer, max_length=64)
+    # the longest passage column counts; a passage past max_length is cut there (and ties with others cut)
+    assert lengths[0] == len(model.tokenizer(" ".join(["word"] * 30))["input_ids"])
+    assert lengths[1] == len(model.tokenizer(" ".join(["word"] * 40))["input_ids"])
+    assert lengths[2] == 64
+    assert list(text_lengths(data)) == [len(" ".join(["word"] * 30)), len(" ".join(["word"] * 40)), 1999]
+
+
+def test_real_token_share_counts_padding():
+    lengths = np.array([10, 10, 100, 100])
+    # grouped: [100, 100] and [10, 10] -> no padding; random batches of 2 pad at least one short row
+    assert real_token_share(lengths, 2, grouped=True) == 1.0
+    assert real_token_share(lengths, 4, grouped=False) == 220 / 400

@@ -48,6 +48,7 @@ def test_hard_negatives_are_mined_with_a_margin(tiny_model, tmp_path, caplog):
         run(compose(fast(tiny_model, "logger=none", "finetune.hard_negatives.num=1",
                          "finetune.hard_negatives.relative_margin=0.01"), out))
     assert "mined hard negative(s) each" in caplog.text
+    assert "length-grouped batches" in caplog.text  # the grouped sampler over (anchor, positive, negative) rows
     assert json.loads((out / "results.json").read_text())["metrics"]["finetuned"]
 
 
