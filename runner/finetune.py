@@ -75,6 +75,25 @@ def add_hard_negatives(dataset, model, num: int, relative_margin: float, range_m
     )
 
 
+def consistent_rows(dataset, model, top_k: int, batch_size: int):
+    """Consistency filter (round-trip filtering: Alberti et al. 2019; Promptagator, Dai et al. 2022):
+    keep a (query, passage) row only when the base model ranks that passage among the `top_k` of all
+    training passages for the query. Queries that do not identify their passage (a generic sentence,
+    a vague LLM question) teach the model to memorise noise."""
+    from sentence_transformers.util import semantic_search
+
+    passages = sorted(set(dataset["positive"]))
+    position = {p: i for i, p in enumerate(passages)}
+    queries = model.encode(dataset["anchor"], prompt=model.prompts.get("query") or None, batch_size=batch_size,
+                           convert_to_tensor=True, normalize_embeddings=True)
+    corpus = model.encode(passages, prompt=model.prompts.get("document") or None, batch_size=batch_size,
+                          convert_to_tensor=True, normalize_embeddings=True)
+    hits = semantic_search(queries, corpus, top_k=top_k)
+    keep = [i for i, (row_hits, positive) in enumerate(zip(hits, dataset["positive"]))
+            if position[positive] in {h["corpus_id"] for h in row_hits}]
+    return dataset.select(keep)
+
+
 def pair_rows(pairs: EmbeddingQAFinetuneDataset) -> dict[str, list[str]]:
     """(anchor, positive) columns: one row per (query, relevant passage)."""
     anchors, positives = [], []
@@ -83,6 +102,17 @@ def pair_rows(pairs: EmbeddingQAFinetuneDataset) -> dict[str, list[str]]:
             anchors.append(query)
             positives.append(pairs.corpus[doc_id])
     return {"anchor": anchors, "positive": positives}
+
+
+def autocast(precision: str, device: str):
+    """bf16/fp16 autocast for the encoding done before training (mining, filtering), as in training."""
+    import contextlib
+
+    import torch
+
+    if precision not in ("bf16", "fp16"):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def run_training(train: Callable[[], Any], *, batch_size: int, loss: str = "mnrl") -> Any:
@@ -146,6 +176,7 @@ def train_sentence_transformers(
     directions: list[str] = ("query_to_doc",),
     hardness_strength: float = 0.0,
     hard_negatives: dict | None = None,
+    filter_top_k: int = 0,
     epochs: float = 1.0,
     max_steps: int = -1,
     batch_size: int = 32,
@@ -218,11 +249,22 @@ def train_sentence_transformers(
         logging_nan_inf_filter=False,  # the default hides a NaN loss behind the mean of earlier ones
     )
     train_dataset = Dataset.from_dict(rows)
+    if filter_top_k > 0:
+        with autocast(precision, device):
+            train_dataset = consistent_rows(train_dataset, model, filter_top_k, batch_size)
+        log.info("finetune: %d of %d pairs kept by the consistency filter (passage in the base model's top %d)",
+                 len(train_dataset), n, filter_top_k)
+        if len(train_dataset) < batch_size:
+            raise RagtuneError(
+                f"the consistency filter kept {len(train_dataset)} of {n} pairs, fewer than "
+                f"finetune.batch_size={batch_size}; raise finetune.filter_top_k or use finetune.filter_top_k=0."
+            )
     negatives = int((hard_negatives or {}).get("num", 0))
     if negatives > 0:
-        train_dataset = add_hard_negatives(train_dataset, model, negatives,
-                                           float(hard_negatives.get("relative_margin", 0.05)),
-                                           int(hard_negatives.get("range_max", 50)), batch_size)
+        with autocast(precision, device):
+            train_dataset = add_hard_negatives(train_dataset, model, negatives,
+                                               float(hard_negatives.get("relative_margin", 0.05)),
+                                               int(hard_negatives.get("range_max", 50)), batch_size)
         log.info("finetune: %d pairs kept with %d mined hard negative(s) each", len(train_dataset), negatives)
         if len(train_dataset) < batch_size:
             raise RagtuneError(

