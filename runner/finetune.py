@@ -20,6 +20,7 @@ from runner.qa_file import EmbeddingQAFinetuneDataset
 log = logging.getLogger("ragtune")
 
 LOSSES = ("mnrl", "cached_mnrl", "matryoshka")
+GROUPING_PAYS = 1.25  # group_by_length=null groups batches when that cuts padded passage tokens by 20%+
 
 
 DIRECTIONS = ("query_to_doc", "doc_to_query", "query_to_query", "doc_to_doc")
@@ -181,7 +182,7 @@ def train_sentence_transformers(
     max_steps: int = -1,
     batch_size: int = 32,
     learning_rate: float = 5e-5,
-    group_by_length: bool = True,
+    group_by_length: bool | None = None,
     warmup_ratio: float = 0.1,
     weight_decay: float = 0.01,
     dataloader_num_workers: int = 0,
@@ -195,7 +196,8 @@ def train_sentence_transformers(
 
     The no-duplicates batch sampler keeps two rows that share a text (two questions about one chunk)
     out of one batch: in-batch negatives that are really positives would teach the wrong thing.
-    `group_by_length` batches passages of similar length together (runner.batching): less padding.
+    `group_by_length` batches passages of similar length together (runner.batching): less padding;
+    None (auto) does so only when it cuts the padded passage tokens by 20% or more.
     All trainer files go under `output_dir` (the job directory), none into the working directory.
     """
     from datasets import Dataset
@@ -272,12 +274,17 @@ def train_sentence_transformers(
                 f"negative below the margin), fewer than finetune.batch_size={batch_size}; lower "
                 "finetune.hard_negatives.relative_margin or finetune.batch_size."
             )
-    if group_by_length:
+    if group_by_length is not False:
         lengths = text_lengths(train_dataset, model.tokenizer, model.max_seq_length)
-        args.batch_sampler = functools.partial(LengthGroupedNoDuplicatesBatchSampler, lengths=lengths)
-        log.info("finetune: length-grouped batches, %.0f%% of passage tokens real (random batches: %.0f%%)",
-                 100 * real_token_share(lengths, batch_size, True, seed),
-                 100 * real_token_share(lengths, batch_size, False, seed))
+        grouped, random_ = (real_token_share(lengths, batch_size, g, seed) for g in (True, False))
+        # auto (None): only where it pays; grouping changes which negatives share a batch
+        if group_by_length or grouped >= GROUPING_PAYS * random_:
+            args.batch_sampler = functools.partial(LengthGroupedNoDuplicatesBatchSampler, lengths=lengths)
+            log.info("finetune: length-grouped batches, %.0f%% of passage tokens real (random batches: %.0f%%)",
+                     100 * grouped, 100 * random_)
+        else:
+            log.info("finetune: random batches, %.0f%% of passage tokens real (grouping would give %.0f%%: "
+                     "not worth it)", 100 * random_, 100 * grouped)
     forward = _ForwardLogs(on_log)
     trainer = SentenceTransformerTrainer(
         model=model,

@@ -173,7 +173,7 @@ class SentenceTransformersFinetune:
     max_steps: int = -1  # > 0 overrides epochs
     batch_size: int = 32
     learning_rate: float = 5e-5
-    group_by_length: bool = True  # batch passages of similar length: less padding, same quality (README)
+    group_by_length: Optional[bool] = None  # batch passages of similar length; null: only where it pays (README)
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     dataloader_num_workers: int = 0  # tokenizing in worker processes: helps a GPU that waits on the CPU

@@ -73,10 +73,27 @@ def test_consistency_filter_in_a_run_and_its_clear_error(tiny_model, tmp_path, c
                     tmp_path / "run2"))
 
 
+@pytest.mark.parametrize("varied, expected", [(False, "random batches"), (True, "length-grouped batches")])
+def test_group_by_length_auto_groups_only_where_it_pays(varied, expected, tiny_model, tmp_path, caplog):
+    from sentence_transformers import SentenceTransformer
+
+    from runner.finetune import train_sentence_transformers
+    from runner.qa_file import EmbeddingQAFinetuneDataset
+
+    words = [3 if varied and i % 2 else 60 for i in range(32)]  # half short, half long passages, or all long
+    corpus = {f"d{i}": " ".join([f"w{i}"] * n) for i, n in enumerate(words)}
+    pairs = EmbeddingQAFinetuneDataset(queries={f"q{i}": f"query {i}" for i in range(32)}, corpus=corpus,
+                                       relevant_docs={f"q{i}": [f"d{i}"] for i in range(32)})
+    model = SentenceTransformer(str(tiny_model), device="cpu")
+    with caplog.at_level(logging.INFO, logger="ragtune"):
+        train_sentence_transformers(model, pairs, tmp_path, batch_size=8, max_steps=1, precision="fp32")
+    assert f"finetune: {expected}" in caplog.text
+
+
 def test_hard_negatives_are_mined_with_a_margin(tiny_model, tmp_path, caplog):
     out = tmp_path / "run"
     with caplog.at_level(logging.INFO, logger="ragtune"):
-        run(compose(fast(tiny_model, "logger=none", "finetune.hard_negatives.num=1",
+        run(compose(fast(tiny_model, "logger=none", "finetune.hard_negatives.num=1", "finetune.group_by_length=true",
                          "finetune.hard_negatives.relative_margin=0.01"), out))
     assert "mined hard negative(s) each" in caplog.text
     assert "length-grouped batches" in caplog.text  # the grouped sampler over (anchor, positive, negative) rows
