@@ -20,11 +20,18 @@ OPTIONS = sorted(p.relative_to(ROOT / "conf") for p in (ROOT / "conf").glob("*/*
 def test_every_option_composes(option: Path, tmp_path):
     group, name = option.parent.name, option.stem
     extra = {"qa_generator=file": ["qa_generator.path=x.json", "eval_set=file", "eval_set.path=y.json"],
+             "experiment=labelled": ["qa_generator.path=x.json", "eval_set=file", "eval_set.path=y.json"],
              "eval_set=file": ["eval_set.path=y.json"]}.get(f"{group}={name}", [])
     cfg = compose([f"{group}={name}", *extra], tmp_path)
     assert cfg.seed == 42
     text = (ROOT / "conf" / option).read_text()
     assert text.startswith("#") and "python -m runner" in text  # a header that says how to use it
+
+
+def test_labelled_preset_trains_on_a_file_with_mined_hard_negatives(tmp_path):
+    cfg = compose(["experiment=labelled", "qa_generator.path=x.json"], tmp_path)
+    assert cfg.qa_generator._target_ == "runner.generate.pairs_from_file"
+    assert cfg.finetune.hard_negatives.num == 1 and cfg.finetune.epochs == 2.0
 
 
 @pytest.mark.parametrize("method", ["sentence_transformers", "none"])
