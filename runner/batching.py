@@ -35,14 +35,19 @@ def text_lengths(dataset, tokenizer=None, max_length: int | None = None) -> np.n
     return longest
 
 
+def length_grouped(order, lengths: np.ndarray, batch_size: int) -> list[int]:
+    """A shuffled `order` cut into megabatches of MEGABATCH batches, each sorted longest first."""
+    size = batch_size * MEGABATCH
+    return [int(i) for start in range(0, len(order), size)
+            for i in sorted(order[start:start + size], key=lambda i: -lengths[i])]
+
+
 def real_token_share(lengths: np.ndarray, batch_size: int, grouped: bool, seed: int = 0) -> float:
     """Share of the padded passage tokens that are real, for one seeded epoch of random or
     length-grouped batches (duplicates ignored): what the log reports."""
     order = np.random.default_rng(seed).permutation(len(lengths))
     if grouped:
-        size = batch_size * MEGABATCH
-        order = np.concatenate([sorted(order[i:i + size], key=lambda j: -lengths[j])
-                                for i in range(0, len(order), size)]).astype(int)
+        order = np.array(length_grouped(order, lengths, batch_size))
     padded = sum(int(lengths[order[i:i + batch_size]].max()) * len(order[i:i + batch_size])
                  for i in range(0, len(order), batch_size))
     return float(lengths.sum()) / padded if padded else 1.0
@@ -51,7 +56,8 @@ def real_token_share(lengths: np.ndarray, batch_size: int, grouped: bool, seed: 
 class LengthGroupedNoDuplicatesBatchSampler(NoDuplicatesBatchSampler):
     """sentence-transformers' no-duplicates sampler over a length-grouped order.
 
-    `lengths`: one per row (text_lengths with the model's tokenizer); characters if not given.
+    `lengths`: one per row (text_lengths with the model's tokenizer; the trainer passes it through
+    functools.partial).
     Each pass: a seeded shuffle, cut into megabatches of MEGABATCH batches, each sorted by length;
     batches are filled greedily in that order, skipping a row whose text is already in the batch
     (it goes to a later batch); the batches are then shuffled, with the longest one first so an
@@ -59,17 +65,14 @@ class LengthGroupedNoDuplicatesBatchSampler(NoDuplicatesBatchSampler):
     """
 
     def __init__(self, dataset, batch_size: int, drop_last: bool, valid_label_columns=None,
-                 generator: torch.Generator | None = None, seed: int = 0, lengths=None) -> None:
+                 generator: torch.Generator | None = None, seed: int = 0, *, lengths) -> None:
         super().__init__(dataset, batch_size=batch_size, drop_last=drop_last,
                          valid_label_columns=valid_label_columns, generator=generator, seed=seed)
-        self.lengths = np.asarray(lengths) if lengths is not None else text_lengths(self.dataset)
+        self.lengths = np.asarray(lengths)
 
     def _iter_one_pass(self, get_sample_values: Callable, has_overlap: Callable) -> Iterator[list[int]]:
-        n = len(self.dataset)
-        order = torch.randperm(n, generator=self.generator).numpy()
-        size = self.batch_size * MEGABATCH
-        remaining = [int(i) for start in range(0, n, size)
-                     for i in sorted(order[start:start + size], key=lambda i: -self.lengths[i])]
+        order = torch.randperm(len(self.dataset), generator=self.generator).numpy()
+        remaining = length_grouped(order, self.lengths, self.batch_size)
         batches = []
         while remaining:
             batch, values, deferred = [], set(), []

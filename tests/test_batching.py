@@ -34,7 +34,8 @@ def _padded(batches, lengths):
 def test_each_row_once_no_duplicate_text_and_less_padding():
     data = _dataset()
     sampler = LengthGroupedNoDuplicatesBatchSampler(data, batch_size=16, drop_last=False,
-                                                    generator=torch.Generator(), seed=7)
+                                                    generator=torch.Generator(), seed=7,
+                                                    lengths=text_lengths(data))
     batches = _epoch(sampler, 0)
     assert sorted(i for b in batches for i in b) == list(range(len(data)))
     for b in batches:
@@ -53,7 +54,8 @@ def test_seeded_and_different_each_epoch():
 
     def sampler():
         return LengthGroupedNoDuplicatesBatchSampler(data, batch_size=16, drop_last=True,
-                                                     generator=torch.Generator(), seed=3)
+                                                     generator=torch.Generator(), seed=3,
+                                                     lengths=text_lengths(data))
 
     first, again = _epoch(sampler(), 0), _epoch(sampler(), 0)
     assert first == again
