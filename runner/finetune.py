@@ -26,6 +26,14 @@ GROUPING_PAYS = 1.25  # group_by_length=null groups batches when that cuts padde
 DIRECTIONS = ("query_to_doc", "doc_to_query", "query_to_query", "doc_to_doc")
 
 
+def directions_problem(directions) -> str | None:
+    """What is wrong with `finetune.directions`, or None (checked up front by validate, and here)."""
+    if "query_to_doc" in directions and not set(directions) - set(DIRECTIONS):
+        return None
+    return (f"finetune.directions={list(directions)} must include query_to_doc and only name "
+            f"{', '.join(DIRECTIONS)} (try [query_to_doc,doc_to_query])")
+
+
 def build_loss(model, loss: str, mini_batch_size: int, matryoshka_dims: list[int], *, scale: float = 20.0,
                directions: list[str] = ("query_to_doc",), hardness_strength: float = 0.0):
     """mnrl: in-batch negatives; cached_mnrl: the same loss with gradient caching, so a batch of
@@ -38,12 +46,9 @@ def build_loss(model, loss: str, mini_batch_size: int, matryoshka_dims: list[int
     """
     from sentence_transformers.sentence_transformer import losses
 
-    bad = [d for d in directions if d not in DIRECTIONS]
-    if bad or "query_to_doc" not in directions:
-        raise RagtuneError(
-            f"finetune.directions={list(directions)} must include query_to_doc and only name "
-            f"{', '.join(DIRECTIONS)}; for example finetune.directions=[query_to_doc,doc_to_query]."
-        )
+    problem = directions_problem(directions)
+    if problem:
+        raise RagtuneError(problem + ".")
     knobs = {"scale": scale, "directions": tuple(directions)}
     if hardness_strength > 0:
         knobs.update(hardness_mode="in_batch_negatives", hardness_strength=hardness_strength)

@@ -56,11 +56,10 @@ def config_problems(cfg: DictConfig) -> list[str]:
         if "hardness_strength" in ft and ft.hardness_strength < 0:
             p.append(f"finetune.hardness_strength={ft.hardness_strength} must be 0 (off) or more (try 9)")
         if "directions" in ft:
-            from runner.finetune import DIRECTIONS
+            from runner.finetune import directions_problem
 
-            if "query_to_doc" not in ft.directions or set(ft.directions) - set(DIRECTIONS):
-                p.append(f"finetune.directions={list(ft.directions)} must include query_to_doc and only name "
-                         f"{', '.join(DIRECTIONS)} (try [query_to_doc,doc_to_query])")
+            if problem := directions_problem(ft.directions):
+                p.append(problem)
         if "weight_decay" in ft and ft.weight_decay < 0:
             p.append(f"finetune.weight_decay={ft.weight_decay} must be 0 or more")
         if "dataloader_num_workers" in ft and ft.dataloader_num_workers < 0:
