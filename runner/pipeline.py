@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner.devices import share_machine
 from runner.chunk import chunk_documents, drop_duplicate_chunks, nodes_from_json, nodes_to_json
+from runner.chunkers import fill_tiktoken_cache
 from runner.beir import read_beir
 from runner.embedding_cache import cache_key, cached_index, model_identity
 from runner.errors import RagtuneError
@@ -205,6 +206,7 @@ def prepare_data(cfg: DictConfig, stages: StageCache, generator, train_finetune:
     def chunk():
         loaded = stages.run("load", k_load, load, documents_to_json, documents_from_json)
         with stage("chunk", timings):
+            fill_tiktoken_cache()
             kept, dropped = drop_duplicate_chunks(chunk_documents(loaded.documents, instantiate(cfg.chunker)))
         return {"nodes": kept, "dropped": dropped, "documents": len(loaded.documents),
                 "skipped_files": len(loaded.skipped)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from llama_index.core import Document
@@ -177,3 +178,34 @@ def test_documents_chunk_the_same_after_a_load_cache_round_trip():
     cached = chunk_documents(documents_from_json(documents_to_json(loaded)).documents, splitter)
     assert [n.get_content() for n in cached] == [n.get_content() for n in fresh]
     assert fresh[0].metadata["title"] == 'The "assert" statement'
+
+
+def test_a_tiktoken_cache_dir_without_cl100k_gets_llama_index_copy_instead_of_a_download(tmp_path, monkeypatch,
+                                                                                          caplog):
+    """GPU images set TIKTOKEN_CACHE_DIR to a folder without cl100k_base: offline, llama-index's
+    splitters then fail on a download. The runner adds llama-index's own file, under tiktoken's name."""
+    import hashlib
+
+    from runner.chunkers import fill_tiktoken_cache
+
+    url = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+    cache = tmp_path / "tiktoken"
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+    copied = fill_tiktoken_cache()
+    assert hashlib.sha1(url.encode()).hexdigest() in copied  # the name tiktoken looks up
+    assert (cache / hashlib.sha1(url.encode()).hexdigest()).stat().st_size > 1_000_000  # the whole encoding
+    assert not list(cache.glob(".*.tmp"))
+    assert fill_tiktoken_cache() == []  # already there: nothing to do
+    # tiktoken itself (a fresh process, hash-checked) now reads cl100k_base from that folder
+    import subprocess
+    import sys
+    code = "import tiktoken; print(len(tiktoken.get_encoding('cl100k_base').encode('retrieval finetuning')))"
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TIKTOKEN_CACHE_DIR": str(cache)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and int(done.stdout) > 0, done.stderr[-500:]
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(blocker / "tiktoken"))  # cannot be made, even by root
+    assert fill_tiktoken_cache() == []
+    assert "TIKTOKEN_CACHE_DIR" in caplog.text and "Unset" in caplog.text
