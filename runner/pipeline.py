@@ -134,7 +134,7 @@ def run(cfg: DictConfig) -> float | None:
             with stage("finetune", timings):
                 train = instantiate(cfg.finetune)
                 model_dir, tuned_model = train(model=model, pairs=pairs, output_dir=out, device=device,
-                                               on_log=tracker.log)
+                                               on_log=tracker.log, **finetune_overrides(cfg))
             tracker.log_model(model_dir)
             with stage("evaluate_finetuned", timings):
                 tuned = evaluate(cfg, tuned_model, str(model_dir), model_identity(str(model_dir)), eval_set,
@@ -168,6 +168,20 @@ def run(cfg: DictConfig) -> float | None:
         return value
     finally:
         tracker.finish(exit_code)
+
+
+def finetune_overrides(cfg: DictConfig) -> dict:
+    """Settings of `cfg.finetune` that depend on the rest of the config: hard_negatives.num=null (auto)."""
+    if "hard_negatives" not in cfg.finetune or cfg.finetune.hard_negatives.num is not None:
+        return {}
+    from runner.finetune import resolve_hard_negatives
+
+    from_file = "path" in cfg.qa_generator
+    hard = {**OmegaConf.to_container(cfg.finetune.hard_negatives, resolve=True),
+            "num": resolve_hard_negatives(None, from_file), "auto": True}
+    log.info("finetune: hard_negatives.num auto -> %d (%s)", hard["num"],
+             "pairs from a file: one mined negative each" if from_file else "pairs generated in the run: in-batch only")
+    return {"hard_negatives": hard}
 
 
 def throughput(counts: dict, timings: dict, cfg) -> dict:

@@ -152,7 +152,9 @@ class BaseModel:
 # --- finetune -----------------------------------------------------------------------------------
 @dataclass
 class HardNegatives:
-    num: int = 0  # mined per pair with the base model; 0: in-batch negatives only
+    # mined per pair with the base model; 0: in-batch negatives only; null (auto): 1 for pairs read from a
+    # file (qa_generator=file: labelled ones, or generated earlier), 0 for pairs generated in the run
+    num: Optional[int] = None
     relative_margin: float = 0.05  # a negative scores below (1 - margin) x the positive's score
     range_max: int = 50  # candidates considered per query
 

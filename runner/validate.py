@@ -60,6 +60,9 @@ def config_problems(cfg: DictConfig) -> list[str]:
 
             if problem := directions_problem(ft.directions):
                 p.append(problem)
+        if "hard_negatives" in ft and ft.hard_negatives.num is not None and ft.hard_negatives.num < 0:
+            p.append(f"finetune.hard_negatives.num={ft.hard_negatives.num} must be 0 (in-batch negatives only), "
+                     "1 or more, or null (auto: 1 for pairs from a file)")
         if "weight_decay" in ft and ft.weight_decay < 0:
             p.append(f"finetune.weight_decay={ft.weight_decay} must be 0 or more")
         if "dataloader_num_workers" in ft and ft.dataloader_num_workers < 0:

@@ -77,10 +77,11 @@ def test_validate_reports_every_problem_at_once(tmp_path):
 
 
 def test_loss_knobs_are_checked_before_any_work(tmp_path):
-    cfg = compose(["finetune.scale=0", "finetune.hardness_strength=-1", "finetune.directions=[doc_to_query]"],
-                  tmp_path)
+    cfg = compose(["finetune.scale=0", "finetune.hardness_strength=-1", "finetune.directions=[doc_to_query]",
+                   "finetune.hard_negatives.num=-1"], tmp_path)
     problems = config_problems(cfg)
-    assert len(problems) == 3
+    assert len(problems) == 4
+    assert any("finetune.hard_negatives.num=-1 must be 0" in p and "null (auto" in p for p in problems)
     assert any("finetune.scale=0" in p for p in problems)
     assert any("finetune.hardness_strength=-1" in p for p in problems)
     assert any("finetune.directions=['doc_to_query'] must include query_to_doc" in p for p in problems)

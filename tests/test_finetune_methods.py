@@ -100,6 +100,40 @@ def test_hard_negatives_are_mined_with_a_margin(tiny_model, tmp_path, caplog):
     assert json.loads((out / "results.json").read_text())["metrics"]["finetuned"]
 
 
+def test_hard_negatives_auto_mines_for_pairs_from_a_file_and_not_for_generated_ones(tiny_model, tmp_path, caplog):
+    from runner.finetune import resolve_hard_negatives
+
+    assert [resolve_hard_negatives(None, f) for f in (True, False)] == [1, 0]
+    assert [resolve_hard_negatives(n, True) for n in (0, 2)] == [0, 2]  # an explicit number wins
+
+    generated = tmp_path / "generated"
+    with caplog.at_level(logging.INFO, logger="ragtune"):
+        run(compose(fast(tiny_model, "logger=none", "finetune.hard_negatives.relative_margin=0.01"), generated))
+    assert "hard_negatives.num auto -> 0 (pairs generated in the run" in caplog.text
+    assert "mined hard negative(s) each" not in caplog.text
+    assert json.loads((generated / "results.json").read_text())["config"]["finetune"]["hard_negatives"]["num"] is None
+
+    caplog.clear()
+    from_file = ["qa_generator=file", f"qa_generator.path={generated / 'train_pairs.json'}",
+                 "eval_set=file", f"eval_set.path={generated / 'eval_set.json'}", "logger=none"]
+    with caplog.at_level(logging.INFO, logger="ragtune"):
+        run(compose(fast(tiny_model, *from_file, "finetune.hard_negatives.relative_margin=0.01"), tmp_path / "file"))
+    assert "hard_negatives.num auto -> 1 (pairs from a file" in caplog.text
+    assert "pairs kept with 1 mined hard negative(s) each" in caplog.text
+    assert "training on all pairs" not in caplog.text
+
+    # the tiny random model scores every passage alike: with the default margin no negative qualifies.
+    # Auto then trains on all pairs, in-batch only; an explicit num=1 is a clear error instead.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ragtune"):
+        run(compose(fast(tiny_model, *from_file), tmp_path / "fallback"))
+    assert "hard-negative mining (auto) kept 0 of" in caplog.text and "training on all pairs" in caplog.text
+    results = json.loads((tmp_path / "fallback" / "results.json").read_text())
+    assert results["metrics"]["finetuned"]
+    with pytest.raises(RagtuneError, match="hard-negative mining kept 0 of"):
+        run(compose(fast(tiny_model, *from_file, "finetune.hard_negatives.num=1"), tmp_path / "forced"))
+
+
 def test_matryoshka_dims_larger_than_the_model_is_a_clear_error(tiny_model, tmp_path):
     with pytest.raises(RagtuneError, match=r"matryoshka_dims=\[384, 64\] must be .* at most the model's 64"):
         run(compose(fast(tiny_model, "logger=none", "finetune.loss=matryoshka", "finetune.matryoshka_dims=[384,64]"),
