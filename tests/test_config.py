@@ -130,3 +130,23 @@ def test_eval_file_without_relevant_docs_is_a_clear_error(tmp_path):
     r = run_cli("debug=fast", "logger=none", "eval_set=file", f"eval_set.path={bad}", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 2
     assert_clean_failure(r, f"eval_set.path={bad}", "'relevant_docs'")
+
+
+def test_a_search_preset_sets_its_own_optuna_space(tmp_path):
+    """experiment= comes after hparams_search= in the defaults, so a search preset narrows the generic
+    space: its knobs are searched, the generic ones it fixes stay fixed."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    from runner.schema import register
+
+    register()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=["experiment=search_offline"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert cfg.hydra.sweeper._target_ == "hydra_plugins.ragtune_sweeper.ResumableOptunaSweeper"
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN" and cfg.hydra.sweeper.study_name == "search_offline"
+    assert params["qa_generator"] == "choice(ict, titles)"
+    assert params["finetune.hard_negatives.num"] == "choice(0, 1)"
+    assert params["finetune.learning_rate"] == "tag(log, interval(1e-5, 1e-4))"
+    assert params["finetune.warmup_ratio"] == "0.1" and params["finetune.batch_size"] == "32"  # fixed by the preset
+    assert cfg.corpus.max_documents == 600 and cfg.eval_set.split == "train"
