@@ -190,7 +190,10 @@ def main() -> None:
     a = ap.parse_args()
     if not (a.data / "corpus.jsonl").is_file():
         sys.exit(f"--data {a.data} holds no corpus.jsonl; give the SciFact folder (BEIR layout).")
-    baselines(a) if a.what == "baselines" else distill(a)
+    if a.what == "baselines":
+        baselines(a)
+    else:
+        distill(a)
 
 
 if __name__ == "__main__":
