@@ -278,7 +278,7 @@ def train_sentence_transformers(
                 f"finetune.batch_size={batch_size}; raise finetune.filter_top_k or use finetune.filter_top_k=0."
             )
     hard_negatives = hard_negatives or {}
-    negatives = resolve_hard_negatives(hard_negatives.get("num", 0), pairs_from_file=False)  # the pipeline resolves auto
+    negatives = int(hard_negatives.get("num") or 0)  # null (auto) is resolved by the pipeline, which knows the pairs
     if negatives > 0:
         pairs_only = train_dataset
         with autocast(precision, device):

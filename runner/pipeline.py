@@ -170,13 +170,18 @@ def run(cfg: DictConfig) -> float | None:
         tracker.finish(exit_code)
 
 
+def reads_pairs_from_file(cfg: DictConfig) -> bool:
+    """qa_generator=file: the pairs are read, not generated from the chunks (no generate stage, no cache)."""
+    return "path" in cfg.qa_generator
+
+
 def finetune_overrides(cfg: DictConfig) -> dict:
     """Settings of `cfg.finetune` that depend on the rest of the config: hard_negatives.num=null (auto)."""
     if "hard_negatives" not in cfg.finetune or cfg.finetune.hard_negatives.num is not None:
         return {}
     from runner.finetune import resolve_hard_negatives
 
-    from_file = "path" in cfg.qa_generator
+    from_file = reads_pairs_from_file(cfg)
     hard = {**OmegaConf.to_container(cfg.finetune.hard_negatives, resolve=True),
             "num": resolve_hard_negatives(None, from_file), "auto": True}
     log.info("finetune: hard_negatives.num auto -> %d (%s)", hard["num"],
@@ -265,7 +270,7 @@ def prepare_data(cfg: DictConfig, stages: StageCache, generator, train_finetune:
         return memo["split"]
 
     pairs = None
-    if train_finetune and "path" in cfg.qa_generator:
+    if train_finetune and reads_pairs_from_file(cfg):
         pairs = generator(None)
     elif train_finetune:
         k_gen = stages.key("generate", slice_(cfg.qa_generator), [k_split])
