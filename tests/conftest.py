@@ -24,9 +24,10 @@ def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert")
 
 
-def compose(overrides: list[str], output_dir: Path, root: Path | None = None):
+def compose(overrides: list[str], output_dir: Path, root: Path | None = None, *, hydra: bool = False):
     """The config `python -m runner <overrides>` would run, with its output dir set to `output_dir`
-    and `paths.root` (outputs, cache) to `root`, by default inside it."""
+    and `paths.root` (outputs, cache) to `root`, by default inside it; `hydra`: with the `hydra` node
+    (sweeper, mode) too."""
     from hydra import compose as hydra_compose, initialize_config_dir
     from omegaconf import open_dict
 
@@ -34,7 +35,7 @@ def compose(overrides: list[str], output_dir: Path, root: Path | None = None):
 
     register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=overrides)
+        cfg = hydra_compose(config_name="config", overrides=overrides, return_hydra_config=hydra)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
         cfg.paths.root = str(root or output_dir / "outputs")

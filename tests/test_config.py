@@ -135,13 +135,7 @@ def test_eval_file_without_relevant_docs_is_a_clear_error(tmp_path):
 def test_a_search_preset_sets_its_own_optuna_space(tmp_path):
     """experiment= comes after hparams_search= in the defaults, so a search preset narrows the generic
     space: its knobs are searched, the generic ones it fixes stay fixed."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    from runner.schema import register
-
-    register()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=["experiment=search_offline"], return_hydra_config=True)
+    cfg = compose(["experiment=search_offline"], tmp_path, hydra=True)
     params = cfg.hydra.sweeper.params
     assert cfg.hydra.sweeper._target_ == "hydra_plugins.ragtune_sweeper.ResumableOptunaSweeper"
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN" and cfg.hydra.sweeper.study_name == "search_offline"
