@@ -59,11 +59,11 @@ def ndcg10(scores: np.ndarray, doc_ids: list[str], grades: list[dict]) -> np.nda
     return per_query_metrics(ranked, [set(g) for g in grades], grades=grades)["ndcg@10"]
 
 
-def embed(model, texts: list[str]) -> np.ndarray:
-    import torch
+def embed(model, texts: list[str], kind: str) -> np.ndarray:
+    """The runner's own encoding (bf16, normalised, the model's prompts for `kind`), as numpy."""
+    from runner.evaluate import encode
 
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        return model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
+    return encode(model, texts, kind, batch_size=64, precision="bf16").cpu().numpy()
 
 
 def load_model():
@@ -90,11 +90,11 @@ def baselines(a) -> None:
     model = load_model()
     doc_ids, docs, _, _ = split_data(a.data, "test")
     start = time.perf_counter()
-    doc_emb = embed(model, docs)
+    doc_emb = embed(model, docs, "document")
     print(f"encoded {len(docs)} documents in {time.perf_counter() - start:.1f} s")
     for split in ("train", "test"):
         _, _, queries, grades = split_data(a.data, split)
-        dense = embed(model, queries) @ doc_emb.T
+        dense = embed(model, queries, "query") @ doc_emb.T
         lexical = bm25_scores(queries, docs)
         row = {"dense": dense, "bm25": lexical}
         for w in (0.3, 0.5, 0.7):
@@ -112,7 +112,7 @@ def teacher_rows(model, pairs, lexical_weight: float, negatives: int, pool: int,
     qids = sorted(pairs.queries)
     queries = [pairs.queries[q] for q in qids]
     positive = [where[pairs.relevant_docs[q][0]] for q in qids]
-    dense = embed(model, queries) @ embed(model, passages).T
+    dense = embed(model, queries, "query") @ embed(model, passages, "document").T
     lexical = bm25_scores(queries, passages)
     teacher = dense + lexical_weight * (dense.std(1, keepdims=True) / (lexical.std(1, keepdims=True) + 1e-9)) * lexical
     top1 = teacher.argmax(1) == np.array(positive)
@@ -168,8 +168,8 @@ def distill(a) -> None:
     train_s = time.perf_counter() - start
     doc_ids, docs, queries, grades = split_data(a.data, "train")
     base = load_model()
-    before = ndcg10(embed(base, queries) @ embed(base, docs).T, doc_ids, grades)
-    after = ndcg10(embed(model, queries) @ embed(model, docs).T, doc_ids, grades)
+    before = ndcg10(embed(base, queries, "query") @ embed(base, docs, "document").T, doc_ids, grades)
+    after = ndcg10(embed(model, queries, "query") @ embed(model, docs, "document").T, doc_ids, grades)
     low, high = paired_bootstrap_ci(before, after)
     print(f"{a.loss} w={a.lexical_weight} lr={a.lr}: {len(rows['query'])} rows, {train_s:.1f} s training; "
           f"SciFact train queries nDCG@10 {before.mean():.4f} -> {after.mean():.4f}, "
