@@ -9,6 +9,8 @@ document as relevant when its grade is above 0. With all grades 1 the two coinci
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 
@@ -63,26 +65,43 @@ def mean_metrics(per_query: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def paired_bootstrap_ci(
-    base: np.ndarray, tuned: np.ndarray, n_resamples: int = 1000, seed: int = 0
+    base: np.ndarray, tuned: np.ndarray, n_resamples: int = 10_000, seed: int = 0
 ) -> tuple[float, float]:
-    """95% percentile interval of mean(tuned - base) over queries resampled with replacement."""
-    diff = np.asarray(tuned) - np.asarray(base)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(diff), size=(n_resamples, len(diff)))
-    means = diff[idx].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(low), float(high)
+    """95% BCa interval (bias-corrected and accelerated; `scipy.stats.bootstrap`) of mean(tuned - base)
+    over queries resampled with replacement, seeded.
+
+    Per-query deltas are skewed and mostly zero (finetuning moves a minority of queries), where the
+    plain percentile interval is off-centre; BCa corrects for both. 10,000 resamples keep the
+    interval's ends steady from seed to seed (README, "How sure is a delta?")."""
+    from scipy import stats
+
+    diff = np.asarray(tuned, float) - np.asarray(base, float)
+    if len(diff) == 0:
+        return float("nan"), float("nan")
+    if np.all(diff == diff[0]):  # no spread: every resample has the same mean
+        return float(diff[0]), float(diff[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a degenerate jackknife: handled below
+        ci = stats.bootstrap((diff,), np.mean, n_resamples=n_resamples, method="BCa", vectorized=True,
+                             batch=1000, rng=np.random.default_rng(seed)).confidence_interval
+        if not (np.isfinite(ci.low) and np.isfinite(ci.high)):
+            ci = stats.bootstrap((diff,), np.mean, n_resamples=n_resamples, method="percentile",
+                                 vectorized=True, batch=1000, rng=np.random.default_rng(seed)).confidence_interval
+    return float(ci.low), float(ci.high)
 
 
 def paired_randomization_p(
-    base: np.ndarray, tuned: np.ndarray, n_resamples: int = 1000, seed: int = 0
+    base: np.ndarray, tuned: np.ndarray, n_resamples: int = 10_000, seed: int = 0
 ) -> float:
-    """Two-sided p-value of mean(tuned - base) under random sign flips of the per-query differences."""
-    diff = np.asarray(tuned) - np.asarray(base)
-    observed = abs(diff.mean())
+    """Two-sided p-value of mean(tuned - base) under random sign flips of the per-query differences
+    (drawn in batches of 1,000, so memory stays flat however many resamples)."""
+    diff = np.asarray(tuned, float) - np.asarray(base, float)
+    observed = abs(diff.mean()) if len(diff) else 0.0
     if not np.any(diff):
         return 1.0
     rng = np.random.default_rng(seed)
-    signs = rng.choice([-1.0, 1.0], size=(n_resamples, len(diff)))
-    null = np.abs((signs * diff).mean(axis=1))
-    return float((1 + np.sum(null >= observed - 1e-12)) / (n_resamples + 1))
+    extreme = 0
+    for start in range(0, n_resamples, 1000):
+        signs = rng.choice([-1.0, 1.0], size=(min(1000, n_resamples - start), len(diff)))
+        extreme += int(np.sum(np.abs((signs * diff).mean(axis=1)) >= observed - 1e-12))
+    return float((1 + extreme) / (n_resamples + 1))

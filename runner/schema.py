@@ -262,7 +262,7 @@ class EvaluateConfig:
     engine: str = "fast"  # fast | llama_index (VectorStoreIndex + RetrieverEvaluator: hit rate, MRR)
     llama_index_top_k: int = 10  # similarity_top_k of the llama_index engine
     batch_size: int = 64
-    bootstrap: int = 1000  # resamples for the paired bootstrap CI and the randomization test
+    bootstrap: int = 10000  # resamples for the paired BCa bootstrap CI and the randomization test
     hit_rate_at_k: List[int] = field(default_factory=lambda: [1, 5, 10])
     precision_recall_at_k: List[int] = field(default_factory=lambda: [10])
     mrr_at_k: List[int] = field(default_factory=lambda: [10])
