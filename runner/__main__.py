@@ -42,6 +42,12 @@ def _in_multirun() -> bool:
 
 
 def cli() -> None:
+    """`ragtune ARGS` runs an experiment like `python -m runner ARGS`; `ragtune cache ...` manages the
+    stage cache like `python -m runner.cache ...`."""
+    if sys.argv[1:2] == ["cache"]:
+        from runner.cache import main as cache_main
+
+        return cache_main(sys.argv[2:])
     main()
 
 

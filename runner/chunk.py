@@ -5,6 +5,28 @@ from __future__ import annotations
 from llama_index.core.schema import Document, TextNode
 
 from runner.errors import RagtuneError
+from runner.nodes import nodes_from_json, nodes_to_json
+
+
+def chunk_corpus(loaded, chunker_cfg) -> dict:
+    """The stage: the loaded corpus (`load.LoadedCorpus`) through the parser(s) `chunker_cfg` builds,
+    duplicates dropped; {"nodes": [...], "counts": {...}}."""
+    from hydra.utils import instantiate
+
+    from runner.chunkers import fill_tiktoken_cache
+
+    fill_tiktoken_cache()
+    kept, dropped = drop_duplicate_chunks(chunk_documents(loaded.documents, instantiate(chunker_cfg)))
+    return {"nodes": kept, "counts": {"documents": len(loaded.documents), "skipped_files": len(loaded.skipped),
+                                      "duplicate_chunks_dropped": dropped, "chunks": len(kept)}}
+
+
+def chunks_to_json(chunked: dict) -> dict:
+    return {**chunked, "nodes": nodes_to_json(chunked["nodes"])}
+
+
+def chunks_from_json(data: dict) -> dict:
+    return {**data, "nodes": nodes_from_json(data["nodes"])}
 
 
 def chunk_documents(documents: list[Document], parser) -> list[TextNode]:
@@ -51,19 +73,3 @@ def drop_duplicate_chunks(nodes: list[TextNode]) -> tuple[list[TextNode], int]:
     order = {n.node_id: i for i, n in enumerate(nodes)}
     kept.sort(key=lambda n: order[n.node_id])
     return kept, len(nodes) - len(kept)
-
-
-def nodes_to_json(nodes: list[TextNode]) -> list[dict]:
-    return [{"id": n.node_id, "doc": n.ref_doc_id, "text": n.get_content(), "metadata": n.metadata}
-            for n in nodes]
-
-
-def nodes_from_json(rows: list[dict]) -> list[TextNode]:
-    from llama_index.core.schema import NodeRelationship, RelatedNodeInfo
-
-    nodes = []
-    for r in rows:
-        n = TextNode(id_=r["id"], text=r["text"], metadata=r["metadata"])
-        n.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=r["doc"])
-        nodes.append(n)
-    return nodes

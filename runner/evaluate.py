@@ -15,20 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from runner.errors import RagtuneError
+from runner.eval_set import EvalSet
 from runner.metrics import mean_metrics, per_query_metrics
 
 K_KEYS = ("hit_rate_at_k", "precision_recall_at_k", "mrr_at_k", "ndcg_at_k", "map_at_k")
-
-
-@dataclass
-class EvalSet:
-    queries: dict[str, str]  # query id -> text
-    corpus: dict[str, str]  # doc id -> text
-    relevant_docs: dict[str, list[str]]  # query id -> relevant doc ids (grade > 0)
-    grades: dict[str, dict[str, float]] | None = None  # query id -> {doc id: grade}, when graded
-
-    def answered_query_ids(self) -> list[str]:
-        return [q for q in self.queries if self.relevant_docs.get(q)]
 
 
 @dataclass
@@ -124,3 +114,39 @@ def evaluate_model(model, eval_set: EvalSet, evaluate_cfg, batch_size: int = 64,
     per_query = per_query_metrics(ranked, relevant, grades=grades, **ks)
     first = [next((r + 1 for r, d in enumerate(hits) if d in rel), None) for hits, rel in zip(ranked, relevant)]
     return EvalResult(mean_metrics(per_query), per_query, query_ids, first)
+
+
+def evaluate_with_engine(model, eval_set: EvalSet, evaluate_cfg, index: CorpusIndex | None = None, *,
+                         model_path: str, model_id: str, precision: str, device: str, base_model_cfg) -> EvalResult:
+    """One model on the eval set, by the engine `evaluate.engine` names: `fast` (batched encode, exact
+    top-k; `index`: the corpus embeddings when made already) or `llama_index` (the seed guide's path)."""
+    if evaluate_cfg.engine == "llama_index":
+        from runner.evaluate_llama_index import evaluate_with_llama_index
+
+        adapter = getattr(model, "adapter", None)  # finetune=adapter: the base model + the adapter dir
+        return evaluate_with_llama_index(
+            str(base_model_cfg.name_or_path) if adapter is not None else model_path, eval_set,
+            evaluate_cfg.llama_index_top_k, max_length=model.max_seq_length,
+            query_prompt=base_model_cfg.query_prompt, passage_prompt=base_model_cfg.passage_prompt,
+            device=device, adapter=(model_path, type(adapter)) if adapter is not None else None)
+    return evaluate_model(model, eval_set, evaluate_cfg, evaluate_cfg.batch_size, model_id=model_id,
+                          index=index, precision=precision)
+
+
+def index_to_json(index: CorpusIndex) -> dict:
+    return {"model_id": index.model_id, "doc_ids": index.doc_ids,
+            "arrays": {"embeddings": index.embeddings.cpu().numpy()}}
+
+
+def index_from_json(data: dict) -> CorpusIndex:
+    import torch
+
+    return CorpusIndex(data["model_id"], data["doc_ids"], torch.from_numpy(data["arrays"]["embeddings"]))
+
+
+def result_to_json(result: EvalResult) -> dict:
+    return {**result.__dict__, "per_query": {k: v.tolist() for k, v in result.per_query.items()}}
+
+
+def result_from_json(data: dict) -> EvalResult:
+    return EvalResult(**{**data, "per_query": {k: np.asarray(v) for k, v in data["per_query"].items()}})

@@ -1,9 +1,12 @@
 """`evaluate.engine=llama_index`: the seed workflow's own evaluation path, for cross-checking.
 
 A `VectorStoreIndex` over the eval corpus with the model as `"local:<dir>"` embedding, retrieval
-with `as_retriever(similarity_top_k=k)`, scoring with llama-index's `RetrieverEvaluator` (hit rate,
-MRR). Slow (one query at a time, as the guide does it) but independent of the fast path: where
-scores have no ties, both give the same numbers (a test checks it).
+with `as_retriever(similarity_top_k=k)`, scoring with llama-index's `RetrieverEvaluator`: hit rate,
+MRR, precision, recall and nDCG at k (so the default `optimized_metric`, `finetuned/ndcg@10`, works
+with this engine too). Slow (one query at a time, as the guide does it) but independent of the fast
+path: where scores have no ties, both give the same numbers (a test checks it). One difference of
+definition: llama-index's nDCG normalises by all of a query's relevant documents, the fast path
+(like sentence-transformers) by at most k of them; they agree whenever a query has k or fewer.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import numpy as np
 from tqdm import tqdm
 
 from runner.evaluate import EvalResult, EvalSet
+
+METRICS = ("hit_rate", "mrr", "precision", "recall", "ndcg")  # llama-index's names, reported as <name>@k
 
 
 def evaluate_with_llama_index(model_dir: str, eval_set: EvalSet, k: int, *,
@@ -33,15 +38,15 @@ def evaluate_with_llama_index(model_dir: str, eval_set: EvalSet, k: int, *,
     nodes = [TextNode(id_=d, text=eval_set.corpus[d]) for d in sorted(eval_set.corpus)]
     index = VectorStoreIndex(nodes, embed_model=embed, show_progress=len(nodes) > 500)
     retriever = index.as_retriever(similarity_top_k=k)
-    evaluator = RetrieverEvaluator.from_metric_names(["hit_rate", "mrr"], retriever=retriever)
+    evaluator = RetrieverEvaluator.from_metric_names(list(METRICS), retriever=retriever)
     query_ids = eval_set.answered_query_ids()
-    hit, mrr, first = [], [], []
+    values: dict[str, list[float]] = {name: [] for name in METRICS}
+    first = []
     for qid in tqdm(query_ids, desc="llama-index retrieval", disable=len(query_ids) < 50):
         expected = eval_set.relevant_docs[qid]
         r = evaluator.evaluate(query=eval_set.queries[qid], expected_ids=expected)
-        hit.append(r.metric_vals_dict["hit_rate"])
-        mrr.append(r.metric_vals_dict["mrr"])
+        for name in METRICS:
+            values[name].append(r.metric_vals_dict[name])
         first.append(next((i + 1 for i, d in enumerate(r.retrieved_ids) if d in expected), None))
-    per_query = {f"hit_rate@{k}": np.asarray(hit, float), f"mrr@{k}": np.asarray(mrr, float)}
+    per_query = {f"{name}@{k}": np.asarray(v, float) for name, v in values.items()}
     return EvalResult({n: float(v.mean()) for n, v in per_query.items()}, per_query, query_ids, first)
-

@@ -18,6 +18,18 @@ from runner.qa_file import EmbeddingQAFinetuneDataset, read_qa_dataset
 _HAS_LETTERS = re.compile(r"[A-Za-z]{2,}")
 
 
+def generate_pairs(nodes: list[TextNode], generator, report: dict | None = None) -> EmbeddingQAFinetuneDataset:
+    """The stage: `generator(nodes)` (the partial `instantiate(cfg.qa_generator)` builds), handing it
+    `report` for its counts when it takes one (the LLM generator)."""
+    import functools
+    import inspect
+
+    func = generator.func if isinstance(generator, functools.partial) else generator
+    if report is not None and "report" in inspect.signature(func).parameters:
+        return generator(nodes, report=report)
+    return generator(nodes)
+
+
 def ict_pairs(
     nodes: list[TextNode],
     *,

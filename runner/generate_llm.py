@@ -4,8 +4,8 @@ The prompt is llama-index-finetuning's own `DEFAULT_QA_GENERATE_PROMPT_TMPL` (or
 the loop is ours, for three things `generate_qa_embedding_pairs` does not do: requests run
 concurrently up to `max_concurrency` through the LLM's async API (1,000 chunks must not be 1,000
 round trips end to end); a failed chunk is retried with backoff, then skipped and counted instead
-of stopping the run; and each chunk's questions are stored as soon as they arrive, keyed by the
-LLM settings and the chunk text, so questions paid for before a crash are reused by the next run
+of stopping the run; and each chunk's answer is stored as soon as it arrives, keyed by every LLM
+setting and the exact prompt (`answer_store`), so answers paid for before a crash are reused by the next run
 (never the library's silent resume from a stale `qa_finetune_dataset.json` in the working dir).
 """
 
@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from pathlib import Path
 
 from llama_index.core.schema import TextNode
@@ -61,12 +62,34 @@ def _prompt_template(prompt: str | None) -> str:
 
 
 def llm_settings(llm) -> dict:
-    """What decides the LLM's answers (class, model, endpoint, sampling), without secrets."""
+    """What decides the LLM's answers: class, model, endpoint, sampling, and every other field
+    (credentials included, as hashes, in the store's key; redacted in its manifest)."""
     try:
         settings = llm.to_dict()
     except Exception:  # noqa: BLE001 - an LLM class without a serialiser: its type and model
         settings = {"class": type(llm).__name__, "model": getattr(llm, "model", None)}
-    return {k: v for k, v in settings.items() if not re.search("key|token|secret|client", k, re.IGNORECASE)}
+    return {"class": f"{type(llm).__module__}.{type(llm).__qualname__}",
+            **{k: v for k, v in settings.items() if k != "client"}}
+
+
+def answer_store(cache_dir: str, llm) -> Path:
+    """The folder of this LLM's answers, one file per prompt: keyed by every setting (credentials
+    hashed), the content of a local model's files, and the versions of the client library and what
+    it requires. A manifest says what made it (`python -m runner.cache list`)."""
+    from runner.code_deps import library_versions
+    from runner.fingerprint import input_files
+    from runner.secrets import key_view, redact
+
+    settings = llm_settings(llm)
+    libraries = library_versions({type(llm).__module__.split(".")[0]})
+    material = {"settings": key_view(settings), "files": input_files(settings), "libraries": libraries}
+    key = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    store = Path(cache_dir) / key
+    if not (store / "manifest.json").is_file():
+        write_json_atomic({"stage": "llm_questions", "key": key, "created": time.time(),
+                           "config": redact(settings), "files": material["files"], "libraries": libraries},
+                          store / "manifest.json")
+    return store
 
 
 def endpoint_of(llm) -> str:
@@ -94,11 +117,7 @@ def llm_pairs(
     the counts: chunks sent, failed (skipped), reused from earlier runs, questions."""
     template = _prompt_template(prompt)
     chosen = sorted(nodes, key=lambda n: n.node_id)[:max_chunks]
-    store = None
-    if cache_dir:
-        key = hashlib.sha256(json.dumps([llm_settings(llm), template, num_questions_per_chunk],
-                                        sort_keys=True, default=str).encode()).hexdigest()[:20]
-        store = Path(cache_dir) / key
+    store = answer_store(cache_dir, llm) if cache_dir else None
     stats = {"failed": 0, "reused": 0}
 
     async def ask(query: str) -> str:
@@ -111,13 +130,16 @@ def llm_pairs(
         return (await llm.acomplete(query)).text
 
     async def one(node: TextNode, sem: asyncio.Semaphore, bar) -> tuple[str, list[str] | None]:
-        text = node.get_content()
-        path = store / f"{hashlib.sha256(text.encode()).hexdigest()[:32]}.json" if store else None
+        query = template.format(context_str=node.get_content(), num_questions_per_chunk=num_questions_per_chunk)
+        # the raw answer is stored, keyed by the exact prompt; cleaning runs on every read, so a
+        # change to the cleaning (or to num_questions_per_chunk) never serves stale questions
+        path = store / f"{hashlib.sha256(query.encode()).hexdigest()[:32]}.json" if store else None
         if path and path.is_file():
-            stats["reused"] += 1
-            bar.update()
-            return node.node_id, json.loads(path.read_text())
-        query = template.format(context_str=text, num_questions_per_chunk=num_questions_per_chunk)
+            questions = clean_questions(json.loads(path.read_text()).get("answer", ""), num_questions_per_chunk)
+            if questions:
+                stats["reused"] += 1
+                bar.update()
+                return node.node_id, questions
         async with sem:
             for attempt in range(retries + 1):
                 try:
@@ -126,7 +148,7 @@ def llm_pairs(
                     if not questions:
                         raise ValueError(f"no question in the answer: {answer[:80]!r}")
                     if path:
-                        write_json_atomic(questions, path)
+                        write_json_atomic({"answer": answer}, path)
                     bar.update()
                     return node.node_id, questions
                 except Exception as err:  # noqa: BLE001 - any failure of one chunk: retry, then skip

@@ -24,6 +24,13 @@ class LoadedCorpus:
     skipped: dict[str, str] = field(default_factory=dict)  # file -> why it was skipped
 
 
+def load_corpus(corpus_cfg) -> LoadedCorpus:
+    """The stage: the loader the corpus config names (`_target_`), built and called by Hydra."""
+    from hydra.utils import instantiate
+
+    return instantiate(corpus_cfg)
+
+
 def _limit(max_documents: int | None) -> None:
     if max_documents is not None and max_documents < 1:
         raise RagtuneError(

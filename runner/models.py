@@ -136,7 +136,8 @@ def load_model(base_model, device: str):
         log.warning("base_model.trust_remote_code=true: %s may run code from its repository", name)
     try:
         model = SentenceTransformer(
-            name, device=device, trust_remote_code=bool(base_model.trust_remote_code)
+            name, device=device, trust_remote_code=bool(base_model.trust_remote_code),
+            revision=base_model.get("revision"),
         )
     except OSError as err:
         raise RagtuneError(

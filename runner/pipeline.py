@@ -9,32 +9,30 @@ times them, and writes everything into the job's output directory.
 from __future__ import annotations
 
 import functools
-import hashlib
-import inspect
 import json
 import logging
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from runner.chunk import chunk_corpus, chunks_from_json, chunks_to_json
 from runner.devices import share_machine
-from runner.chunk import chunk_documents, drop_duplicate_chunks, nodes_from_json, nodes_to_json
-from runner.chunkers import fill_tiktoken_cache
-from runner.beir import read_beir
-from runner.embedding_cache import cache_key, cached_index, model_identity
 from runner.errors import RagtuneError
-from runner.evaluate import EvalResult, EvalSet, build_index, evaluate_model
+from runner.eval_set import EvalSet, eval_set_from_json, eval_set_to_json, held_out_eval_set, read_eval_set
+from runner.evaluate import (EvalResult, build_index, evaluate_with_engine, index_from_json, index_to_json,
+                             result_from_json, result_to_json)
+from runner.fingerprint import model_fingerprint, short_identity
+from runner.generate import generate_pairs
+from runner.load import documents_from_json, documents_to_json, load_corpus
 from runner.models import load_model, resolve_device, resolve_precision, share_over_max_length
-from runner.load import documents_from_json, documents_to_json
-from runner.qa_file import EmbeddingQAFinetuneDataset, read_qa_dataset, write_qa_dataset
-from runner.report import (compare_metrics, flatten, metric_value, metrics_table, redact, versions, wandb_metrics,
+from runner.qa_file import EmbeddingQAFinetuneDataset, dataset_from_json, dataset_to_json, write_qa_dataset
+from runner.report import (compare_metrics, flatten, metric_value, metrics_table, versions, wandb_metrics,
                            write_per_query, write_results)
-from runner.secrets import load_secrets_file, protect_logs, reveal
-from runner.split import split_by_document
+from runner.secrets import load_secrets_file, protect_logs, redact, reveal
+from runner.split import split_chunks, splits_from_json, splits_to_json
 from runner.stage_cache import StageCache
 from runner.validate import validate
 
@@ -49,13 +47,6 @@ def stage(name: str, timings: dict):
     yield
     timings[name] = round(time.perf_counter() - start, 3)
     log.info("[%s] done in %.1fs", name, timings[name])
-
-
-def held_out_eval_set(generator, held_out_nodes) -> EvalSet:
-    """Questions from held-out chunks, retrieved against every held-out chunk (the others are distractors)."""
-    ds = generator(held_out_nodes)
-    corpus = {n.node_id: ds.corpus.get(n.node_id, n.get_content()) for n in held_out_nodes}
-    return EvalSet(dict(ds.queries), corpus, dict(ds.relevant_docs))
 
 
 def truncation_report(model, pairs, eval_set: EvalSet) -> dict:
@@ -105,11 +96,10 @@ def run(cfg: DictConfig) -> float | None:
         with stage("load_model", timings):  # first: a model that cannot be loaded fails at once
             model = load_model(cfg.base_model, device)
         train_finetune = bool(cfg.finetune.get("_target_"))
-        generator = instantiate(cfg.qa_generator)
         counts: dict[str, int] = {}
 
         stages = StageCache(cfg.cache.dir, cfg.cache.enabled)
-        pairs, eval_set = prepare_data(cfg, stages, generator, train_finetune, counts, timings)
+        pairs, eval_set = prepare_data(cfg, stages, train_finetune, counts)
         if pairs is not None:
             write_qa_dataset(pairs, out / "train_pairs.json")
             counts["train_pairs"] = sum(len(v) for v in pairs.relevant_docs.values())
@@ -127,8 +117,8 @@ def run(cfg: DictConfig) -> float | None:
 
         truncation = truncation_report(model, pairs, eval_set)
         cache = stages.status
-        with stage("evaluate_base", timings):
-            base = evaluate_base(cfg, model, eval_set, device, precision, stages)
+        base = evaluate_base(cfg, model, eval_set, device, precision, stages)
+        timings.update(stages.timings)
         model_dir, tuned = None, None
         if train_finetune:
             with stage("finetune", timings):
@@ -137,8 +127,10 @@ def run(cfg: DictConfig) -> float | None:
                                                on_log=tracker.log, **finetune_overrides(cfg))
             tracker.log_model(model_dir)
             with stage("evaluate_finetuned", timings):
-                tuned = evaluate(cfg, tuned_model, str(model_dir), model_identity(str(model_dir)), eval_set,
-                                 device, precision)
+                tuned = evaluate_with_engine(
+                    tuned_model, eval_set, cfg.evaluate, model_path=str(model_dir), precision=precision,
+                    model_id=short_identity(str(model_dir), model_fingerprint(str(model_dir))),
+                    device=device, base_model_cfg=cfg.base_model)
 
         metrics = compare_metrics(base, tuned, cfg.evaluate.bootstrap, cfg.seed)
         columns, rows = write_per_query(out / "per_query.csv", eval_set, base, tuned)
@@ -203,97 +195,76 @@ def throughput(counts: dict, timings: dict, cfg) -> dict:
     return out
 
 
-def prepare_data(cfg: DictConfig, stages: StageCache, generator, train_finetune: bool, counts: dict,
-                 timings: dict) -> tuple:
-    """load -> chunk -> split -> generate, each through the stage cache; returns (train pairs, eval set).
+def eval_generator_cfg(cfg: DictConfig):
+    """The generator of held-out questions: eval_set.generator (held_out_ict: one yardstick for every
+    training generator), else the training generator."""
+    own = cfg.eval_set.get("generator")
+    return own if own is not None else cfg.qa_generator
 
-    Keys depend on config and upstream keys only, so they are known before any work: when the
-    generate entries hit, nothing upstream is loaded at all.
-    """
+
+def data_keys(cfg: DictConfig, stages: StageCache, train_finetune: bool = True) -> dict[str, str]:
+    """The keys of load, chunk, split, generate and eval_set, derived before any work: each from its
+    config slice, its upstream keys, the content of the files the slice names and its code."""
+    plain = functools.partial(OmegaConf.to_container, resolve=True)
     held_out = cfg.eval_set.kind == "held_out"
-    slice_ = lambda node: redact(OmegaConf.to_container(node, resolve=True))  # noqa: E731 - no key in a key
-    k_load = stages.key("load", slice_(cfg.corpus), [])
-    k_chunk = stages.key("chunk", slice_(cfg.chunker), [k_load])
-    k_split = stages.key("split", slice_(cfg.split) if held_out else "all", [k_chunk])
-    memo: dict = {}
+    keys = {"load": stages.key("load", plain(cfg.corpus), [], (load_corpus, documents_to_json, documents_from_json))}
+    keys["chunk"] = stages.key("chunk", plain(cfg.chunker), [keys["load"]],
+                               (chunk_corpus, chunks_to_json, chunks_from_json))
+    keys["split"] = stages.key("split", {**plain(cfg.split), "held_out": held_out}, [keys["chunk"]],
+                               (split_chunks, splits_to_json, splits_from_json))
+    if train_finetune and not reads_pairs_from_file(cfg):
+        keys["generate"] = stages.key("generate", plain(cfg.qa_generator), [keys["split"]],
+                                      (generate_pairs, dataset_to_json, dataset_from_json))
+    if held_out:
+        keys["eval_set"] = stages.key("eval_set", plain(eval_generator_cfg(cfg)), [keys["split"]],
+                                      (held_out_eval_set, eval_set_to_json, eval_set_from_json))
+    return keys
 
-    # each compute function times only its own work: upstream calls come before its `stage`
-    def load():
-        with stage("load", timings):
-            return instantiate(cfg.corpus)
 
-    def chunk():
-        loaded = stages.run("load", k_load, load, documents_to_json, documents_from_json)
-        with stage("chunk", timings):
-            fill_tiktoken_cache()
-            kept, dropped = drop_duplicate_chunks(chunk_documents(loaded.documents, instantiate(cfg.chunker)))
-        return {"nodes": kept, "dropped": dropped, "documents": len(loaded.documents),
-                "skipped_files": len(loaded.skipped)}
+def prepare_data(cfg: DictConfig, stages: StageCache, train_finetune: bool, counts: dict) -> tuple:
+    """load -> chunk -> split -> generate (and the held-out eval set), each through the stage cache;
+    returns (train pairs, eval set) and adds each computed stage's counts to `counts`.
+
+    The keys are known before any work, so when the generate and eval_set entries hit, nothing
+    upstream is loaded at all.
+    """
+    keys = data_keys(cfg, stages, train_finetune)
+
+    def loaded():
+        return stages.run("load", keys["load"], functools.partial(load_corpus, cfg.corpus),
+                          documents_to_json, documents_from_json)
+
+    def chunked():
+        return stages.run("chunk", keys["chunk"], functools.partial(chunk_corpus, chunker_cfg=cfg.chunker),
+                          chunks_to_json, chunks_from_json, needs=(loaded,))
+
+    @functools.cache
+    def split() -> dict:
+        parts = stages.run("split", keys["split"], functools.partial(
+            split_chunks, val_fraction=cfg.split.val_fraction, seed=cfg.split.seed,
+            held_out=cfg.eval_set.kind == "held_out"), splits_to_json, splits_from_json, needs=(chunked,))
+        counts.update(parts["counts"])
+        return parts
 
     reports: dict[str, dict] = {"generate": {}, "eval_set": {}}
-
-    def generate_pairs():
-        train = split()[0]
-        with stage("generate", timings):
-            return call_generator(generator, train, reports["generate"])
-
-    own = cfg.eval_set.get("generator") if held_out else None  # eval_set=held_out_ict: one yardstick
-    eval_gen_cfg = own if own is not None else cfg.qa_generator
-    eval_generator = instantiate(own) if own is not None else generator
-
-    def generate_eval_set():
-        held = split()[1]
-        with stage("eval_set", timings):
-            return held_out_eval_set(functools.partial(call_generator, eval_generator, report=reports["eval_set"]),
-                                     held)
-
-    def split():
-        if "split" not in memo:
-            def compute():
-                out = stages.run("chunk", k_chunk, chunk,
-                                 lambda v: {**v, "nodes": nodes_to_json(v["nodes"])},
-                                 lambda d: {**d, "nodes": nodes_from_json(d["nodes"])})
-                nodes = out["nodes"]
-                with stage("split", timings):
-                    parts = split_by_document(nodes, cfg.split.val_fraction, cfg.split.seed) if held_out \
-                        else (nodes, [])
-                return {"parts": parts, "documents": out["documents"], "dropped": out["dropped"],
-                        "skipped_files": out["skipped_files"], "chunks": len(nodes)}
-            value = stages.run("split", k_split, compute,
-                               lambda v: {**v, "parts": [nodes_to_json(p) for p in v["parts"]]},
-                               lambda d: {**d, "parts": tuple(nodes_from_json(p) for p in d["parts"])})
-            counts.update(documents=value["documents"], skipped_files=value["skipped_files"],
-                          duplicate_chunks_dropped=value["dropped"],
-                          chunks=value["chunks"], train_chunks=len(value["parts"][0]),
-                          held_out_chunks=len(value["parts"][1]))
-            memo["split"] = value["parts"]
-        return memo["split"]
-
     pairs = None
     if train_finetune and reads_pairs_from_file(cfg):
-        pairs = generator(None)
+        pairs = instantiate(cfg.qa_generator)(None)
     elif train_finetune:
-        k_gen = stages.key("generate", slice_(cfg.qa_generator), [k_split])
-        pairs = stages.run("generate", k_gen, generate_pairs, lambda v: v.model_dump(),
-                           lambda d: EmbeddingQAFinetuneDataset(**d),
-                           keep=lambda: not reports["generate"].get("failed_chunks"))
-    if held_out:
-        k_eval = stages.key("eval_set", slice_(eval_gen_cfg), [k_split])
-        eval_set = stages.run("eval_set", k_eval, generate_eval_set, lambda v: v.__dict__,
-                              lambda d: EvalSet(**d), keep=lambda: not reports["eval_set"].get("failed_chunks"))
+        pairs = stages.run("generate", keys["generate"], functools.partial(
+            generate_pairs, generator=instantiate(cfg.qa_generator), report=reports["generate"]),
+            dataset_to_json, dataset_from_json, needs=(lambda: split()["train"],),
+            keep=lambda: not reports["generate"].get("failed_chunks"))
+    if "eval_set" in keys:
+        eval_set = stages.run("eval_set", keys["eval_set"], functools.partial(
+            held_out_eval_set, generator=instantiate(eval_generator_cfg(cfg)), report=reports["eval_set"]),
+            eval_set_to_json, eval_set_from_json, needs=(lambda: split()["held_out"],),
+            keep=lambda: not reports["eval_set"].get("failed_chunks"))
     else:
         eval_set = read_eval_set(cfg.eval_set, counts)
     for name, report in reports.items():  # e.g. generate_failed_chunks: LLM chunks skipped after retries
         counts.update({f"{name}_{k}": v for k, v in report.items()})
     return pairs, eval_set
-
-
-def call_generator(generator, nodes, report: dict):
-    """`generator(nodes)`, handing it `report` for its counts when it takes one (the LLM generator)."""
-    func = generator.func if isinstance(generator, functools.partial) else generator
-    if "report" in inspect.signature(func).parameters:
-        return generator(nodes, report=report)
-    return generator(nodes)
 
 
 def job_number() -> int:
@@ -330,64 +301,45 @@ def run_identity(cfg: DictConfig, out: Path) -> tuple[str, str]:
     return f"{hc.job.num}:{name}", f"sweep-{sweep.parent.name}_{sweep.name}"
 
 
-def read_eval_set(eval_cfg, counts: dict) -> EvalSet:
-    if eval_cfg.kind == "beir":
-        beir = read_beir(eval_cfg.path, eval_cfg.split)
-        counts.update({f"eval_{k}": v for k, v in beir["counts"].items()})
-        relevant = {q: [d for d, g in grades.items() if g > 0] for q, grades in beir["grades"].items()}
-        return EvalSet(beir["queries"], beir["corpus"], relevant, beir["grades"])
-    ds = read_qa_dataset(eval_cfg.path, key="eval_set.path")
-    return EvalSet(dict(ds.queries), dict(ds.corpus), dict(ds.relevant_docs))
-
-
-def evaluate(cfg, model, model_path: str, model_id: str, eval_set: EvalSet, device: str, precision: str,
-             index=None):
-    """One model on the eval set, by the engine the config names."""
-    if cfg.evaluate.engine == "llama_index":
-        from runner.evaluate_llama_index import evaluate_with_llama_index
-
-        adapter = getattr(model, "adapter", None)  # finetune=adapter: the base model + the adapter dir
-        return evaluate_with_llama_index(
-            str(cfg.base_model.name_or_path) if adapter is not None else model_path, eval_set,
-            cfg.evaluate.llama_index_top_k, max_length=model.max_seq_length,
-            query_prompt=cfg.base_model.query_prompt, passage_prompt=cfg.base_model.passage_prompt,
-            device=device, adapter=(model_path, type(adapter)) if adapter is not None else None)
-    return evaluate_model(model, eval_set, cfg.evaluate, cfg.evaluate.batch_size, model_id=model_id,
-                          index=index, precision=precision)
+def base_keys(cfg, model, eval_set: EvalSet, device: str, precision: str, stages: StageCache) -> dict:
+    """The keys of the base model's corpus embeddings and of its evaluation, and the model's identity:
+    the base model config, every file of the model (or its hub snapshot), the eval set's content,
+    the device, the precision and the evaluation settings. The code includes `load_model`, which
+    built the model object: its encode is sentence-transformers' code, at that library's version."""
+    name = str(cfg.base_model.name_or_path)
+    fingerprint = model_fingerprint(name, cfg.base_model.get("revision"))
+    encoder = {"base_model": OmegaConf.to_container(cfg.base_model, resolve=True), "model": fingerprint,
+               "max_seq_length": model.max_seq_length, "precision": precision, "device": device,
+               "batch_size": cfg.evaluate.batch_size}
+    keys = {"model_id": short_identity(name, fingerprint)}
+    if cfg.evaluate.engine == "fast":
+        keys["base_embeddings"] = stages.key("base_embeddings", {**encoder, "corpus": eval_set.corpus_digest()}, [],
+                                             (build_index, index_to_json, index_from_json, load_model))
+    settings = {**encoder, "eval_set": eval_set.digest(), "evaluate": OmegaConf.to_container(cfg.evaluate, resolve=True)}
+    keys["evaluate_base"] = stages.key("evaluate_base", settings, [keys.get("base_embeddings", "")],
+                                       (evaluate_with_engine, result_to_json, result_from_json, load_model))
+    return keys
 
 
 def evaluate_base(cfg, model, eval_set: EvalSet, device: str, precision: str, stages: StageCache) -> EvalResult:
     """The base model's evaluation, from the stage cache when an earlier run made it.
 
-    It depends only on the base model, the eval set and the evaluation settings, so every job of
-    a finetune sweep after the first reads it; on a miss, the corpus embeddings may still come
-    from the embedding cache (another metric cut-off, say).
+    It depends only on the base model, the eval set and the evaluation settings, so every job of a
+    finetune sweep after the first reads it; on a miss, the corpus embeddings may still come from
+    the `base_embeddings` stage (another metric cut-off, say).
     """
-    name = str(cfg.base_model.name_or_path)
-    model_id = model_identity(name)
-    settings = {"model": model_id, "eval_set": eval_set_hash(eval_set), "precision": precision,
-                "max_seq_length": model.max_seq_length,
-                "prompts": [cfg.base_model.query_prompt, cfg.base_model.passage_prompt],
-                "evaluate": OmegaConf.to_container(cfg.evaluate, resolve=True)}
+    keys = base_keys(cfg, model, eval_set, device, precision, stages)
+    fast = "base_embeddings" in keys
 
-    def compute() -> EvalResult:
-        index = None
-        if cfg.cache.enabled and cfg.evaluate.engine == "fast":
-            key = cache_key(model_id, eval_set.corpus, max_seq_length=model.max_seq_length,
-                            passage_prompt=cfg.base_model.passage_prompt, precision=precision)
-            index, hit = cached_index(Path(cfg.cache.dir), key, lambda: build_index(
-                model, model_id, eval_set.corpus, cfg.evaluate.batch_size, precision))
-            stages.status["base_embeddings"] = "hit" if hit else "miss"
-        return evaluate(cfg, model, name, model_id, eval_set, device, precision, index=index)
+    def index():
+        return stages.run("base_embeddings", keys["base_embeddings"], functools.partial(
+            build_index, model, keys["model_id"], eval_set.corpus, cfg.evaluate.batch_size, precision),
+            index_to_json, index_from_json)
 
-    return stages.run("evaluate_base", stages.key("evaluate_base", settings, []), compute,
-                      lambda r: {**r.__dict__, "per_query": {k: v.tolist() for k, v in r.per_query.items()}},
-                      lambda d: EvalResult(**{**d, "per_query": {k: np.asarray(v) for k, v in d["per_query"].items()}}))
-
-
-def eval_set_hash(eval_set: EvalSet) -> str:
-    blob = json.dumps([eval_set.queries, eval_set.corpus, eval_set.relevant_docs, eval_set.grades], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return stages.run("evaluate_base", keys["evaluate_base"], functools.partial(
+        evaluate_with_engine, model, eval_set, cfg.evaluate, model_path=str(cfg.base_model.name_or_path),
+        model_id=keys["model_id"], precision=precision, device=device, base_model_cfg=cfg.base_model),
+        result_to_json, result_from_json, needs=(index,) if fast else ())
 
 
 def _as_dataset(eval_set: EvalSet):

@@ -70,3 +70,11 @@ def read_qa_dataset(path: str | Path, key: str) -> EmbeddingQAFinetuneDataset:
 def write_qa_dataset(dataset: EmbeddingQAFinetuneDataset, path: str | Path) -> Path:
     """Write atomically: a reader never sees half a file."""
     return write_json_atomic(dataset.model_dump(), path)
+
+
+def dataset_to_json(dataset: EmbeddingQAFinetuneDataset) -> dict:
+    return dataset.model_dump()
+
+
+def dataset_from_json(data: dict) -> EmbeddingQAFinetuneDataset:
+    return EmbeddingQAFinetuneDataset(**data)

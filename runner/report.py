@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.metadata as md
 import io
 import platform
-import re
 from pathlib import Path
 
 import numpy as np
@@ -13,20 +12,8 @@ import numpy as np
 from runner.metrics import paired_bootstrap_ci, paired_randomization_p
 from runner.atomic import write_json_atomic
 
-SECRET_KEY = re.compile(r"(api_?key|token|secret|password|passwd|credential)", re.IGNORECASE)
-REDACTED = "***redacted***"
 PACKAGES = ("ragtune", "torch", "sentence-transformers", "transformers", "llama-index-core",
             "llama-index-finetuning", "hydra-core", "wandb", "datasets", "accelerate")
-
-
-def redact(obj):
-    """A copy of a config tree with the value of every secret-looking key replaced."""
-    if isinstance(obj, dict):
-        return {k: (REDACTED if SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v))
-                for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [redact(v) for v in obj]
-    return obj
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

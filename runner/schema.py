@@ -142,6 +142,7 @@ class LlmGenerator:
 @dataclass
 class BaseModel:
     name_or_path: str = MISSING
+    revision: Optional[str] = None  # a hub model's branch, tag or commit: pin it for runs you can repeat
     max_seq_length: Optional[int] = None  # None: the model's own setting
     query_prompt: str = ""
     passage_prompt: str = ""

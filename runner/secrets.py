@@ -2,12 +2,18 @@
 
 Configs name a key with `${secret:OPENAI_API_KEY,default}`. Until a job starts (`reveal`), the
 resolver answers `***redacted***`, so `python -m runner --cfg job --resolve` prints no key; the job
-itself gets the value. Every value read this way is masked in log records (console and run.log);
-results.json and W&B get configs through `report.redact`, which masks secret-looking keys.
+itself gets the value. Every value read this way is masked in log records (console and run.log).
+
+Configs that leave the process (results.json, W&B, a cache entry's manifest) go through `redact`,
+which hides the values of credential keys (`api_key`, `hf_token`, `Authorization`, ...) and any
+value read as a secret, and nothing else: `max_tokens` and `tokenizer_name` stay visible. Cache keys
+go through `key_view`, which puts a hash in place of each such value, so a changed key still
+changes the cache key while the key itself never lands on disk.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -18,6 +24,44 @@ from runner.errors import RagtuneError
 REDACTED = "***redacted***"
 _state = {"revealed": False}
 _values: set[str] = set()
+
+
+# The last word of a key's name (snake_case, camelCase or kebab-case) says it holds a credential:
+# `api_key`, `hf_token`, `client_secret`, `Authorization`; not `max_tokens`, `tokenizer_name`.
+_CREDENTIAL = re.compile(
+    r"(?:^|_)(?:api_?key|access_?key|secret_?key|private_?key|subscription_?key|secret|password|passwd|"
+    r"passphrase|credentials?|authorization|auth|cookie|token)$")
+
+
+def is_secret_key(name: object) -> bool:
+    """True for a config key whose value is a credential."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(name)).lower().replace("-", "_")
+    return bool(_CREDENTIAL.search(snake))
+
+
+def _is_secret(key: object, value: object) -> bool:
+    if not isinstance(value, str) or not value or value == REDACTED:
+        return False
+    return is_secret_key(key) or (len(value) >= 4 and value in _values)
+
+
+def _replace_secrets(obj, key, replace):
+    if isinstance(obj, dict):
+        return {k: _replace_secrets(v, k, replace) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_replace_secrets(v, key, replace) for v in obj]
+    return replace(obj) if _is_secret(key, obj) else obj
+
+
+def redact(tree):
+    """A copy of a config tree with every credential value replaced by `***redacted***`."""
+    return _replace_secrets(tree, None, lambda v: REDACTED)
+
+
+def key_view(tree):
+    """A copy of a config tree for a cache key: each credential value replaced by its hash, so
+    two configs that differ only in a secret still get two keys, and no key holds the secret."""
+    return _replace_secrets(tree, None, lambda v: "sha256:" + hashlib.sha256(v.encode()).hexdigest())
 
 
 def secret(name: str, default: str | None = None) -> str | None:

@@ -7,6 +7,24 @@ import random
 from llama_index.core.schema import TextNode
 
 from runner.errors import RagtuneError
+from runner.nodes import nodes_from_json, nodes_to_json
+
+
+def split_chunks(chunked: dict, *, val_fraction: float, seed: int, held_out: bool) -> dict:
+    """The stage: {"train": nodes, "held_out": nodes, "counts": the chunk counts and the split's}.
+    Without a held-out eval set every chunk trains."""
+    nodes = chunked["nodes"]
+    train, held = split_by_document(nodes, val_fraction, seed) if held_out else (nodes, [])
+    return {"train": train, "held_out": held,
+            "counts": {**chunked["counts"], "train_chunks": len(train), "held_out_chunks": len(held)}}
+
+
+def splits_to_json(parts: dict) -> dict:
+    return {**parts, "train": nodes_to_json(parts["train"]), "held_out": nodes_to_json(parts["held_out"])}
+
+
+def splits_from_json(data: dict) -> dict:
+    return {**data, "train": nodes_from_json(data["train"]), "held_out": nodes_from_json(data["held_out"])}
 
 
 def split_by_document(

@@ -120,15 +120,21 @@ def config_problems(cfg: DictConfig) -> list[str]:
         ks = list(cfg.evaluate[key])
         if not ks or min(ks) < 1:
             p.append(f"evaluate.{key}={ks} must list positive cut-offs")
+    if cfg.evaluate.bootstrap < 1000:
+        p.append(f"evaluate.bootstrap={cfg.evaluate.bootstrap} resamples are too few for a 95% interval whose "
+                 "ends stay put; use at least 1000 (the default, 10000, costs well under a second)")
     engine = cfg.evaluate.engine
     if engine not in ("fast", "llama_index"):
         p.append(f"evaluate.engine={engine} is not one of fast, llama_index")
     m = METRIC_RE.match(cfg.optimized_metric)
     if engine == "llama_index":
         k = cfg.evaluate.llama_index_top_k
-        if not m or m.group(2) not in ("hit_rate", "mrr") or int(m.group(3)) != k:
+        from runner.evaluate_llama_index import METRICS
+
+        if not m or m.group(2) not in METRICS or int(m.group(3)) != k:
             p.append(f"optimized_metric={cfg.optimized_metric} is not computed by evaluate.engine=llama_index, "
-                     f"which gives hit_rate@{k} and mrr@{k}; use optimized_metric=finetuned/mrr@{k}")
+                     f"which gives {', '.join(f'{n}@{k}' for n in METRICS)} (evaluate.llama_index_top_k={k}); "
+                     f"use optimized_metric=finetuned/ndcg@{k}")
     elif not m or f"{m.group(2)}@{m.group(3)}" not in _metric_names(cfg):
         p.append(f"optimized_metric={cfg.optimized_metric} is not a metric this run computes; use "
                  f"base/, finetuned/ or delta/ and one of {', '.join(sorted(_metric_names(cfg)))}")

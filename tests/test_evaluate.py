@@ -12,7 +12,6 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.evaluation import InformationRetrievalEvaluator
 
 from runner.beir import read_beir
-from runner.embedding_cache import cached_index, model_identity
 from runner.errors import RagtuneError
 from runner.evaluate import CorpusIndex, EvalSet, evaluate_model, top_k
 from runner.evaluate_llama_index import evaluate_with_llama_index
@@ -115,37 +114,80 @@ def test_llama_index_engine_equals_the_fast_path(tiny_model):
     cfg = OmegaConf.merge(OmegaConf.structured(EvaluateConfig), KS)
     fast = evaluate_model(model, es, cfg, batch_size=8)
     li = evaluate_with_llama_index(str(tiny_model), es, 10, max_length=model.max_seq_length)
-    assert set(li.metrics) == {"hit_rate@10", "mrr@10"}
-    assert li.metrics["hit_rate@10"] == pytest.approx(fast.metrics["hit_rate@10"], abs=1e-9)
-    assert li.metrics["mrr@10"] == pytest.approx(fast.metrics["mrr@10"], abs=1e-9)
+    names = {"hit_rate@10", "mrr@10", "precision@10", "recall@10", "ndcg@10"}
+    assert set(li.metrics) == names
+    for name in names:  # at most 2 relevant documents per query: the two nDCG definitions agree
+        assert li.metrics[name] == pytest.approx(fast.metrics[name], abs=1e-6), name
     assert li.first_relevant_rank == [r if r and r <= 10 else None for r in fast.first_relevant_rank]
 
 
-def test_embedding_cache_entry_round_trips_and_half_entries_are_ignored(tmp_path):
+def test_embedding_entries_round_trip_as_arrays_and_half_entries_are_ignored(tmp_path):
+    from runner.evaluate import index_from_json, index_to_json
+    from runner.stage_cache import StageCache
+
     index = CorpusIndex("m@sha256:1", ["a", "b"], torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
     calls = []
     build = lambda: calls.append(1) or index  # noqa: E731
-    first, hit1 = cached_index(tmp_path, "k", build)
-    again, hit2 = cached_index(tmp_path, "k", build)
-    assert (hit1, hit2, len(calls)) == (False, True, 1)
+    first = StageCache(tmp_path).run("embeddings", "k", build, index_to_json, index_from_json)
+    again_cache = StageCache(tmp_path)
+    again = again_cache.run("embeddings", "k", build, index_to_json, index_from_json)
+    assert again_cache.status == {"embeddings": "hit"} and len(calls) == 1 and first is index
     assert again.model_id == "m@sha256:1" and again.doc_ids == ["a", "b"]
     assert torch.equal(again.embeddings, index.embeddings)
+    assert (tmp_path / "embeddings" / "k" / "embeddings.npy").is_file()  # an array, not JSON numbers
     # a killed writer leaves a temp dir (or an entry without its manifest): never trusted
     (tmp_path / "embeddings" / "half").mkdir()
     (tmp_path / "embeddings" / "half" / "embeddings.npy").write_bytes(b"garbage")
-    _, hit3 = cached_index(tmp_path, "half", build)
-    assert hit3 is False and len(calls) == 2
+    half = StageCache(tmp_path)
+    half.run("embeddings", "half", build, index_to_json, index_from_json)
+    assert half.status == {"embeddings": "miss"} and len(calls) == 2
 
 
-def test_model_identity_follows_the_weights(tiny_model, tmp_path):
+def test_a_model_fingerprint_follows_every_file_of_the_model(tiny_model, tmp_path):
     import shutil
+
+    from runner.fingerprint import model_fingerprint, short_identity
 
     copy = tmp_path / tiny_model.name
     shutil.copytree(tiny_model, copy)
-    assert model_identity(str(copy)) == model_identity(str(tiny_model))  # same weights, same id
+    same = model_fingerprint(str(copy))
+    assert same["sha256"] == model_fingerprint(str(tiny_model))["sha256"]  # same files, same identity
+    assert short_identity(str(copy), same) == short_identity(str(tiny_model), model_fingerprint(str(tiny_model)))
+    seen = {same["sha256"]}
     (copy / "model.safetensors").write_bytes((copy / "model.safetensors").read_bytes()[:-1] + b"\1")
-    assert model_identity(str(copy)) != model_identity(str(tiny_model))
-    assert model_identity("BAAI/bge-small-en-v1.5") == "BAAI/bge-small-en-v1.5"
+    seen.add(model_fingerprint(str(copy))["sha256"])
+    config = copy / "tokenizer_config.json"  # not a weight, and it decides every embedding
+    config.write_text(config.read_text().replace("}", ', "model_max_length": 64}', 1))
+    seen.add(model_fingerprint(str(copy))["sha256"])
+    (copy / "1_Pooling" / "config.json").write_text((copy / "1_Pooling" / "config.json").read_text() + " ")
+    seen.add(model_fingerprint(str(copy))["sha256"])
+    assert len(seen) == 4
+    assert model_fingerprint("BAAI/bge-small-en-v1.5", "abc") == {"hub": "BAAI/bge-small-en-v1.5", "revision": "abc"}
+
+
+def test_a_hub_model_is_named_by_its_cached_commit_and_blobs(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from runner.fingerprint import model_fingerprint
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    repo = tmp_path / "models--org--model"
+
+    def snapshot(commit: str, blob: str) -> None:
+        (repo / "blobs").mkdir(parents=True, exist_ok=True)
+        (repo / "blobs" / blob).write_text(f"weights {blob}")
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        (repo / "snapshots" / commit / "model.safetensors").symlink_to(repo / "blobs" / blob)
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text(commit)
+
+    snapshot("c1", "b1")
+    first = model_fingerprint("org/model")
+    assert first["commit"] == "c1" and first["hub"] == "org/model"
+    snapshot("c2", "b2")  # the hub moved `main` and the next download brought new weights
+    second = model_fingerprint("org/model")
+    assert second["commit"] == "c2" and second["sha256"] != first["sha256"]
+    assert model_fingerprint("org/model", "c1") == first  # a pinned revision keeps its identity
 
 
 def test_graded_eval_matches_information_retrieval_evaluator_on_everything_but_ndcg(tiny_model):

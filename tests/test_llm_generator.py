@@ -142,7 +142,7 @@ def test_experiment_seed_guide_is_the_llama_index_guide_end_to_end(tiny_model, t
         assert compose(["experiment=seed_guide"], out).chunker.chunk_size == 1024  # debug=fast shrinks it
         value = run(cfg)
     results = json.loads((out / "results.json").read_text())
-    assert set(results["metrics"]["finetuned"]) == {"hit_rate@5", "mrr@5"}
+    assert set(results["metrics"]["finetuned"]) == {"hit_rate@5", "mrr@5", "precision@5", "recall@5", "ndcg@5"}
     assert value == results["metrics"]["finetuned"]["hit_rate@5"]
     assert max(len(v) for v in json.loads((out / "train_pairs.json").read_text())["relevant_docs"].values()) == 1
 
