@@ -132,7 +132,8 @@ def run(cfg: DictConfig) -> float | None:
                     model_id=short_identity(str(model_dir), model_fingerprint(str(model_dir))),
                     device=device, base_model_cfg=cfg.base_model)
 
-        metrics = compare_metrics(base, tuned, cfg.evaluate.bootstrap, cfg.seed)
+        with stage("statistics", timings):  # BCa intervals and randomization p-values
+            metrics = compare_metrics(base, tuned, cfg.evaluate.bootstrap, cfg.seed)
         columns, rows = write_per_query(out / "per_query.csv", eval_set, base, tuned)
         tracker.table("per_query", columns, rows)
         results = {
