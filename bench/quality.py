@@ -12,8 +12,9 @@ Benchmarks (all-MiniLM-L6-v2 unless the overrides say otherwise):
   offline     no human labels: the first --offline-docs documents of SciFact's corpus, chunked, ICT
               pairs, finetune; evaluate on test (--split dev: on all train queries).
   builtin     the default run: corpus=python_docs, held-out questions (the same in both modes).
-For each: base and finetuned nDCG@10, the delta with its 95% paired-bootstrap CI and randomization p,
-training pairs, training wall time, and the run's whole wall time. Rows are appended, with the
+For each: base and finetuned nDCG@10, the delta with its 95% paired BCa interval and randomization p,
+training pairs, training wall time, and the run's whole wall time; then every retriever the run scored
+(merged, BM25, the hybrids) against the verdict's, with the settings chosen on the dev split. Rows are appended, with the
 command line, to outputs/bench/quality.jsonl. Runs share the stage cache under outputs/, so the
 base model's evaluation of a split is computed once.
 """
@@ -83,13 +84,38 @@ def run(name: str, args: list[str], recipe: list[str], out: Path) -> dict:
         return {"benchmark": name, "failed": True, "run_dir": str(run_dir)}
     r = json.loads((run_dir / "results.json").read_text())
     m = r["metrics"]
+    choices = r.get("choices", {})
     return {
         "benchmark": name, "base": m["base"]["ndcg@10"], "finetuned": m["finetuned"]["ndcg@10"],
         "delta": m["delta"]["ndcg@10"], "ci95": m["delta_ci95"]["ndcg@10"], "p": m["delta_p"]["ndcg@10"],
         "train_pairs": r["counts"].get("train_pairs"), "eval_queries": r["counts"]["eval_queries"],
+        "dev_queries": r["counts"].get("dev_queries"),
         "finetune_s": r["timings_s"].get("finetune"), "wall_s": round(wall, 1), "precision": r["precision"],
+        "rows": {row: m[row]["ndcg@10"] for row in ROWS if row in m},
+        "vs_verdict": m.get("vs_verdict", {}), "verdict": r.get("verdict", {}).get("deploy"),
+        "bm25": choices.get("bm25", {}).get("chosen"), "merge": choices.get("merge", {}).get("chosen_alpha"),
+        "fusion": {k.removeprefix("fusion_"): v.get("chosen") for k, v in choices.items() if k.startswith("fusion_")},
         "run_dir": str(run_dir),
     }
+
+
+ROWS = ("base", "finetuned", "merged", "bm25", "hybrid_base", "hybrid_finetuned")
+
+
+def shipping(rows: list[dict]) -> str:
+    """Per benchmark: every retriever's nDCG@10 with its interval against the verdict's, the dev choices."""
+    lines = []
+    for r in rows:
+        if r.get("failed") or "rows" not in r:
+            continue
+        lines.append(f"\n{r['benchmark']}: verdict {r['verdict']}; BM25 {r['bm25']}; merge alpha {r['merge']}; "
+                     f"fusion {r['fusion']}; {r['dev_queries']} dev queries")
+        lines.append(f"  {'retriever':17} {'nDCG@10':>8} {'vs verdict':>11} {'95% CI':>18} {'p':>6}")
+        for row, score in r["rows"].items():
+            c = r["vs_verdict"].get(row)
+            vs = f"{c['delta']:+11.4f} {'[%+.4f, %+.4f]' % tuple(c['ci95']):>18} {c['p']:6.3f}" if c else f"{'(shipped)':>11}"
+            lines.append(f"  {row:17} {score:8.4f} {vs}")
+    return "\n".join(lines)
 
 
 def table(rows: list[dict]) -> str:
@@ -133,7 +159,7 @@ def main() -> None:
         rows.append(run(name, chosen[name], a.recipe, out))
         with (out / "quality.jsonl").open("a") as f:
             f.write(json.dumps({"split": a.split, "recipe": a.recipe, "offline_docs": a.offline_docs, **rows[-1]}) + "\n")
-    print(f"\nsplit={a.split} recipe={' '.join(a.recipe) or '(defaults)'}\n{table(rows)}")
+    print(f"\nsplit={a.split} recipe={' '.join(a.recipe) or '(defaults)'}\n{table(rows)}\n{shipping(rows)}")
 
 
 if __name__ == "__main__":

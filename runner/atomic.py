@@ -38,3 +38,10 @@ def copy_file_atomic(source: str | Path, path: str | Path) -> Path:
     with _replacing(path) as tmp:
         shutil.copyfile(source, tmp)
     return path
+
+
+def write_text_atomic(text: str, path: str | Path) -> Path:
+    path = Path(path)
+    with _replacing(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+    return path

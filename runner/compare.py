@@ -61,7 +61,8 @@ def rows_for(runs: list[dict], metric: str) -> tuple[list[str], list[list]]:
     shown = [f"base/{name}", f"finetuned/{name}", f"delta/{name}"]
     extra = [] if metric in shown else [metric]  # the objective, when it is not one of those
     ranked = sorted(runs, key=lambda r: -_num(value_of(r, metric)))
-    columns = ["rank", "run", *params, *extra, *shown, "delta 95% CI"]
+    others = [row for row in ("merged", "bm25", "hybrid_base", "hybrid_finetuned") if any(row in r["metrics"] for r in runs)]
+    columns = ["rank", "run", *params, *extra, *shown, "delta 95% CI", *[f"{o}/{name}" for o in others], "verdict"]
     rows = []
     for i, r in enumerate(ranked, 1):
         flat = flatten(r["config"])
@@ -69,7 +70,8 @@ def rows_for(runs: list[dict], metric: str) -> tuple[list[str], list[list]]:
         ci = m.get("delta_ci95", {}).get(name)
         rows.append([i, run_label(r), *[flat.get(p) for p in params], *[value_of(r, x) for x in extra],
                      m["base"].get(name), m.get("finetuned", {}).get(name), m.get("delta", {}).get(name),
-                     f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else ""])
+                     f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "", *[m.get(o, {}).get(name) for o in others],
+                     r.get("verdict", {}).get("deploy", "")])
     return columns, rows
 
 
@@ -163,6 +165,23 @@ def plot(out: Path, runs: list[dict], metric: str) -> list[Path]:
     path = out / "base_vs_finetuned.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    curves = [(run_label(r), r["choices"]["merge"]) for r in ranked if r.get("choices", {}).get("merge", {}).get("curve")]
+    if curves:  # WiSE-FT: the dev score along the line from the base (0) to the finetuned model (1)
+        from runner.merge import curve_arrays
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, record in curves[:12]:
+            xs, ys = curve_arrays(record)
+            ax.plot(xs, ys, marker="o", label=label + (f" (kept {record['chosen_alpha']:g})" if record.get("kept") else ""))
+        ax.set_xlabel("alpha: the finetuned model's share of the weights")
+        ax.set_ylabel(f"{curves[0][1]['metric']} on the dev split")
+        ax.set_title("weight merging, per run")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        written.append(out / "merge_curve.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
     return [*written, path]
 
 

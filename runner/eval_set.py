@@ -51,16 +51,16 @@ def held_out_eval_set(held_out_nodes, generator, report: dict | None = None) -> 
     return EvalSet(dict(ds.queries), corpus, dict(ds.relevant_docs))
 
 
-def read_eval_set(eval_cfg, counts: dict) -> EvalSet:
+def read_eval_set(eval_cfg, counts: dict, key: str = "eval_set.path") -> EvalSet:
     """eval_set=beir (a BEIR folder's split, graded) or eval_set=file (an EmbeddingQAFinetuneDataset)."""
     if eval_cfg.kind == "beir":
         from runner.beir import read_beir
 
-        beir = read_beir(eval_cfg.path, eval_cfg.split)
+        beir = read_beir(eval_cfg.path, eval_cfg.split, key=key)
         counts.update({f"eval_{k}": v for k, v in beir["counts"].items()})
         relevant = {q: [d for d, g in grades.items() if g > 0] for q, grades in beir["grades"].items()}
         return EvalSet(beir["queries"], beir["corpus"], relevant, beir["grades"])
     from runner.qa_file import read_qa_dataset
 
-    ds = read_qa_dataset(eval_cfg.path, key="eval_set.path")
+    ds = read_qa_dataset(eval_cfg.path, key=key)
     return EvalSet(dict(ds.queries), dict(ds.corpus), dict(ds.relevant_docs))

@@ -27,6 +27,7 @@ class EvalResult:
     per_query: dict[str, np.ndarray]  # metric -> one value per query, in `query_ids` order
     query_ids: list[str]
     first_relevant_rank: list[int | None]  # 1-based rank of the first relevant doc within top-k
+    dense: object = None  # (CorpusIndex, query embeddings) of the fast path, for hybrids; never stored
 
 
 @dataclass
@@ -101,19 +102,40 @@ def evaluate_model(model, eval_set: EvalSet, evaluate_cfg, batch_size: int = 64,
     `index`: corpus embeddings made earlier (e.g. from the embedding cache); they must come from
     the same model (`model_id`), else the search refuses.
     """
-    ks = {name: list(evaluate_cfg[name]) for name in K_KEYS}
-    max_k = max(max(v) for v in ks.values())
+    max_k = max(max(evaluate_cfg[name]) for name in K_KEYS)
     if index is None:
         index = build_index(model, model_id, eval_set.corpus, batch_size, precision)
     query_ids = eval_set.answered_query_ids()
     query_emb = encode(model, [eval_set.queries[q] for q in query_ids], "query", batch_size, precision)
     ranked_rows = index.search(query_emb, model_id, max_k).tolist()
     ranked = [[index.doc_ids[r] for r in rows] for rows in ranked_rows]
+    result = score_ranked(ranked, eval_set, evaluate_cfg)
+    result.dense = (index, query_emb)
+    return result
+
+
+def score_ranked(ranked: list[list[str]], eval_set: EvalSet, evaluate_cfg) -> EvalResult:
+    """The metrics of any retriever from each answered query's ranked doc ids (in answered-query order)."""
+    ks = {name: list(evaluate_cfg[name]) for name in K_KEYS}
+    query_ids = eval_set.answered_query_ids()
     relevant = [set(eval_set.relevant_docs[q]) for q in query_ids]
     grades = [eval_set.grades[q] for q in query_ids] if eval_set.grades else None
     per_query = per_query_metrics(ranked, relevant, grades=grades, **ks)
     first = [next((r + 1 for r, d in enumerate(hits) if d in rel), None) for hits, rel in zip(ranked, relevant)]
     return EvalResult(mean_metrics(per_query), per_query, query_ids, first)
+
+
+def dense_top(model, model_id: str, eval_set: EvalSet, k: int, batch_size: int = 64, precision: str = "fp32",
+              index: CorpusIndex | None = None, query_emb=None):
+    """Each answered query's top k by the model (a `baselines.Ranking`, the dense side of a hybrid)."""
+    from runner.baselines import dense_ranking
+
+    if index is None:
+        index = build_index(model, model_id, eval_set.corpus, batch_size, precision)
+    if query_emb is None:
+        query_emb = encode(model, [eval_set.queries[q] for q in eval_set.answered_query_ids()], "query",
+                           batch_size, precision)
+    return dense_ranking(query_emb, index, k)
 
 
 def evaluate_with_engine(model, eval_set: EvalSet, evaluate_cfg, index: CorpusIndex | None = None, *,
@@ -145,7 +167,8 @@ def index_from_json(data: dict) -> CorpusIndex:
 
 
 def result_to_json(result: EvalResult) -> dict:
-    return {**result.__dict__, "per_query": {k: v.tolist() for k, v in result.per_query.items()}}
+    return {**{k: v for k, v in result.__dict__.items() if k != "dense"},
+            "per_query": {k: v.tolist() for k, v in result.per_query.items()}}
 
 
 def result_from_json(data: dict) -> EvalResult:

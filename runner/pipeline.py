@@ -26,13 +26,16 @@ from runner.evaluate import (EvalResult, build_index, evaluate_with_engine, inde
                              result_from_json, result_to_json)
 from runner.fingerprint import model_fingerprint, short_identity
 from runner.generate import generate_pairs
+from runner.ship import add_model_card, model_card
+from runner.shipping import before_training, data_hashes, merge_on_dev, score_guards, ship_spec, shippable_rows
+from runner.verdict import decide
 from runner.load import documents_from_json, documents_to_json, load_corpus
 from runner.models import load_model, resolve_device, resolve_precision, share_over_max_length
 from runner.qa_file import EmbeddingQAFinetuneDataset, dataset_from_json, dataset_to_json, write_qa_dataset
-from runner.report import (compare_metrics, flatten, metric_value, metrics_table, versions, wandb_metrics,
-                           write_per_query, write_results)
+from runner.report import (choices_summary, compare_metrics, flatten, metric_value, metrics_table, rows_scores,
+                           shipping_table, versions, wandb_metrics, write_per_query, write_results)
 from runner.secrets import load_secrets_file, protect_logs, redact, reveal
-from runner.split import split_chunks, splits_from_json, splits_to_json
+from runner.split import carve_dev_pairs, split_chunks, splits_from_json, splits_to_json
 from runner.stage_cache import StageCache
 from runner.validate import validate
 
@@ -99,45 +102,66 @@ def run(cfg: DictConfig) -> float | None:
         counts: dict[str, int] = {}
 
         stages = StageCache(cfg.cache.dir, cfg.cache.enabled)
-        pairs, eval_set = prepare_data(cfg, stages, train_finetune, counts)
-        if pairs is not None:
-            write_qa_dataset(pairs, out / "train_pairs.json")
-            counts["train_pairs"] = sum(len(v) for v in pairs.relevant_docs.values())
-        write_qa_dataset(_as_dataset(eval_set), out / "eval_set.json")
-        counts["eval_queries"] = len(eval_set.answered_query_ids())
-        counts["eval_queries_dropped"] = len(eval_set.queries) - counts["eval_queries"]  # no relevant doc
-        if counts["eval_queries_dropped"]:
-            log.warning("eval set: %d queries have no relevant document and are left out of the metrics",
-                        counts["eval_queries_dropped"])
-        counts["eval_corpus"] = len(eval_set.corpus)
-        if not counts["eval_queries"]:
-            raise RagtuneError("the eval set has no query with a relevant document; give more "
-                               "held-out documents (split.val_fraction) or another eval_set.")
-        log.info("counts: %s", counts)
-
+        pairs, dev_set, eval_set = prepare_data(cfg, stages, train_finetune, counts)
+        describe_data(out, pairs, dev_set, eval_set, counts)
         truncation = truncation_report(model, pairs, eval_set)
         cache = stages.status
+        metric = cfg.optimized_metric.split("/", 1)[1]
         base = evaluate_base(cfg, model, eval_set, device, precision, stages)
         timings.update(stages.timings)
-        model_dir, tuned = None, None
+        with stage("baselines_dev", timings):  # BM25's settings, the base model's dev and eval rankings
+            keys = base_keys(cfg, model, eval_set, device, precision, stages)
+            before = before_training(
+                cfg, model, keys["model_id"], base, lambda: base_index(cfg, model, eval_set, keys, precision, stages),
+                dev_set, eval_set, metric, precision, lambda guard: evaluate_base(cfg, model, guard, device, precision,
+                                                                                  stages, record=False))
+        model_dir, tuned, merged, choices = None, None, None, dict(before.records)
         if train_finetune:
             with stage("finetune", timings):
                 train = instantiate(cfg.finetune)
                 model_dir, tuned_model = train(model=model, pairs=pairs, output_dir=out, device=device,
                                                on_log=tracker.log, **finetune_overrides(cfg))
+            with stage("merge", timings):  # WiSE-FT on the dev split; a merge that wins becomes model/
+                merged_model, choices["merge"] = merge_on_dev(cfg, tuned_model, dev_set, metric, device, precision,
+                                                              model_dir)
             tracker.log_model(model_dir)
             with stage("evaluate_finetuned", timings):
+                tuned_dir = out / "finetuned_model" if merged_model is not None else model_dir
                 tuned = evaluate_with_engine(
-                    tuned_model, eval_set, cfg.evaluate, model_path=str(model_dir), precision=precision,
-                    model_id=short_identity(str(model_dir), model_fingerprint(str(model_dir))),
+                    tuned_model, eval_set, cfg.evaluate, model_path=str(tuned_dir), precision=precision,
+                    model_id=short_identity(str(tuned_dir), model_fingerprint(str(tuned_dir))),
                     device=device, base_model_cfg=cfg.base_model)
-
-        with stage("statistics", timings):  # BCa intervals and randomization p-values
+                if merged_model is not None:
+                    merged = evaluate_with_engine(
+                        merged_model, eval_set, cfg.evaluate, model_path=str(model_dir), precision=precision,
+                        model_id=short_identity(str(model_dir), model_fingerprint(str(model_dir))),
+                        device=device, base_model_cfg=cfg.base_model)
+            run_model, run_result = (merged_model, merged) if merged_model is not None else (tuned_model, tuned)
+        with stage("baselines", timings):  # BM25 and the hybrids on the eval set, their fusion chosen on dev
+            rows, fusions = shippable_rows(cfg, before, base, tuned, merged,
+                                           run_model if train_finetune else None,
+                                           run_result if train_finetune else None, dev_set, eval_set, metric,
+                                           precision, choices)
+        with stage("guards", timings):
+            guards, flagged = score_guards(cfg, before, run_model if train_finetune else None,
+                                           tuned_model if train_finetune else None, merged is not None, precision, metric)
+        with stage("statistics", timings):  # BCa intervals, randomization p-values, the verdict
             metrics = compare_metrics(base, tuned, cfg.evaluate.bootstrap, cfg.seed)
-        columns, rows = write_per_query(out / "per_query.csv", eval_set, base, tuned)
-        tracker.table("per_query", columns, rows)
+            verdict = decide({r: res.per_query[metric] for r, res in rows.items()}, metric,
+                             cfg.evaluate.bootstrap, cfg.seed, flagged)
+        timings.update(stages.timings)
+        metrics.update({r: res.metrics for r, res in rows.items() if r not in ("base", "finetuned")})
+        metrics["vs_verdict"] = verdict.pop("vs_deploy")
+        spec = ship_spec(cfg, out, verdict, model_dir, model, before, fusions)
+        if model_dir:
+            add_model_card(model_dir, model_card(rows_scores(rows, metric), {**verdict, "vs_deploy": metrics["vs_verdict"]},
+                                                 metric, config=config, hashes=data_hashes(pairs, dev_set, eval_set),
+                                                 choices=choices))
+        columns, table_rows = write_per_query(out / "per_query.csv", eval_set, rows)
+        tracker.table("per_query", columns, table_rows)
         results = {
-            "metrics": metrics, "config": config, "timings_s": timings, "cache": cache, "counts": counts,
+            "metrics": metrics, "verdict": verdict, "choices": choices, "guards": guards, "retriever": spec,
+            "config": config, "timings_s": timings, "cache": cache, "counts": counts,
             "truncation": truncation, "device": device, "precision": precision, "machine_share": share,
             "model_dir": str(model_dir) if model_dir else None, "run_dir": str(out), "versions": versions(),
         }
@@ -149,12 +173,16 @@ def run(cfg: DictConfig) -> float | None:
                               "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3)}
         write_results(out / "results.json", results)
         value = metric_value(metrics, cfg.optimized_metric)
-        tracker.summary({**wandb_metrics(metrics), "objective": value,
+        tracker.summary({**wandb_metrics(metrics), "objective": value, "verdict/deploy": verdict["deploy"],
+                         "verdict/reason": verdict["reason"], **flatten(choices_summary(choices), "choices/"),
                          **{f"timings_s/{k}": v for k, v in timings.items()},
                          **{f"cache/{k}": v for k, v in cache.items()},
                          **{f"counts/{k}": v for k, v in counts.items()}})
         log.info("\n%s", metrics_table(metrics))
+        log.info("\n%s", shipping_table(metrics, verdict))
+        log.info("verdict: deploy %s. %s", verdict["deploy"], verdict["reason"])
         log.info("results: %s", out / "results.json")
+        log.info("retriever: ragtune.load_retriever(%r, documents) rebuilds it in LlamaIndex", str(out))
         if model_dir:
             log.info("model:   %s  (LlamaIndex: Settings.embed_model = \"local:%s\")", model_dir, model_dir)
         exit_code = 0
@@ -211,20 +239,31 @@ def data_keys(cfg: DictConfig, stages: StageCache, train_finetune: bool = True) 
     keys = {"load": stages.key("load", plain(cfg.corpus), [], (load_corpus, documents_to_json, documents_from_json))}
     keys["chunk"] = stages.key("chunk", plain(cfg.chunker), [keys["load"]],
                                (chunk_corpus, chunks_to_json, chunks_from_json))
-    keys["split"] = stages.key("split", {**plain(cfg.split), "held_out": held_out}, [keys["chunk"]],
+    keys["split"] = stages.key("split", split_settings(cfg), [keys["chunk"]],
                                (split_chunks, splits_to_json, splits_from_json))
     if train_finetune and not reads_pairs_from_file(cfg):
         keys["generate"] = stages.key("generate", plain(cfg.qa_generator), [keys["split"]],
                                       (generate_pairs, dataset_to_json, dataset_from_json))
-    if held_out:
-        keys["eval_set"] = stages.key("eval_set", plain(eval_generator_cfg(cfg)), [keys["split"]],
-                                      (held_out_eval_set, eval_set_to_json, eval_set_from_json))
+    for stage, wanted in (("dev_set", dev_from_chunks(cfg)), ("eval_set", held_out)):
+        if wanted:  # questions from held-out documents, by the eval set's generator
+            keys[stage] = stages.key(stage, plain(eval_generator_cfg(cfg)), [keys["split"]],
+                                     (held_out_eval_set, eval_set_to_json, eval_set_from_json))
     return keys
 
 
+def dev_from_chunks(cfg: DictConfig) -> bool:
+    """The dev split is carved from the corpus's documents (not from pairs read from a file, not a dev file)."""
+    return cfg.dev.path is None and cfg.dev.fraction > 0 and not reads_pairs_from_file(cfg)
+
+
+def split_settings(cfg: DictConfig) -> dict:
+    return {**OmegaConf.to_container(cfg.split, resolve=True), "held_out": cfg.eval_set.kind == "held_out",
+            "dev_fraction": cfg.dev.fraction if dev_from_chunks(cfg) else 0.0, "dev_seed": cfg.dev.seed}
+
+
 def prepare_data(cfg: DictConfig, stages: StageCache, train_finetune: bool, counts: dict) -> tuple:
-    """load -> chunk -> split -> generate (and the held-out eval set), each through the stage cache;
-    returns (train pairs, eval set) and adds each computed stage's counts to `counts`.
+    """load -> chunk -> split -> generate (and the dev and held-out eval sets), each through the stage
+    cache; returns (train pairs, dev set or None, eval set) and adds each computed stage's counts to `counts`.
 
     The keys are known before any work, so when the generate and eval_set entries hit, nothing
     upstream is loaded at all.
@@ -241,31 +280,44 @@ def prepare_data(cfg: DictConfig, stages: StageCache, train_finetune: bool, coun
 
     @functools.cache
     def split() -> dict:
+        settings = split_settings(cfg)
         parts = stages.run("split", keys["split"], functools.partial(
-            split_chunks, val_fraction=cfg.split.val_fraction, seed=cfg.split.seed,
-            held_out=cfg.eval_set.kind == "held_out"), splits_to_json, splits_from_json, needs=(chunked,))
+            split_chunks, val_fraction=settings["val_fraction"], seed=settings["seed"], held_out=settings["held_out"],
+            dev_fraction=settings["dev_fraction"], dev_seed=settings["dev_seed"]),
+            splits_to_json, splits_from_json, needs=(chunked,))
         counts.update(parts["counts"])
         return parts
 
-    reports: dict[str, dict] = {"generate": {}, "eval_set": {}}
-    pairs = None
-    if train_finetune and reads_pairs_from_file(cfg):
+    reports: dict[str, dict] = {"generate": {}, "dev_set": {}, "eval_set": {}}
+    pairs, dev_set = None, None
+    if reads_pairs_from_file(cfg) and (train_finetune or (cfg.dev.path is None and cfg.dev.fraction > 0)):
         pairs = instantiate(cfg.qa_generator)(None)
+        if cfg.dev.path is None and cfg.dev.fraction > 0:
+            pairs, dev_set = carve_dev_pairs(pairs, cfg.dev.fraction, cfg.dev.seed)
+        pairs = pairs if train_finetune else None
     elif train_finetune:
         pairs = stages.run("generate", keys["generate"], functools.partial(
             generate_pairs, generator=instantiate(cfg.qa_generator), report=reports["generate"]),
             dataset_to_json, dataset_from_json, needs=(lambda: split()["train"],),
             keep=lambda: not reports["generate"].get("failed_chunks"))
-    if "eval_set" in keys:
-        eval_set = stages.run("eval_set", keys["eval_set"], functools.partial(
-            held_out_eval_set, generator=instantiate(eval_generator_cfg(cfg)), report=reports["eval_set"]),
-            eval_set_to_json, eval_set_from_json, needs=(lambda: split()["held_out"],),
-            keep=lambda: not reports["eval_set"].get("failed_chunks"))
-    else:
-        eval_set = read_eval_set(cfg.eval_set, counts)
+    sets = {}
+    for stage, part in (("dev_set", "dev"), ("eval_set", "held_out")):
+        if stage in keys:
+            sets[stage] = stages.run(stage, keys[stage], functools.partial(
+                held_out_eval_set, generator=instantiate(eval_generator_cfg(cfg)), report=reports[stage]),
+                eval_set_to_json, eval_set_from_json, needs=(lambda part=part: split()[part],),
+                keep=lambda stage=stage: not reports[stage].get("failed_chunks"))
+    eval_set = sets.get("eval_set") or read_eval_set(cfg.eval_set, counts)
+    if cfg.dev.path is not None:
+        dev_set = read_eval_set(OmegaConf.create({"kind": "file", "path": cfg.dev.path}), counts, key="dev.path")
+    dev_set = sets.get("dev_set", dev_set)
+    if dev_set is not None and not dev_set.answered_query_ids():
+        log.warning("the dev split has no question with a relevant document; the run's choices keep their "
+                    "defaults. Raise dev.fraction or name a dev file (dev.path=DEV.json).")
+        dev_set = None
     for name, report in reports.items():  # e.g. generate_failed_chunks: LLM chunks skipped after retries
         counts.update({f"{name}_{k}": v for k, v in report.items()})
-    return pairs, eval_set
+    return pairs, dev_set, eval_set
 
 
 def job_number() -> int:
@@ -316,13 +368,15 @@ def base_keys(cfg, model, eval_set: EvalSet, device: str, precision: str, stages
     if cfg.evaluate.engine == "fast":
         keys["base_embeddings"] = stages.key("base_embeddings", {**encoder, "corpus": eval_set.corpus_digest()}, [],
                                              (build_index, index_to_json, index_from_json, load_model))
-    settings = {**encoder, "eval_set": eval_set.digest(), "evaluate": OmegaConf.to_container(cfg.evaluate, resolve=True)}
+    evaluate = {k: v for k, v in OmegaConf.to_container(cfg.evaluate, resolve=True).items() if k != "baselines"}
+    settings = {**encoder, "eval_set": eval_set.digest(), "evaluate": evaluate}  # baselines: not this stage's
     keys["evaluate_base"] = stages.key("evaluate_base", settings, [keys.get("base_embeddings", "")],
                                        (evaluate_with_engine, result_to_json, result_from_json, load_model))
     return keys
 
 
-def evaluate_base(cfg, model, eval_set: EvalSet, device: str, precision: str, stages: StageCache) -> EvalResult:
+def evaluate_base(cfg, model, eval_set: EvalSet, device: str, precision: str, stages: StageCache,
+                  record: bool = True) -> EvalResult:
     """The base model's evaluation, from the stage cache when an earlier run made it.
 
     It depends only on the base model, the eval set and the evaluation settings, so every job of a
@@ -331,16 +385,46 @@ def evaluate_base(cfg, model, eval_set: EvalSet, device: str, precision: str, st
     """
     keys = base_keys(cfg, model, eval_set, device, precision, stages)
     fast = "base_embeddings" in keys
+    cache = stages if record else StageCache(stages.root, stages.enabled)  # a guard's: not the run's status
 
     def index():
-        return stages.run("base_embeddings", keys["base_embeddings"], functools.partial(
+        return cache.run("base_embeddings", keys["base_embeddings"], functools.partial(
             build_index, model, keys["model_id"], eval_set.corpus, cfg.evaluate.batch_size, precision),
             index_to_json, index_from_json)
 
-    return stages.run("evaluate_base", keys["evaluate_base"], functools.partial(
+    return cache.run("evaluate_base", keys["evaluate_base"], functools.partial(
         evaluate_with_engine, model, eval_set, cfg.evaluate, model_path=str(cfg.base_model.name_or_path),
         model_id=keys["model_id"], precision=precision, device=device, base_model_cfg=cfg.base_model),
         result_to_json, result_from_json, needs=(index,) if fast else ())
+
+
+def base_index(cfg, model, eval_set: EvalSet, keys: dict, precision: str, stages: StageCache):
+    """The base model's embeddings of the eval corpus: the cached stage (a hit after evaluate_base)."""
+    build = functools.partial(build_index, model, keys["model_id"], eval_set.corpus, cfg.evaluate.batch_size, precision)
+    if "base_embeddings" not in keys:  # evaluate.engine=llama_index: no such stage
+        return build()
+    return stages.run("base_embeddings", keys["base_embeddings"], build, index_to_json, index_from_json)
+
+
+def describe_data(out: Path, pairs, dev_set: EvalSet | None, eval_set: EvalSet, counts: dict) -> None:
+    """The data files of the run dir, and their counts; an eval set with nothing to score stops here."""
+    if pairs is not None:
+        write_qa_dataset(pairs, out / "train_pairs.json")
+        counts["train_pairs"] = sum(len(v) for v in pairs.relevant_docs.values())
+    if dev_set is not None:
+        write_qa_dataset(_as_dataset(dev_set), out / "dev_set.json")
+        counts["dev_queries"], counts["dev_corpus"] = len(dev_set.answered_query_ids()), len(dev_set.corpus)
+    write_qa_dataset(_as_dataset(eval_set), out / "eval_set.json")
+    counts["eval_queries"] = len(eval_set.answered_query_ids())
+    counts["eval_queries_dropped"] = len(eval_set.queries) - counts["eval_queries"]  # no relevant doc
+    if counts["eval_queries_dropped"]:
+        log.warning("eval set: %d queries have no relevant document and are left out of the metrics",
+                    counts["eval_queries_dropped"])
+    counts["eval_corpus"] = len(eval_set.corpus)
+    if not counts["eval_queries"]:
+        raise RagtuneError("the eval set has no query with a relevant document; give more "
+                           "held-out documents (split.val_fraction) or another eval_set.")
+    log.info("counts: %s", counts)
 
 
 def _as_dataset(eval_set: EvalSet):

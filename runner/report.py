@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from runner.metrics import paired_bootstrap_ci, paired_randomization_p
-from runner.atomic import write_json_atomic
+from runner.atomic import write_json_atomic, write_text_atomic
 
 PACKAGES = ("ragtune", "torch", "sentence-transformers", "transformers", "llama-index-core",
             "llama-index-finetuning", "hydra-core", "wandb", "datasets", "accelerate")
@@ -67,33 +67,53 @@ def compare_metrics(base, tuned, n_resamples: int, seed: int) -> dict:
     return metrics
 
 
-def write_per_query(path: Path, eval_set, base, tuned) -> tuple[list[str], list[list]]:
-    """One row per query: what finetuning changed, query by query (ranks are 1-based, blank = not in
-    top-k). Returns (columns, rows) for the W&B table."""
+def write_per_query(path: Path, eval_set, rows: dict) -> tuple[list[str], list[list]]:
+    """One row per query: the rank of its first relevant document under every retriever the run scored
+    (1-based, blank = not in that retriever's top k). Returns (columns, rows) for the W&B table."""
     import csv
 
-    columns = ["query_id", "query", "relevant_ids", "base_rank", "finetuned_rank"]
-    tuned_ranks = tuned.first_relevant_rank if tuned else [None] * len(base.query_ids)
-    rows = [[qid, eval_set.queries[qid], " ".join(eval_set.relevant_docs[qid]), b, t]
-            for qid, b, t in zip(base.query_ids, base.first_relevant_rank, tuned_ranks)]
+    names = [r for r in ROWS if r in rows]
+    base = rows["base"]
+    columns = ["query_id", "query", "relevant_ids", *[f"{n}_rank" for n in names]]
+    table = [[qid, eval_set.queries[qid], " ".join(eval_set.relevant_docs[qid]),
+              *[rows[n].first_relevant_rank[i] for n in names]] for i, qid in enumerate(base.query_ids)]
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(columns)
-    w.writerows([["" if v is None else v for v in row] for row in rows])
-    tmp = path.with_suffix(".csv.tmp")
-    tmp.write_text(buf.getvalue(), encoding="utf-8")
-    tmp.replace(path)
-    return columns, rows
+    w.writerows([["" if v is None else v for v in row] for row in table])
+    write_text_atomic(buf.getvalue(), path)
+    return columns, table
+
+
+def rows_scores(rows: dict, metric: str) -> dict:
+    return {name: result.metrics.get(metric) for name, result in rows.items()}
+
+
+def choices_summary(choices: dict) -> dict:
+    """What was chosen on dev, per choice (for W&B's summary and the console)."""
+    out = {}
+    for name, record in choices.items():
+        if isinstance(record, dict):
+            chosen = record.get("chosen", record.get("chosen_alpha"))
+            out[name] = chosen if chosen is not None else record.get("reason")
+    return out
+
+
+ROWS = ("base", "finetuned", "merged", "bm25", "hybrid_base", "hybrid_finetuned")
 
 
 def wandb_metrics(metrics: dict) -> dict:
-    """`base/ndcg@10`, `delta/ndcg@10`, `delta_ci95_low/ndcg@10`, ...: the names W&B shows."""
+    """`base/ndcg@10`, `bm25/ndcg@10`, `delta/ndcg@10`, `delta_ci95_low/ndcg@10`, `vs_verdict/bm25/delta`,
+    ...: the names W&B shows."""
     flat = {}
-    for group in ("base", "finetuned", "delta", "delta_p"):
+    for group in (*ROWS, "delta", "delta_p"):
         for k, v in metrics.get(group, {}).items():
             flat[f"{group}/{k}"] = v
     for k, (low, high) in metrics.get("delta_ci95", {}).items():
         flat[f"delta_ci95_low/{k}"], flat[f"delta_ci95_high/{k}"] = low, high
+    for row, c in metrics.get("vs_verdict", {}).items():
+        flat.update({f"vs_verdict/{row}/delta": c["delta"], f"vs_verdict/{row}/ci95_low": c["ci95"][0],
+                     f"vs_verdict/{row}/ci95_high": c["ci95"][1], f"vs_verdict/{row}/p": c["p"]})
     return flat
 
 
@@ -117,6 +137,30 @@ def metrics_table(metrics: dict) -> str:
                     f"[{low:+.4f}, {high:+.4f}]", f"{metrics['delta_p'][k]:.3f}"]
         table.add_row(*row)
     console = Console(width=110, record=True, file=io.StringIO(), color_system=None)
+    console.print(table)
+    return console.export_text()
+
+
+def shipping_table(metrics: dict, verdict: dict) -> str:
+    """Every retriever the run scored, against the verdict's: the answer to "what should I ship?"."""
+    from rich.console import Console
+    from rich.table import Table
+
+    metric = verdict["metric"]
+    table = Table(title=f"what to ship (deciding metric: {metric}; intervals vs. the verdict's retriever)",
+                  title_justify="left")
+    for col in ("retriever", metric, "hit_rate@10", "mrr@10", "vs. verdict", "95% CI", "p", ""):
+        table.add_column(col, justify="left" if col in ("retriever", "") else "right")
+    for row in ROWS:
+        if row not in metrics or not isinstance(metrics[row], dict):
+            continue
+        m = metrics[row]
+        c = metrics.get("vs_verdict", {}).get(row)
+        mark = "<- ship" if row == verdict["deploy"] else ("flagged by a guard" if row in verdict.get("flagged", {}) else "")
+        table.add_row(row, *(f"{m[k]:.4f}" if k in m else "" for k in (metric, "hit_rate@10", "mrr@10")),
+                      f"{c['delta']:+.4f}" if c else "", f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]" if c else "",
+                      f"{c['p']:.3f}" if c else "", mark)
+    console = Console(width=120, record=True, file=io.StringIO(), color_system=None)
     console.print(table)
     return console.export_text()
 

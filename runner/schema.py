@@ -10,6 +10,7 @@ This module must stay cheap to import: ``python -m runner --cfg job`` imports it
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -259,6 +260,27 @@ class SplitConfig:
 
 
 @dataclass
+class DevConfig:
+    # share of the training side held out for the run's choices (BM25, fusion, merge weight): whole
+    # documents of generated pairs, whole groups of pairs sharing a passage for pairs from a file;
+    # 0: no dev split (the choices keep LlamaIndex's defaults, no merging)
+    fraction: float = 0.15
+    path: Optional[str] = None  # a dev file (EmbeddingQAFinetuneDataset JSON) instead; training keeps every pair
+    seed: int = "${seed}"  # type: ignore[assignment]
+
+
+@dataclass
+class BaselinesConfig:
+    enabled: bool = True  # BM25 and BM25 + dense hybrids next to the dense models, and in the verdict
+    language: str = "english"  # the Snowball stemmer's and the stopword list's language
+    stopwords: Optional[bool] = None  # null: chosen on the dev split (with and without)
+    stemming: Optional[bool] = None  # null: chosen on the dev split
+    fusion_modes: List[str] = field(default_factory=lambda: ["relative_score", "dist_based_score", "reciprocal_rerank"])
+    top_k: List[int] = field(default_factory=lambda: [10, 20, 50])  # each retriever's similarity_top_k, and the fused cut
+    dense_weights: List[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+
+
+@dataclass
 class EvaluateConfig:
     engine: str = "fast"  # fast | llama_index (VectorStoreIndex + RetrieverEvaluator: hit rate, MRR)
     llama_index_top_k: int = 10  # similarity_top_k of the llama_index engine
@@ -269,6 +291,20 @@ class EvaluateConfig:
     mrr_at_k: List[int] = field(default_factory=lambda: [10])
     ndcg_at_k: List[int] = field(default_factory=lambda: [10])
     map_at_k: List[int] = field(default_factory=lambda: [100])
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+
+
+@dataclass
+class MergeConfig:
+    enabled: bool = True  # interpolate base and finetuned weights (WiSE-FT); keep the best on dev
+    alphas: List[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])  # the finetuned model's weight
+
+
+@dataclass
+class GuardConfig:
+    # extra eval sets, each scored base vs finetuned: {name: {kind: beir|file, path: ..., split: test}}
+    sets: Dict[str, Any] = field(default_factory=dict)
+    tolerance: float = 0.01  # a finetuned model that loses more than this on a guard is flagged, not shipped
 
 
 @dataclass
@@ -303,7 +339,10 @@ class Config:
     secrets_file: Optional[str] = None  # KEY=VALUE lines (e.g. OPENAI_API_KEY) read into the environment
     resume: bool = False  # skip the job when its dir already holds results.json of the same config
     split: SplitConfig = field(default_factory=SplitConfig)
+    dev: DevConfig = field(default_factory=DevConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
 
@@ -353,5 +392,7 @@ def register() -> None:
         from runner.secrets import secret
 
         OmegaConf.register_new_resolver("secret", secret)
+    if not OmegaConf.has_resolver("ragtune_data"):  # files that ship inside the package (runner/data/)
+        OmegaConf.register_new_resolver("ragtune_data", lambda name: str(Path(__file__).parent / "data" / name))
     if not OmegaConf.has_resolver("safe_dirname"):
         OmegaConf.register_new_resolver("safe_dirname", _safe_dirname)

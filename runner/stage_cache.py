@@ -100,6 +100,8 @@ class StageCache:
 def read_entry(entry: Path) -> Any | None:
     """The entry's data, or None when it is absent or incomplete (no manifest: never trusted).
     Arrays stored beside it come back under `data["arrays"]`."""
+    if entry.name.startswith("."):  # a writer's temp dir, or one being removed: never an entry
+        return None
     try:
         meta = json.loads((entry / MANIFEST).read_text())
         if meta.get("key") != entry.name:
@@ -109,7 +111,7 @@ def read_entry(entry: Path) -> Any | None:
             import numpy as np
 
             data["arrays"] = {name: np.load(entry / f"{name}.npy", allow_pickle=False) for name in meta["arrays"]}
-    except FileNotFoundError:  # absent, or removed by `python -m runner.cache prune` as we read
+    except (FileNotFoundError, ValueError):  # absent, removed by `prune` as we read, or not whole: untrusted
         return None
     return data
 

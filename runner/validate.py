@@ -110,6 +110,7 @@ def config_problems(cfg: DictConfig) -> list[str]:
     if cfg.eval_set.kind == "held_out" and "path" in gen and cfg.eval_set.get("generator") is None:
         p.append("eval_set=held_out generates questions from held-out documents, which qa_generator=file "
                  "cannot do; use eval_set=file eval_set.path=VAL.json with it")
+    p += choice_problems(cfg)
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
         p.append(f"device={cfg.device} is not one of auto, cpu, cuda, cuda:N, mps")
     if cfg.precision not in ("auto", "fp32", "fp16", "bf16"):
@@ -138,6 +139,49 @@ def config_problems(cfg: DictConfig) -> list[str]:
     elif not m or f"{m.group(2)}@{m.group(3)}" not in _metric_names(cfg):
         p.append(f"optimized_metric={cfg.optimized_metric} is not a metric this run computes; use "
                  f"base/, finetuned/ or delta/ and one of {', '.join(sorted(_metric_names(cfg)))}")
+    return p
+
+
+def choice_problems(cfg: DictConfig) -> list[str]:
+    """The dev split, the keyword and hybrid baselines, merging and the guards."""
+    from runner.baselines import FUSION_MODES
+
+    p: list[str] = []
+    if not 0 <= cfg.dev.fraction < 1:
+        p.append(f"dev.fraction={cfg.dev.fraction} must be in [0, 1) (0: no dev split; try 0.15)")
+    if cfg.dev.path is not None:
+        p += _file_problems(cfg.dev.path, "dev.path")
+    b = cfg.evaluate.baselines
+    import Stemmer
+
+    if b.language not in Stemmer.algorithms():
+        p.append(f"evaluate.baselines.language={b.language} has no Snowball stemmer; use one of "
+                 f"{', '.join(a for a in Stemmer.algorithms() if a != 'porter')}")
+    if not b.fusion_modes or any(m not in FUSION_MODES for m in b.fusion_modes):
+        p.append(f"evaluate.baselines.fusion_modes={list(b.fusion_modes)} must list some of {', '.join(FUSION_MODES)}")
+    if not b.top_k or min(b.top_k) < 1:
+        p.append(f"evaluate.baselines.top_k={list(b.top_k)} must list positive k (try [10,20,50])")
+    if not b.dense_weights or not all(0 < w < 1 for w in b.dense_weights):
+        p.append(f"evaluate.baselines.dense_weights={list(b.dense_weights)} must lie strictly between 0 and 1")
+    if not all(0 < a < 1 for a in cfg.merge.alphas):
+        p.append(f"merge.alphas={list(cfg.merge.alphas)} must lie strictly between 0 (the base) and 1 (the "
+                 "finetuned model), which are always scored")
+    if cfg.guard.tolerance < 0:
+        p.append(f"guard.tolerance={cfg.guard.tolerance} must be 0 or more (try 0.01)")
+    for name, spec in (cfg.guard.sets or {}).items():
+        path, kind = spec.get("path"), spec.get("kind")
+        if kind not in ("file", "beir") or not path:
+            p.append(f"guard.sets.{name} needs kind: file or beir and a path; for example "
+                     f"+guard.sets.{name}={{kind: beir, path: data/nfcorpus, split: test}}")
+        elif kind == "file":
+            p += _file_problems(path, f"guard.sets.{name}.path")
+        else:
+            from runner.beir import read_beir
+
+            try:
+                read_beir(path, spec.get("split", "test"), key=f"guard.sets.{name}.path")
+            except RagtuneError as err:
+                p.append(str(err).rstrip("."))
     return p
 
 

@@ -55,7 +55,7 @@ def test_the_reported_case_edited_documents_reach_the_pairs_and_the_eval_set(tin
     assert "zorblax" in (tmp_path / "run2" / "eval_set.json").read_text()
     run(compose(args, tmp_path / "run3", root))  # unchanged files: the shared stages hit again
     again = json.loads((tmp_path / "run3" / "results.json").read_text())["cache"]
-    assert again == {"generate": "hit", "eval_set": "hit", "evaluate_base": "hit"}
+    assert again == {"generate": "hit", "dev_set": "hit", "eval_set": "hit", "evaluate_base": "hit", "base_embeddings": "hit"}
 
 
 @pytest.mark.parametrize("change", ["edit", "add", "remove", "rename", "edit_in_subfolder"])
@@ -332,7 +332,7 @@ def _other(value):
     return 1  # None: any value
 
 
-GROUP_OF_STAGE = {"load": "corpus", "chunk": "chunker", "split": "split", "generate": "qa_generator"}
+GROUP_OF_STAGE = {"load": "corpus", "chunk": "chunker", "split": "split", "split ": "dev", "generate": "qa_generator"}
 OPTIONS = [[], ["corpus=directory", "corpus.path=DOCS"], ["chunker=token"], ["chunker=markdown"], ["chunker=semantic"],
            ["qa_generator=keywords"], ["qa_generator=titles"], ["qa_generator=ict_titles"],
            ["qa_generator=llm", "qa_generator.llm.model=m"], ["qa_generator=llm", "qa_generator/llm=openai"],
@@ -371,7 +371,7 @@ def test_every_leaf_of_each_stage_slice_changes_its_key(tmp_path, overrides):
                 continue  # another class entirely: covered by its own option above
             changed = copy.deepcopy(cfg)
             _set_other(changed, f"{group}.{path}", value)
-            assert keys(changed)[stage] != before[stage], (stage, path, value)
+            assert keys(changed)[stage.strip()] != before[stage.strip()], (stage, path, value)
             checked += 1
     assert checked >= 5
 

@@ -56,7 +56,8 @@ def test_per_query_csv_has_a_row_per_eval_query(fast_run):
     out, _, results = fast_run
     rows = list(csv.DictReader((out / "per_query.csv").open()))
     assert len(rows) == results["counts"]["eval_queries"]
-    assert set(rows[0]) == {"query_id", "query", "relevant_ids", "base_rank", "finetuned_rank"}
+    assert set(rows[0]) >= {"query_id", "query", "relevant_ids", "base_rank", "finetuned_rank", "bm25_rank",
+                            "hybrid_base_rank", "hybrid_finetuned_rank"}
     hits = sum(1 for r in rows if r["base_rank"] and int(r["base_rank"]) == 1)
     assert hits / len(rows) == pytest.approx(results["metrics"]["base"]["hit_rate@1"])
 
@@ -99,7 +100,10 @@ def test_train_on_one_file_and_evaluate_on_another(fast_run, tiny_model, tmp_pat
     results = json.loads((out / "results.json").read_text())
     assert "load" not in results["timings_s"]  # neither corpus nor chunker is needed
     train = json.loads((src / "train_pairs.json").read_text())
-    assert results["counts"]["train_pairs"] == sum(len(v) for v in train["relevant_docs"].values())
+    # pairs from a file: a dev split of whole passage groups is carved out of them, the rest trains
+    assert results["counts"]["train_pairs"] + results["counts"]["dev_queries"] == \
+        sum(len(v) for v in train["relevant_docs"].values())
+    assert results["counts"]["dev_corpus"] == len(train["corpus"])  # dev queries search every passage
     # the same eval set and the same base model: the same base metrics as the run that wrote it
     assert results["metrics"]["base"] == pytest.approx(fast_run[2]["metrics"]["base"])
     assert "finetuned" in results["metrics"]
@@ -111,7 +115,8 @@ def test_finetune_none_evaluates_the_base_model_alone(fast_run, tiny_model, tmp_
     value = run(compose(fast(tiny_model, "finetune=none", "eval_set=file",
                              f"eval_set.path={src / 'eval_set.json'}", "logger=none"), out))
     results = json.loads((out / "results.json").read_text())
-    assert set(results["metrics"]) == {"base"} and results["model_dir"] is None
+    assert set(results["metrics"]) == {"base", "bm25", "hybrid_base", "vs_verdict"} and results["model_dir"] is None
+    assert results["verdict"]["deploy"] in ("base", "bm25", "hybrid_base")
     assert value == pytest.approx(results["metrics"]["base"]["ndcg@10"])
     assert not (out / "model").exists() and "finetune" not in results["timings_s"]
 
@@ -133,22 +138,24 @@ def test_wandb_run_holds_the_per_query_table(fast_run):
     logged = [{k.split("/", 1)[1]: v for k, v in h.items() if k.startswith("per_query/")}
               for h in run_contents(run_file)["history"] if "per_query/_type" in h]
     assert len(logged) == 1 and logged[0]["_type"] == "table-file"
-    assert logged[0]["nrows"] == results["counts"]["eval_queries"] and logged[0]["ncols"] == 5
+    assert logged[0]["nrows"] == results["counts"]["eval_queries"]
+    assert logged[0]["ncols"] == 3 + len(results["verdict"]["scores"])  # a rank column per retriever
     (table_file,) = out.glob("wandb/offline-run-*/files/media/table/per_query_*.table.json")
     table = json.loads(table_file.read_text())
-    assert table["columns"] == ["query_id", "query", "relevant_ids", "base_rank", "finetuned_rank"]
+    assert table["columns"][:5] == ["query_id", "query", "relevant_ids", "base_rank", "finetuned_rank"]
+    assert set(table["columns"][3:]) == {f"{r}_rank" for r in results["verdict"]["scores"]}
 
 
 def test_second_run_reuses_the_base_corpus_embeddings(fast_run, tiny_model, tmp_path):
     src, _, first = fast_run
-    stages = ("load", "chunk", "split", "generate", "eval_set", "evaluate_base", "base_embeddings")
+    stages = ("load", "chunk", "split", "generate", "dev_set", "eval_set", "evaluate_base", "base_embeddings")
     assert first["cache"] == dict.fromkeys(stages, "miss")
     out = tmp_path / "again"
     run(compose(fast(tiny_model, "logger=none", "finetune.learning_rate=3e-3"), out, root=src / "outputs"))
     again = json.loads((out / "results.json").read_text())
     # every shared stage hits; with pairs and eval set cached, nothing upstream is even read
-    assert again["cache"] == {"generate": "hit", "eval_set": "hit", "evaluate_base": "hit"}
-    assert not {"load", "chunk", "split", "generate", "eval_set"} & set(again["timings_s"])
+    assert again["cache"] == {"generate": "hit", "dev_set": "hit", "eval_set": "hit", "evaluate_base": "hit", "base_embeddings": "hit"}
+    assert not {"load", "chunk", "split", "generate", "dev_set", "eval_set"} & set(again["timings_s"])
     assert again["counts"]["train_pairs"] == first["counts"]["train_pairs"]
     assert (out / "train_pairs.json").read_text() == (src / "train_pairs.json").read_text()
     assert again["metrics"]["base"] == pytest.approx(first["metrics"]["base"], abs=1e-6)
@@ -157,8 +164,8 @@ def test_second_run_reuses_the_base_corpus_embeddings(fast_run, tiny_model, tmp_
     run(compose(fast(tiny_model, "logger=none", "finetune=none", "chunker.chunk_size=80"), chunked,
                 root=src / "outputs"))
     re = json.loads((chunked / "results.json").read_text())["cache"]
-    assert re == {"load": "hit", "chunk": "miss", "split": "miss", "eval_set": "miss", "evaluate_base": "miss",
-                  "base_embeddings": "miss"}
+    assert re == {"load": "hit", "chunk": "miss", "split": "miss", "dev_set": "miss", "eval_set": "miss",
+                  "evaluate_base": "miss", "base_embeddings": "miss"}
     off = tmp_path / "off"
     run(compose(fast(tiny_model, "logger=none", "finetune=none", "cache.enabled=false"), off, root=src / "outputs"))
     assert set(json.loads((off / "results.json").read_text())["cache"].values()) == {"off"}
@@ -225,8 +232,8 @@ def test_train_on_a_beir_split_and_evaluate_on_another(tiny_model, tmp_path):
     (beir / "qrels" / "test.tsv").write_text(head + "".join(f"q{i}\td{i}\t1\n" for i in range(8, 12)))
     out = tmp_path / "run"
     run(compose(fast(tiny_model, "logger=none", "qa_generator=file", f"qa_generator.path={beir}",
-                     "qa_generator.split=train", "eval_set=beir", f"eval_set.path={beir}", "finetune.batch_size=4"),
-                out))
+                     "qa_generator.split=train", "eval_set=beir", f"eval_set.path={beir}", "finetune.batch_size=4",
+                     "dev.fraction=0"), out))  # every judged pair trains
     results = json.loads((out / "results.json").read_text())
     pairs = json.loads((out / "train_pairs.json").read_text())
     assert pairs["relevant_docs"] == {f"q{i}": [f"d{i}"] for i in range(8)}  # grade 0 is not a pair

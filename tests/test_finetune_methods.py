@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import logging
 
 import pytest
@@ -122,15 +123,15 @@ def test_hard_negatives_auto_mines_for_pairs_from_a_file_and_not_for_generated_o
     assert "pairs kept with 1 mined hard negative(s) each" in caplog.text
     assert "training on all pairs" not in caplog.text
 
-    # the tiny random model scores every passage alike: with the default margin no negative qualifies.
+    # the tiny random model scores every passage alike: with the default margin few negatives qualify.
     # Auto then trains on all pairs, in-batch only; an explicit num=1 is a clear error instead.
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="ragtune"):
         run(compose(fast(tiny_model, *from_file), tmp_path / "fallback"))
-    assert "hard-negative mining (auto) kept 0 of" in caplog.text and "training on all pairs" in caplog.text
+    assert re.search(r"hard-negative mining \(auto\) kept \d+ of \d+ pairs; training on all pairs", caplog.text)
     results = json.loads((tmp_path / "fallback" / "results.json").read_text())
     assert results["metrics"]["finetuned"]
-    with pytest.raises(RagtuneError, match="hard-negative mining kept 0 of"):
+    with pytest.raises(RagtuneError, match=r"hard-negative mining kept \d+ of \d+ pairs .* fewer than finetune.batch_size"):
         run(compose(fast(tiny_model, *from_file, "finetune.hard_negatives.num=1"), tmp_path / "forced"))
 
 

@@ -34,7 +34,7 @@ def test_grid_sweep_runs_every_job_once_and_shares_the_stages(tmp_path):
     assert set(first["cache"].values()) == {"miss"}
     for name, r in runs.items():
         if not name.startswith("0_"):  # every later job: only its own finetune and finetuned eval
-            assert r["cache"] == {"generate": "hit", "eval_set": "hit", "evaluate_base": "hit"}, name
+            assert r["cache"] == {"generate": "hit", "dev_set": "hit", "eval_set": "hit", "evaluate_base": "hit", "base_embeddings": "hit"}, name
     assert (sweep / "compare.csv").is_file()
 
 
@@ -60,7 +60,8 @@ def test_submitit_local_runs_the_jobs_as_subprocesses(tmp_path):
 
 def optuna_cli(tmp_path: Path, n_trials: int, *more: str) -> subprocess.CompletedProcess:
     return run_cli("hparams_search=optuna", *FAST, f"hydra.sweeper.n_trials={n_trials}",
-                   "hydra.sweeper.params={finetune.learning_rate:'tag(log, interval(1e-4, 3e-3))'}",
+                   "hydra.sweeper.params={finetune.learning_rate:'tag(log, interval(1e-4, 3e-3))',"
+                   "finetune.batch_size:'choice(8, 16, 32)'}",  # debug=fast trains on about 40 pairs
                    f"paths.root={tmp_path}", *more)
 
 
