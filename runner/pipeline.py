@@ -27,13 +27,14 @@ from runner.evaluate import (EvalResult, build_index, evaluate_with_engine, inde
 from runner.fingerprint import model_fingerprint, short_identity
 from runner.generate import generate_pairs
 from runner.ship import add_model_card, model_card
-from runner.shipping import before_training, data_hashes, merge_on_dev, score_guards, ship_spec, shippable_rows
+from runner.shipping import (base_weights, before_training, data_hashes, merge_on_dev, score_guards, ship_spec,
+                             shippable_rows)
 from runner.verdict import decide
 from runner.load import documents_from_json, documents_to_json, load_corpus
 from runner.models import load_model, resolve_device, resolve_precision, share_over_max_length
 from runner.qa_file import EmbeddingQAFinetuneDataset, dataset_from_json, dataset_to_json, write_qa_dataset
-from runner.report import (choices_summary, compare_metrics, flatten, metric_value, metrics_table, rows_scores,
-                           shipping_table, versions, wandb_metrics, write_per_query, write_results)
+from runner.report import (choices_summary, compare_metrics, flatten, metric_value, metrics_table, shipping_table,
+                           versions, wandb_metrics, write_per_query, write_results)
 from runner.secrets import load_secrets_file, protect_logs, redact, reveal
 from runner.split import carve_dev_pairs, split_chunks, splits_from_json, splits_to_json
 from runner.stage_cache import StageCache
@@ -115,15 +116,16 @@ def run(cfg: DictConfig) -> float | None:
                 cfg, model, keys["model_id"], base, lambda: base_index(cfg, model, eval_set, keys, precision, stages),
                 dev_set, eval_set, metric, precision, lambda guard: evaluate_base(cfg, model, guard, device, precision,
                                                                                   stages, record=False))
-        model_dir, tuned, merged, choices = None, None, None, dict(before.records)
+        model_dir, tuned, merged, run_dev, choices = None, None, None, None, dict(before.records)
+        base_state = base_weights(cfg, model, dev_set)
         if train_finetune:
             with stage("finetune", timings):
                 train = instantiate(cfg.finetune)
                 model_dir, tuned_model = train(model=model, pairs=pairs, output_dir=out, device=device,
                                                on_log=tracker.log, **finetune_overrides(cfg))
             with stage("merge", timings):  # WiSE-FT on the dev split; a merge that wins becomes model/
-                merged_model, choices["merge"] = merge_on_dev(cfg, tuned_model, dev_set, metric, device, precision,
-                                                              model_dir)
+                merged_model, choices["merge"], run_dev = merge_on_dev(cfg, base_state, tuned_model, before, dev_set,
+                                                                       metric, precision, model_dir)
             tracker.log_model(model_dir)
             with stage("evaluate_finetuned", timings):
                 tuned_dir = out / "finetuned_model" if merged_model is not None else model_dir
@@ -141,7 +143,7 @@ def run(cfg: DictConfig) -> float | None:
             rows, fusions = shippable_rows(cfg, before, base, tuned, merged,
                                            run_model if train_finetune else None,
                                            run_result if train_finetune else None, dev_set, eval_set, metric,
-                                           precision, choices)
+                                           precision, choices, run_dev)
         with stage("guards", timings):
             guards, flagged = score_guards(cfg, before, run_model if train_finetune else None,
                                            tuned_model if train_finetune else None, merged is not None, precision, metric)
@@ -154,9 +156,8 @@ def run(cfg: DictConfig) -> float | None:
         metrics["vs_verdict"] = verdict.pop("vs_deploy")
         spec = ship_spec(cfg, out, verdict, model_dir, model, before, fusions)
         if model_dir:
-            add_model_card(model_dir, model_card(rows_scores(rows, metric), {**verdict, "vs_deploy": metrics["vs_verdict"]},
-                                                 metric, config=config, hashes=data_hashes(pairs, dev_set, eval_set),
-                                                 choices=choices))
+            add_model_card(model_dir, model_card({**verdict, "vs_deploy": metrics["vs_verdict"]}, metric, config=config,
+                                                 hashes=data_hashes(pairs, dev_set, eval_set), choices=choices))
         columns, table_rows = write_per_query(out / "per_query.csv", eval_set, rows)
         tracker.table("per_query", columns, table_rows)
         results = {

@@ -85,10 +85,6 @@ def write_per_query(path: Path, eval_set, rows: dict) -> tuple[list[str], list[l
     return columns, table
 
 
-def rows_scores(rows: dict, metric: str) -> dict:
-    return {name: result.metrics.get(metric) for name, result in rows.items()}
-
-
 def choices_summary(choices: dict) -> dict:
     """What was chosen on dev, per choice (for W&B's summary and the console)."""
     out = {}

@@ -83,7 +83,7 @@ def load_retriever(run_dir: str | Path, documents=None, *, nodes=None, device: s
                                 llm=MockLLM())  # one query: no LLM writes extra queries
 
 
-def model_card(rows: dict, verdict: dict, metric: str, *, config: dict, hashes: dict, choices: dict) -> str:
+def model_card(verdict: dict, metric: str, *, config: dict, hashes: dict, choices: dict) -> str:
     """A markdown section for the saved model's README: the eval table, the verdict, the settings and
     the content hashes of the data it was trained and scored on."""
     lines = ["", "## ragtune evaluation", "", f"**Verdict: ship {verdict['deploy']}.** {verdict['reason']}", "",

@@ -39,22 +39,28 @@ def before_training(cfg, model, model_id: str, base: EvalResult, base_index, dev
     return before
 
 
-def merge_on_dev(cfg, tuned_model, dev: EvalSet | None, metric: str, device: str, precision: str,
-                 model_dir: Path) -> tuple[object | None, dict]:
-    """WiSE-FT on the dev split; a merge that wins there is saved as `model_dir` (the finetuned model
-    moves beside it, to finetuned_model/). Returns (the merged model or None, the record)."""
-    if not cfg.merge.enabled:
-        return None, {"kept": False, "reason": "merge.enabled=false"}
-    if dev is None:
-        return None, {"kept": False, "reason": "no dev split to choose a merge weight on"}
-    if getattr(tuned_model, "adapter", None) is not None:
-        return None, {"kept": False, "reason": "finetune=adapter leaves the base weights as they are"}
-    from runner.merge import choose_merge
-    from runner.models import load_model
+def base_weights(cfg, model, dev: EvalSet | None) -> dict | None:
+    """A copy of the base weights, kept before training changes them in place: what merging needs."""
+    if not cfg.merge.enabled or dev is None or not cfg.finetune.get("_target_"):
+        return None
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
-    base_model = load_model(cfg.base_model, device)  # training changed the first copy in place
-    merged, record = choose_merge(base_model, tuned_model, dev, cfg.merge.alphas, metric,
-                                  cfg.evaluate.batch_size, precision)
+
+def merge_on_dev(cfg, base_state: dict | None, tuned_model, before: Before, dev: EvalSet | None, metric: str,
+                 precision: str, model_dir: Path) -> tuple[object | None, dict, object]:
+    """WiSE-FT on the dev split; a merge that wins there is saved as `model_dir` (the finetuned model
+    moves beside it, to finetuned_model/). Returns (the merged model or None, the record, the dev ranking
+    of the run's model or None)."""
+    if not cfg.merge.enabled:
+        return None, {"kept": False, "reason": "merge.enabled=false"}, None
+    if dev is None or base_state is None:
+        return None, {"kept": False, "reason": "no dev split to choose a merge weight on"}, None
+    if getattr(tuned_model, "adapter", None) is not None:
+        return None, {"kept": False, "reason": "finetune=adapter leaves the base weights as they are"}, None
+    from runner.merge import choose_merge
+
+    merged, record, ranking = choose_merge(base_state, tuned_model, dev, cfg.merge.alphas, metric,
+                                           cfg.evaluate.batch_size, precision, depth(cfg), before.base_dense_dev)
     log.info("merge: %s", record["reason"])
     if merged is not None:
         model_dir = Path(model_dir)
@@ -63,13 +69,14 @@ def merge_on_dev(cfg, tuned_model, dev: EvalSet | None, metric: str, device: str
         model_dir.rename(tuned_dir)
         merged.save(str(model_dir))
         record["finetuned_model_dir"] = str(tuned_dir)
-    return merged, record
+    return merged, record, ranking
 
 
 def shippable_rows(cfg, before: Before, base: EvalResult, tuned: EvalResult | None, merged: EvalResult | None,
                    run_model, run_result: EvalResult | None, dev: EvalSet | None, eval_set: EvalSet, metric: str,
-                   precision: str, choices: dict) -> tuple[dict, dict]:
-    """{row: EvalResult} for every retriever the verdict weighs, and each hybrid's fusion settings."""
+                   precision: str, choices: dict, run_dev=None) -> tuple[dict, dict]:
+    """{row: EvalResult} for every retriever the verdict weighs, and each hybrid's fusion settings.
+    `run_dev`: the run's model's dev ranking when merging made it already."""
     rows = {"base": base}
     if tuned is not None:
         rows["finetuned"] = tuned
@@ -82,7 +89,8 @@ def shippable_rows(cfg, before: Before, base: EvalResult, tuned: EvalResult | No
         k, batch = depth(cfg), cfg.evaluate.batch_size
         index, query_emb = run_result.dense if run_result.dense is not None else (None, None)
         dense["hybrid_finetuned"] = dense_top(run_model, "run", eval_set, k, batch, precision, index, query_emb)
-        dense_dev["hybrid_finetuned"] = dense_top(run_model, "run", dev, k, batch, precision) if dev else None
+        dense_dev["hybrid_finetuned"] = run_dev if run_dev is not None or dev is None else \
+            dense_top(run_model, "run", dev, k, batch, precision)
     more, fusions = rows_and_fusions(cfg, before, dense, dense_dev, eval_set, dev, metric, choices)
     return {**rows, **more}, fusions
 
