@@ -2,9 +2,9 @@
 interpolated, often keep most of the gain and give back part of what finetuning broke.
 
 Each `merge.alphas` (the finetuned model's share) is scored on the dev split, next to the finetuned
-model itself (alpha 1) and the base (alpha 0, from the ranking the run made before training); a merge
-becomes the run's model only when it scores above the finetuned model there. The whole curve goes to
-results.json (`choices.merge`).
+model itself (alpha 1) and the base (alpha 0, from the ranking the run made before training); the best
+merge becomes the run's model only when it is clearly better than the finetuned model there (paired 95%
+interval above 0). The whole curve goes to results.json (`choices.merge`), W&B and compare's plot.
 """
 
 from __future__ import annotations
@@ -37,31 +37,45 @@ def dev_ranking(model, dev: EvalSet, k: int, batch_size: int, precision: str):
     return dense_top(model, "dev", dev, k, batch_size, precision)
 
 
-def score(ranking, dev: EvalSet, metric: str) -> float:
-    return float(per_query(ranking.ranked_ids(), dev, dev.answered_query_ids(), metric).mean())
+def per_query_dev(ranking, dev: EvalSet, metric: str) -> np.ndarray:
+    return per_query(ranking.ranked_ids(), dev, dev.answered_query_ids(), metric)
 
 
 def choose_merge(base_state: dict, tuned_model, dev: EvalSet, alphas, metric: str, batch_size: int,
-                 precision: str, k: int, base_dev=None) -> tuple[object | None, dict, object]:
-    """(the merged model to ship, or None when the finetuned model scores best on dev; the record; the
-    dev ranking of the model the run keeps, for its hybrid's choice). `base_dev`: the base model's dev
+                 precision: str, k: int, base_dev=None, n_resamples: int = 10_000,
+                 seed: int = 0) -> tuple[object | None, dict, object]:
+    """(the merged model to ship, or None; the record; the dev ranking of the model the run keeps, for
+    its hybrid's choice). The best merge replaces the finetuned model only when it is clearly better on
+    dev (the paired 95% interval of the difference above 0): a hair's breadth on dev is noise, and
+    swapping the run's model on noise costs as often as it pays. `base_dev`: the base model's dev
     ranking when the run has it already (alpha 0 costs nothing then)."""
+    from runner.metrics import paired_bootstrap_ci
+
     start = time.perf_counter()
     rankings = {1.0: dev_ranking(tuned_model, dev, k, batch_size, precision)}
     models = {}
     for alpha in sorted(float(a) for a in alphas if 0 < a < 1):
         models[alpha] = interpolated(base_state, tuned_model, alpha)
         rankings[alpha] = dev_ranking(models[alpha], dev, k, batch_size, precision)
-    curve = {a: score(r, dev, metric) for a, r in rankings.items()}
+    scores = {a: per_query_dev(r, dev, metric) for a, r in rankings.items()}
     if base_dev is not None:
-        curve[0.0] = score(base_dev, dev, metric)
+        scores[0.0] = per_query_dev(base_dev, dev, metric)
+    curve = {a: float(v.mean()) for a, v in scores.items()}
     best = max(models, key=lambda a: (curve[a], a), default=None)  # a tie goes to more of the finetuned model
-    keep = best is not None and curve[best] > curve[1.0] + 1e-12
+    ci = paired_bootstrap_ci(scores[1.0], scores[best], n_resamples, seed) if best is not None else (0.0, 0.0)
+    keep = best is not None and ci[0] > 0
+    if best is None:
+        reason = "no merge.alphas between 0 and 1"
+    elif keep:
+        reason = (f"alpha {best:g} scores {curve[best]:.4f} on dev, clearly above the finetuned model's "
+                  f"{curve[1.0]:.4f} ({curve[best] - curve[1.0]:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}])")
+    else:
+        reason = (f"the best merge, alpha {best:g}, scores {curve[best]:.4f} on dev against the finetuned model's "
+                  f"{curve[1.0]:.4f} ({curve[best] - curve[1.0]:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]): not clearly "
+                  "better, the finetuned model stays")
     record = {"metric": metric, "curve": {f"{a:g}": round(v, 5) for a, v in sorted(curve.items())},
-              "chosen_alpha": best if keep else 1.0, "kept": keep,
-              "reason": (f"alpha {best:g} scores {curve[best]:.4f} on dev, above the finetuned model's {curve[1.0]:.4f}"
-                         if keep else f"no merge scores above the finetuned model's {curve[1.0]:.4f} on dev"),
-              "seconds": round(time.perf_counter() - start, 3)}
+              "best_alpha": best, "ci95_vs_finetuned": list(ci), "chosen_alpha": best if keep else 1.0, "kept": keep,
+              "reason": reason, "seconds": round(time.perf_counter() - start, 3)}
     return (models[best] if keep else None), record, rankings[best if keep else 1.0]
 
 

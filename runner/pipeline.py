@@ -160,6 +160,9 @@ def run(cfg: DictConfig) -> float | None:
                                                  hashes=data_hashes(pairs, dev_set, eval_set), choices=choices))
         columns, table_rows = write_per_query(out / "per_query.csv", eval_set, rows)
         tracker.table("per_query", columns, table_rows)
+        if choices.get("merge", {}).get("curve"):  # WiSE-FT: dev score against the finetuned model's share
+            tracker.table("merge_curve", ["alpha", f"dev {metric}"],
+                          [[float(a), v] for a, v in choices["merge"]["curve"].items()])
         results = {
             "metrics": metrics, "verdict": verdict, "choices": choices, "guards": guards, "retriever": spec,
             "config": config, "timings_s": timings, "cache": cache, "counts": counts,

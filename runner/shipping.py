@@ -60,7 +60,8 @@ def merge_on_dev(cfg, base_state: dict | None, tuned_model, before: Before, dev:
     from runner.merge import choose_merge
 
     merged, record, ranking = choose_merge(base_state, tuned_model, dev, cfg.merge.alphas, metric,
-                                           cfg.evaluate.batch_size, precision, depth(cfg), before.base_dense_dev)
+                                           cfg.evaluate.batch_size, precision, depth(cfg), before.base_dense_dev,
+                                           cfg.evaluate.bootstrap, cfg.seed)
     log.info("merge: %s", record["reason"])
     if merged is not None:
         model_dir = Path(model_dir)

@@ -306,3 +306,23 @@ def test_a_guard_the_finetuned_model_gets_worse_on_is_flagged_and_keeps_it_from_
     verdict = results["verdict"]
     assert set(verdict["flagged"]) == {"finetuned", "hybrid_finetuned"} and "guard own_hits" in verdict["reason"]
     assert verdict["deploy"] not in ("finetuned", "hybrid_finetuned")
+
+
+def test_the_nanobeir_recipe_writes_a_beir_folder_the_guards_read(tmp_path):
+    import importlib.util
+
+    from conftest import ROOT
+    from runner.beir import read_beir
+
+    spec = importlib.util.spec_from_file_location("nanobeir_guard", ROOT / "scripts" / "nanobeir_guard.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tables = {"corpus": [{"_id": "d1", "text": "Fish oil and the heart."}, {"_id": "d2", "text": "Vitamin D."}],
+              "queries": [{"_id": "q1", "text": "omega-3 and heart disease"}, {"_id": "q2", "text": "vitamins"}],
+              "qrels": [{"query-id": "q1", "corpus-id": "d1"}, {"query-id": "q2", "corpus-id": ["d2", "d1"]}]}
+    asked = []
+    load = lambda dataset, subset, split: asked.append((dataset, subset, split)) or tables[subset]  # noqa: E731
+    folder = module.write_beir("NanoNFCorpus", tmp_path / "nano", load=load)
+    beir = read_beir(folder, "test", key="guard.sets.nano.path")
+    assert beir["grades"] == {"q1": {"d1": 1.0}, "q2": {"d2": 1.0, "d1": 1.0}} and beir["corpus"]["d2"] == "Vitamin D."
+    assert asked[0] == ("sentence-transformers/NanoBEIR-en", "corpus", "NanoNFCorpus")
