@@ -26,7 +26,7 @@ from runner.evaluate import (EvalResult, build_index, evaluate_with_engine, inde
                              result_from_json, result_to_json)
 from runner.fingerprint import model_fingerprint, short_identity
 from runner.generate import generate_pairs
-from runner.ship import add_model_card, model_card
+from runner.ship import add_model_card, model_card, settings, settings_text
 from runner.shipping import (base_weights, before_training, data_hashes, merge_on_dev, score_guards, ship_spec,
                              shippable_rows)
 from runner.verdict import decide
@@ -155,6 +155,7 @@ def run(cfg: DictConfig) -> float | None:
         metrics.update({r: res.metrics for r, res in rows.items() if r not in ("base", "finetuned")})
         metrics["vs_verdict"] = verdict.pop("vs_deploy")
         spec = ship_spec(cfg, out, verdict, model_dir, model, before, fusions)
+        verdict["settings"] = settings(spec)
         if model_dir:
             add_model_card(model_dir, model_card({**verdict, "vs_deploy": metrics["vs_verdict"]}, metric, config=config,
                                                  hashes=data_hashes(pairs, dev_set, eval_set), choices=choices))
@@ -178,13 +179,13 @@ def run(cfg: DictConfig) -> float | None:
         write_results(out / "results.json", results)
         value = metric_value(metrics, cfg.optimized_metric)
         tracker.summary({**wandb_metrics(metrics), "objective": value, "verdict/deploy": verdict["deploy"],
-                         "verdict/reason": verdict["reason"], **flatten(choices_summary(choices), "choices/"),
+                         "verdict/reason": verdict["reason"], "verdict/settings": settings_text(spec), **flatten(choices_summary(choices), "choices/"),
                          **{f"timings_s/{k}": v for k, v in timings.items()},
                          **{f"cache/{k}": v for k, v in cache.items()},
                          **{f"counts/{k}": v for k, v in counts.items()}})
         log.info("\n%s", metrics_table(metrics))
         log.info("\n%s", shipping_table(metrics, verdict))
-        log.info("verdict: deploy %s. %s", verdict["deploy"], verdict["reason"])
+        log.info("verdict: deploy %s (%s). %s", verdict["deploy"], settings_text(spec), verdict["reason"])
         log.info("results: %s", out / "results.json")
         log.info("retriever: ragtune.load_retriever(%r, documents) rebuilds it in LlamaIndex", str(out))
         if model_dir:

@@ -31,6 +31,25 @@ def retriever_spec(verdict: dict, *, base_model: str, model_dir: str | None, pro
             "fusion": fusion.get(deploy) if deploy.startswith("hybrid") else None, "chunker": chunker}
 
 
+def settings(spec: dict) -> dict:
+    """What the shipped retriever is built from, for the verdict in results.json and W&B."""
+    return {"dense_model": spec["dense_model"], "bm25": spec["bm25"], "fusion": spec["fusion"]}
+
+
+def settings_text(spec: dict) -> str:
+    """One line: the model, BM25's tokenisation and the fusion the verdict ships."""
+    parts = [f"model {spec['dense_model']}"] if spec["dense_model"] else []
+    if spec["bm25"]:
+        b = spec["bm25"]
+        parts.append(f"BM25 {'with' if b['stopwords'] else 'without'} {b['language']} stopwords, "
+                     f"{'with' if b['stemming'] else 'without'} stemming")
+    if spec["fusion"]:
+        f = spec["fusion"]
+        parts.append(f"QueryFusionRetriever mode {f['mode']}, similarity_top_k {f['top_k']}, "
+                     f"retriever_weights [{f['dense_weight']:g} dense, {1 - f['dense_weight']:g} BM25]")
+    return "; ".join(parts)
+
+
 def write_spec(run_dir: Path, spec: dict) -> Path:
     return write_json_atomic(spec, Path(run_dir) / RETRIEVER_FILE)
 

@@ -205,6 +205,7 @@ def test_every_run_has_keyword_and_hybrid_rows_choices_and_a_verdict(shipped):
     assert set(choices["merge"]["curve"]) == {"0", "0.25", "0.5", "0.75", "1"}
     spec = json.loads((out / "retriever.json").read_text())
     assert spec["deploy"] == deploy and spec["score"] == pytest.approx(results["verdict"]["scores"][deploy])
+    assert results["verdict"]["settings"] == {k: spec[k] for k in ("dense_model", "bm25", "fusion")}
     card = (out / "model" / "README.md").read_text()
     assert "## ragtune evaluation" in card and f"ship {deploy}" in card
     assert all(f"| {row} |" in card for row in results["verdict"]["scores"])
