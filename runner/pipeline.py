@@ -9,6 +9,7 @@ times them, and writes everything into the job's output directory.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import time
@@ -33,9 +34,11 @@ from runner.verdict import decide
 from runner.load import documents_from_json, documents_to_json, load_corpus
 from runner.models import load_model, resolve_device, resolve_precision, share_over_max_length
 from runner.qa_file import EmbeddingQAFinetuneDataset, dataset_from_json, dataset_to_json, write_qa_dataset
+from runner.retrievers import depth
 from runner.report import (choices_summary, compare_metrics, flatten, metric_value, metrics_table, shipping_table,
                            versions, wandb_metrics, write_per_query, write_results)
 from runner.secrets import load_secrets_file, protect_logs, redact, reveal
+from runner.seq_length import choose_max_seq_length, position_limit
 from runner.split import carve_dev_pairs, split_chunks, splits_from_json, splits_to_json
 from runner.stage_cache import StageCache
 from runner.validate import validate
@@ -53,7 +56,7 @@ def stage(name: str, timings: dict):
     log.info("[%s] done in %.1fs", name, timings[name])
 
 
-def truncation_report(model, pairs, eval_set: EvalSet) -> dict:
+def truncation_report(model, pairs, eval_set: EvalSet, length_choice: dict) -> dict:
     """Share of passages and queries longer than the model's max_seq_length (truncation is silent)."""
     passages = list(eval_set.corpus.values()) + (list(pairs.corpus.values()) if pairs else [])
     queries = list(eval_set.queries.values()) + (list(pairs.queries.values()) if pairs else [])
@@ -63,11 +66,16 @@ def truncation_report(model, pairs, eval_set: EvalSet) -> dict:
         "queries_over": share_over_max_length(model, queries),
     }
     if max(report["passages_over"], report["queries_over"]) > TRUNCATION_WARN:
-        config = getattr(getattr(model[0], "auto_model", None), "config", None)
-        positions = getattr(config, "max_position_embeddings", None)
-        advice = (f"raise base_model.max_seq_length (this model has {positions} positions) or lower chunker.chunk_size"
-                  if positions and positions > model.max_seq_length
-                  else "lower chunker.chunk_size (the model has no more positions)")
+        positions = position_limit(model)
+        chosen = length_choice.get("max_seq_length", {})
+        if len(chosen.get("candidates", ())) > 1:
+            verdict = ("kept the model's own" if chosen["chosen"] == chosen["own"] else "chose")
+            advice = (f"base_model.max_seq_length=auto {verdict} {model.max_seq_length} on the dev split "
+                      "(choices.max_seq_length); a number overrides it, or lower chunker.chunk_size")
+        elif positions > model.max_seq_length:
+            advice = f"raise base_model.max_seq_length (this model has {positions} positions) or lower chunker.chunk_size"
+        else:
+            advice = "lower chunker.chunk_size (the model has no more positions)"
         log.warning("%.0f%% of passages and %.0f%% of queries are longer than max_seq_length=%d and get cut: %s.",
                     100 * report["passages_over"], 100 * report["queries_over"], model.max_seq_length, advice)
     return report
@@ -105,9 +113,10 @@ def run(cfg: DictConfig) -> float | None:
         stages = StageCache(cfg.cache.dir, cfg.cache.enabled)
         pairs, dev_set, eval_set = prepare_data(cfg, stages, train_finetune, counts)
         describe_data(out, pairs, dev_set, eval_set, counts)
-        truncation = truncation_report(model, pairs, eval_set)
-        cache = stages.status
         metric = cfg.optimized_metric.split("/", 1)[1]
+        length_choice, base_dev = choose_length(cfg, model, pairs, dev_set, device, precision, metric, stages)
+        truncation = truncation_report(model, pairs, eval_set, length_choice)
+        cache = stages.status
         base = evaluate_base(cfg, model, eval_set, device, precision, stages)
         timings.update(stages.timings)
         with stage("baselines_dev", timings):  # BM25's settings, the base model's dev and eval rankings
@@ -115,8 +124,8 @@ def run(cfg: DictConfig) -> float | None:
             before = before_training(
                 cfg, model, keys["model_id"], base, lambda: base_index(cfg, model, eval_set, keys, precision, stages),
                 dev_set, eval_set, metric, precision, lambda guard: evaluate_base(cfg, model, guard, device, precision,
-                                                                                  stages, record=False))
-        model_dir, tuned, merged, run_dev, choices = None, None, None, None, dict(before.records)
+                                                                                  stages, record=False), base_dev)
+        model_dir, tuned, merged, run_dev, choices = None, None, None, None, {**length_choice, **before.records}
         base_state = base_weights(cfg, model, dev_set)
         if train_finetune:
             with stage("finetune", timings):
@@ -357,6 +366,34 @@ def run_identity(cfg: DictConfig, out: Path) -> tuple[str, str]:
             short.append(f"{key.split('.')[-1]}={value}")
     name = ",".join(short)[:120] or out.name
     return f"{hc.job.num}:{name}", f"sweep-{sweep.parent.name}_{sweep.name}"
+
+
+def choose_length(cfg, model, pairs, dev: EvalSet | None, device: str, precision: str, metric: str,
+                  stages: StageCache) -> dict:
+    """`base_model.max_seq_length=auto`: the length chosen on the dev split from the training side's
+    passages (a cached stage), set on the model and in `cfg`, so every later key holds the number.
+    Returns ({"max_seq_length": the record} or {} when the config gives a number, the base model's dev
+    ranking at the chosen length when the choice encoded it)."""
+    if cfg.base_model.max_seq_length != "auto":
+        return {}, None
+    passages = set(dev.corpus.values()) if dev is not None else set()
+    passages = sorted(passages | (set(pairs.corpus.values()) if pairs is not None else set()))
+    name = str(cfg.base_model.name_or_path)
+    fingerprint = model_fingerprint(name, cfg.base_model.get("revision"))
+    k = depth(cfg)  # the ranking's depth: the winner's is the base model's dev ranking the hybrids choose on
+    settings = {"base_model": OmegaConf.to_container(cfg.base_model, resolve=True), "model": fingerprint, "k": k,
+                "precision": precision, "device": device, "batch_size": cfg.evaluate.batch_size, "metric": metric,
+                "bootstrap": cfg.evaluate.bootstrap, "seed": cfg.seed, "dev": dev.digest() if dev is not None else None,
+                "passages": hashlib.sha256(json.dumps(passages).encode()).hexdigest()}
+    key = stages.key("max_seq_length", settings, [], (choose_max_seq_length, load_model))
+    record, ranking = stages.run("max_seq_length", key, functools.partial(
+        choose_max_seq_length, model, short_identity(name, fingerprint), dev, passages, metric, k,
+        cfg.evaluate.batch_size, precision, cfg.evaluate.bootstrap, cfg.seed),
+        lambda chosen: chosen[0], lambda record: (record, None))
+    model.max_seq_length = record["chosen"]
+    cfg.base_model.max_seq_length = record["chosen"]
+    log.info("max_seq_length: %s", record["reason"])
+    return {"max_seq_length": record}, ranking
 
 
 def base_keys(cfg, model, eval_set: EvalSet, device: str, precision: str, stages: StageCache) -> dict:

@@ -144,7 +144,7 @@ class LlmGenerator:
 class BaseModel:
     name_or_path: str = MISSING
     revision: Optional[str] = None  # a hub model's branch, tag or commit: pin it for runs you can repeat
-    max_seq_length: Optional[int] = None  # None: the model's own setting
+    max_seq_length: Any = None  # word pieces; auto: chosen on the dev split (runner/seq_length.py); None: the model's own
     query_prompt: str = ""
     passage_prompt: str = ""
     trust_remote_code: bool = False

@@ -23,9 +23,10 @@ log = logging.getLogger("ragtune")
 
 
 def before_training(cfg, model, model_id: str, base: EvalResult, base_index, dev: EvalSet | None, eval_set: EvalSet,
-                    metric: str, precision: str, base_eval) -> Before:
+                    metric: str, precision: str, base_eval, base_dev=None) -> Before:
     """`base_index()`: the base model's eval corpus embeddings (the cached stage); `base_eval(eval_set)`:
-    the base model's (cached) evaluation of another eval set, for the guards."""
+    the base model's (cached) evaluation of another eval set, for the guards; `base_dev`: the base
+    model's dev ranking when the run made it already (choosing max_seq_length)."""
     before = Before()
     before.guard_base = {name: (guard, base_eval(guard)) for name, guard in guard_sets(cfg).items()}
     if not cfg.evaluate.baselines.enabled:
@@ -35,7 +36,7 @@ def before_training(cfg, model, model_id: str, base: EvalResult, base_index, dev
     index, query_emb = base.dense if base.dense is not None else (base_index(), None)
     before.base_dense_eval = dense_top(model, model_id, eval_set, k, batch, precision, index, query_emb)
     if dev is not None:
-        before.base_dense_dev = dense_top(model, model_id, dev, k, batch, precision)
+        before.base_dense_dev = base_dev if base_dev is not None else dense_top(model, model_id, dev, k, batch, precision)
     return before
 
 

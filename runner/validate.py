@@ -111,6 +111,9 @@ def config_problems(cfg: DictConfig) -> list[str]:
         p.append("eval_set=held_out generates questions from held-out documents, which qa_generator=file "
                  "cannot do; use eval_set=file eval_set.path=VAL.json with it")
     p += choice_problems(cfg)
+    from runner.seq_length import check as length_problems
+
+    p += length_problems(cfg.base_model.get("max_seq_length"))
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
         p.append(f"device={cfg.device} is not one of auto, cpu, cuda, cuda:N, mps")
     if cfg.precision not in ("auto", "fp32", "fp16", "bf16"):

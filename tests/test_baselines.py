@@ -215,7 +215,8 @@ def test_every_run_has_keyword_and_hybrid_rows_choices_and_a_verdict(shipped):
 def test_no_choice_reads_the_eval_set(tiny_model, tmp_path):
     """The eval file's labels shuffled: every dev choice stays the same; only the final numbers move."""
     src = tmp_path / "src"
-    run(compose(fast(tiny_model, "logger=none", "finetune=none"), src))
+    long = ("base_model.max_seq_length=auto", "chunker.chunk_size=400")  # the window is a dev choice too
+    run(compose(fast(tiny_model, "logger=none", "finetune=none", *long), src))
     evals = json.loads((src / "eval_set.json").read_text())
     shuffled = dict(evals)
     qids = sorted(evals["relevant_docs"])
@@ -225,11 +226,11 @@ def test_no_choice_reads_the_eval_set(tiny_model, tmp_path):
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(data))
         out = tmp_path / name
-        run(compose(fast(tiny_model, "logger=none", "eval_set=file", f"eval_set.path={path}"), out))
+        run(compose(fast(tiny_model, "logger=none", "eval_set=file", f"eval_set.path={path}", *long), out))
         results = json.loads((out / "results.json").read_text())
         strip = lambda r: {k: v for k, v in r.items() if k != "seconds"} if isinstance(r, dict) else r  # noqa: E731
         choices.append(({k: strip(v) for k, v in results["choices"].items()}, results["metrics"]["bm25"]))
-    assert choices[0][0] == choices[1][0]
+    assert choices[0][0] == choices[1][0] and len(choices[0][0]["max_seq_length"]["candidates"]) > 1
     assert choices[0][1] != choices[1][1]  # the eval numbers did see the labels
 
 

@@ -207,13 +207,14 @@ def test_every_runner_module_a_stage_runs_is_in_that_stages_key(tiny_model, tmp_
     docs = markdown_docs(tmp_path / "docs")
     with LlmServer() as server:
         traced = _traced_runs(monkeypatch, tiny_model, tmp_path, [
-            [],
+            ["base_model.max_seq_length=auto", "chunker.chunk_size=400"],  # long chunks: the window is chosen
             ["corpus=directory", f"corpus.path={docs}", "chunker=markdown", "qa_generator=keywords",
              "eval_set=held_out_ict"],
             ["qa_generator=llm", f"qa_generator.llm.api_base={server.url}", "qa_generator.llm.model=m",
              "qa_generator.backoff_s=0.01", "finetune.batch_size=4", "evaluate.engine=llama_index"],
         ])
-    assert set(traced) >= {"load", "chunk", "split", "generate", "eval_set", "base_embeddings", "evaluate_base"}
+    assert set(traced) >= {"load", "chunk", "split", "generate", "eval_set", "base_embeddings", "evaluate_base",
+                           "max_seq_length"}
     for stage, (ran, keyed) in traced.items():
         assert ran, stage
         assert ran <= keyed, f"{stage} ran {sorted(ran - keyed)} but its key does not cover them"

@@ -332,9 +332,13 @@ def test_truncation_warning_says_what_can_still_be_raised(tiny_model, caplog):
     long = EvalSet({"q": "short"}, {"d": "word " * (positions + 50)}, {"q": ["d"]})
     with caplog.at_level("WARNING", logger="ragtune"):
         model.max_seq_length = positions // 2
-        assert truncation_report(model, None, long)["passages_over"] == 1.0
+        assert truncation_report(model, None, long, {})["passages_over"] == 1.0
         model.max_seq_length = positions
-        truncation_report(model, None, long)
-    first, second = [r.getMessage() for r in caplog.records]
+        truncation_report(model, None, long, {})
+        model.max_seq_length = positions // 2  # auto kept the model's own window on dev evidence
+        kept = {"own": positions // 2, "chosen": positions // 2, "candidates": [{}, {}]}
+        truncation_report(model, None, long, {"max_seq_length": kept})
+    first, second, third = [r.getMessage() for r in caplog.records]
     assert f"raise base_model.max_seq_length (this model has {positions} positions)" in first
     assert "raise" not in second and "no more positions" in second
+    assert f"auto kept the model's own {positions // 2} on the dev split (choices.max_seq_length)" in third
