@@ -138,6 +138,16 @@ def dense_top(model, model_id: str, eval_set: EvalSet, k: int, batch_size: int =
     return dense_ranking(query_emb, index, k)
 
 
+def dev_scores(model, model_id: str, dev: EvalSet, metric: str, k: int, batch_size: int = 64,
+               precision: str = "fp32"):
+    """(the model's top-k ranking of `dev`, one value of `metric` per answered query): what every
+    choice on the dev split compares."""
+    from runner.choices import per_query
+
+    ranking = dense_top(model, model_id, dev, k, batch_size, precision)
+    return ranking, per_query(ranking.ranked_ids(), dev, dev.answered_query_ids(), metric)
+
+
 def evaluate_with_engine(model, eval_set: EvalSet, evaluate_cfg, index: CorpusIndex | None = None, *,
                          model_path: str, model_id: str, precision: str, device: str, base_model_cfg) -> EvalResult:
     """One model on the eval set, by the engine `evaluate.engine` names: `fast` (batched encode, exact

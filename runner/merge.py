@@ -31,16 +31,6 @@ def interpolated(base_state: dict, tuned_model, alpha: float):
     return merged
 
 
-def dev_ranking(model, dev: EvalSet, k: int, batch_size: int, precision: str):
-    from runner.evaluate import dense_top
-
-    return dense_top(model, "dev", dev, k, batch_size, precision)
-
-
-def per_query_dev(ranking, dev: EvalSet, metric: str) -> np.ndarray:
-    return per_query(ranking.ranked_ids(), dev, dev.answered_query_ids(), metric)
-
-
 def choose_merge(base_state: dict, tuned_model, dev: EvalSet, alphas, metric: str, batch_size: int,
                  precision: str, k: int, base_dev=None, n_resamples: int = 10_000,
                  seed: int = 0) -> tuple[object | None, dict, object]:
@@ -49,17 +39,17 @@ def choose_merge(base_state: dict, tuned_model, dev: EvalSet, alphas, metric: st
     dev (the paired 95% interval of the difference above 0): a hair's breadth on dev is noise, and
     swapping the run's model on noise costs as often as it pays. `base_dev`: the base model's dev
     ranking when the run has it already (alpha 0 costs nothing then)."""
+    from runner.evaluate import dev_scores
     from runner.metrics import paired_bootstrap_ci
 
     start = time.perf_counter()
-    rankings = {1.0: dev_ranking(tuned_model, dev, k, batch_size, precision)}
-    models = {}
+    rankings, scores, models = {}, {}, {}
+    rankings[1.0], scores[1.0] = dev_scores(tuned_model, "dev", dev, metric, k, batch_size, precision)
     for alpha in sorted(float(a) for a in alphas if 0 < a < 1):
         models[alpha] = interpolated(base_state, tuned_model, alpha)
-        rankings[alpha] = dev_ranking(models[alpha], dev, k, batch_size, precision)
-    scores = {a: per_query_dev(r, dev, metric) for a, r in rankings.items()}
+        rankings[alpha], scores[alpha] = dev_scores(models[alpha], "dev", dev, metric, k, batch_size, precision)
     if base_dev is not None:
-        scores[0.0] = per_query_dev(base_dev, dev, metric)
+        scores[0.0] = per_query(base_dev.ranked_ids(), dev, dev.answered_query_ids(), metric)
     curve = {a: float(v.mean()) for a, v in scores.items()}
     best = max(models, key=lambda a: (curve[a], a), default=None)  # a tie goes to more of the finetuned model
     ci = paired_bootstrap_ci(scores[1.0], scores[best], n_resamples, seed) if best is not None else (0.0, 0.0)

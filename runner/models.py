@@ -153,9 +153,18 @@ def load_model(base_model, device: str):
     return model
 
 
+def word_pieces(model, texts: list[str]):
+    """Each text's length in the model's word pieces, special tokens included (a numpy array)."""
+    import numpy as np
+
+    if not texts:
+        return np.zeros(0, dtype=int)
+    ids = model.tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]
+    return np.array([len(x) for x in ids], dtype=int)
+
+
 def share_over_max_length(model, texts: list[str]) -> float:
     """Share of `texts` whose word pieces (with special tokens) exceed the model's max_seq_length."""
     if not texts:
         return 0.0
-    lengths = [len(ids) for ids in model.tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]]
-    return sum(n > model.max_seq_length for n in lengths) / len(texts)
+    return float((word_pieces(model, texts) > model.max_seq_length).mean())

@@ -369,7 +369,7 @@ def run_identity(cfg: DictConfig, out: Path) -> tuple[str, str]:
 
 
 def choose_length(cfg, model, pairs, dev: EvalSet | None, device: str, precision: str, metric: str,
-                  stages: StageCache) -> dict:
+                  stages: StageCache) -> tuple[dict, object]:
     """`base_model.max_seq_length=auto`: the length chosen on the dev split from the training side's
     passages (a cached stage), set on the model and in `cfg`, so every later key holds the number.
     Returns ({"max_seq_length": the record} or {} when the config gives a number, the base model's dev

@@ -13,13 +13,12 @@ cut, the winner, the seconds) goes to results.json `choices.max_seq_length`.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 
 import numpy as np
 
-log = logging.getLogger("ragtune")
+from runner.models import word_pieces
 
 STEP = 128  # word pieces between candidates
 COVER = 0.95  # the longest candidate holds this share of the training side's passages
@@ -50,14 +49,6 @@ def position_limit(model) -> int:
     return positions - 2 if getattr(config, "model_type", "") in OFFSET_POSITIONS else positions
 
 
-def word_pieces(model, texts: list[str]) -> np.ndarray:
-    """Each text's length in the model's word pieces, special tokens included."""
-    if not texts:
-        return np.zeros(0, dtype=int)
-    ids = model.tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]
-    return np.array([len(x) for x in ids], dtype=int)
-
-
 def candidates(own: int, limit: int, lengths: np.ndarray) -> list[int]:
     """The model's own length, then steps of STEP up to the limit, as far as COVER of `lengths` needs."""
     need = int(math.ceil(np.quantile(lengths, COVER))) if len(lengths) else own
@@ -71,8 +62,7 @@ def choose_max_seq_length(model, model_id: str, dev, passages: list[str], metric
                           precision: str, n_resamples: int, seed: int) -> tuple[dict, object]:
     """(the record of the choice, the base model's dev ranking (top k) at the winner, or None when
     nothing was encoded); `model.max_seq_length` is left at the winner."""
-    from runner.choices import per_query
-    from runner.evaluate import dense_top
+    from runner.evaluate import dev_scores
     from runner.metrics import paired_bootstrap_ci
 
     start = time.perf_counter()
@@ -94,8 +84,7 @@ def choose_max_seq_length(model, model_id: str, dev, passages: list[str], metric
     try:
         for n in cands:
             model.max_seq_length = n
-            rankings[n] = dense_top(model, f"{model_id}@{n}", dev, k, batch_size, precision)
-            scores[n] = per_query(rankings[n].ranked_ids(), dev, dev.answered_query_ids(), metric)
+            rankings[n], scores[n] = dev_scores(model, f"{model_id}@{n}", dev, metric, k, batch_size, precision)
     finally:
         model.max_seq_length = own
     for c in record["candidates"]:
