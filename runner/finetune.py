@@ -10,6 +10,8 @@ import functools
 import logging
 import math
 import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -194,19 +196,23 @@ def train_sentence_transformers(
     hardness_strength: float = 0.0,
     hard_negatives: dict | None = None,
     filter_top_k: int = 0,
-    epochs: float = 1.0,
+    epochs: float = 2.0,
     max_steps: int = -1,
     batch_size: int = 32,
     learning_rate: float = 5e-5,
     group_by_length: bool | None = None,
     warmup_ratio: float = 0.1,
     weight_decay: float = 0.01,
+    time_budget_s: float | str | None = "auto",
+    best_epoch: bool | None = None,
     dataloader_num_workers: int = 0,
     torch_compile: bool = False,
     seed: int = 42,
     precision: str = "auto",
     device: str = "cpu",
     on_log: Callable[[dict, int], None] | None = None,
+    dev: DevScoring | None = None,
+    report: dict | None = None,
 ) -> Path:
     """Train `model` in place with MultipleNegativesRankingLoss; save it to `output_dir/model`.
 
@@ -214,14 +220,18 @@ def train_sentence_transformers(
     out of one batch: in-batch negatives that are really positives would teach the wrong thing.
     `group_by_length` batches passages of similar length together (runner.batching): less padding;
     None (auto) does so only when it cuts the padded passage tokens by 20% or more.
+    `time_budget_s` (runner.budget) fits mined negatives and epochs into the time given; `best_epoch`
+    with `dev` (runner.epochs) keeps an earlier epoch that is clearly better on the dev split. What
+    both decided goes into `report` (`time_budget`, `epochs`; `dev_ranking`: the kept model's).
     All trainer files go under `output_dir` (the job directory), none into the working directory.
     """
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.training_args import BatchSamplers
 
-    from runner.batching import LengthGroupedNoDuplicatesBatchSampler, real_token_share, text_lengths
+    from runner import budget as time_budget
+    from runner.epochs import BestEpoch, wanted
 
+    started = time.perf_counter()
+    report = report if report is not None else {}
     if loss not in LOSSES:
         raise RagtuneError(f"finetune.loss={loss} is unknown; use one of {', '.join(LOSSES)}.")
     rows = pair_rows(pairs)
@@ -240,7 +250,98 @@ def train_sentence_transformers(
     precision = resolve_precision(precision, device)
     steps_per_epoch = math.ceil(n / batch_size)
     total = max_steps if max_steps > 0 else math.ceil(steps_per_epoch * epochs)
-    args = SentenceTransformerTrainingArguments(
+    budget = time_budget.resolve_budget(time_budget_s, device)
+    record = report.setdefault("time_budget", {"budget_s": budget, "setting": time_budget_s})
+    record["planned"] = {"steps": total, "epochs": round(total / steps_per_epoch, 3)}
+    make_trainer = functools.partial(_trainer, model_args=training_args(
+        output_dir, epochs=epochs, max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
+        warmup_ratio=warmup_ratio, weight_decay=weight_decay, seed=seed, precision=precision, device=device,
+        dataloader_num_workers=dataloader_num_workers, torch_compile=torch_compile, total=total, model=model),
+        loss_of=lambda m: build_loss(m, loss, mini_batch_size, list(matryoshka_dims), scale=scale,
+                                     directions=list(directions), hardness_strength=hardness_strength))
+    train_dataset = Dataset.from_dict(rows)
+    if filter_top_k > 0:
+        with autocast(precision, device):
+            train_dataset = consistent_rows(train_dataset, model, filter_top_k, batch_size)
+        log.info("finetune: %d of %d pairs kept by the consistency filter (passage in the base model's top %d)",
+                 len(train_dataset), n, filter_top_k)
+        if len(train_dataset) < batch_size:
+            raise RagtuneError(
+                f"the consistency filter kept {len(train_dataset)} of {n} pairs, fewer than "
+                f"finetune.batch_size={batch_size}; raise finetune.filter_top_k or use finetune.filter_top_k=0."
+            )
+    hard_negatives = dict(hard_negatives or {})
+    negatives = int(hard_negatives.get("num") or 0)  # null (auto) is resolved by the pipeline, which knows the pairs
+    record["planned"]["hard_negatives"] = negatives
+    if negatives > 0:
+        from runner.models import word_pieces
+
+        lengths = {k: word_pieces(model, train_dataset[k][:1000]) for k in ("anchor", "positive")}
+        negatives = time_budget.fit_negatives(
+            negatives, budget, started, lambda: time_budget.probe_step_seconds(
+                make_trainer, model, train_dataset.to_dict(), batch_size), record,
+            steps=total, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
+            query_tokens=time_budget.mean_tokens(lengths["anchor"], model.max_seq_length),
+            passage_tokens=time_budget.mean_tokens(lengths["positive"], model.max_seq_length),
+            texts_to_mine=len(set(train_dataset["anchor"])) + len(set(train_dataset["positive"])))
+    if negatives > 0:
+        train_dataset = mined(train_dataset, model, negatives, hard_negatives, batch_size, n, precision, device)
+    record["hard_negatives"] = negatives
+    sampler = batch_sampler(train_dataset, model, batch_size, group_by_length, seed)
+    forward = _ForwardLogs(on_log)
+    epoch_texts = len(train_dataset) * len(train_dataset.column_names)
+    dev_texts = dev.texts if dev is not None else 0
+    clock = time_budget.Clock(budget, started, steps_per_epoch, record, warmup_ratio,
+                              eval_s_estimate=dev_texts / (batch_size * len(train_dataset.column_names))
+                              * time_budget.FORWARD_SHARE)
+    callbacks = [forward.callback, clock.callback]
+    picker = None
+    if dev is not None and wanted(best_epoch, dev_texts, epoch_texts, total, steps_per_epoch):
+        picker = BestEpoch(model, dev.score, dev.metric, dev.n_resamples, dev.seed, on_eval=clock.eval_done)
+        clock.evals_left = math.ceil(total / steps_per_epoch)
+        callbacks.append(picker.callback)
+    trainer = make_trainer(model, train_dataset, None, callbacks, batch_sampler=sampler)
+    log.info("finetune: %d pairs, %d steps, batch %d, lr %g, %s%s", n, total, batch_size, learning_rate, precision,
+             f", time budget {budget:.0f} s" if budget else "")
+    run_training(trainer.train, batch_size=batch_size, loss=loss)
+    if forward.nan:
+        raise RagtuneError(
+            f"the training loss became NaN (finetune.learning_rate={learning_rate}, precision={precision}); "
+            "the model was not saved. Lower finetune.learning_rate or use precision=fp32."
+        )
+    steps = trainer.state.global_step
+    record.update(chosen={"steps": steps, "epochs": round(steps / steps_per_epoch, 3), "hard_negatives": negatives},
+                  seconds=round(time.perf_counter() - started, 1))
+    record["reason"] = (f"{steps} steps ({steps / steps_per_epoch:.2f} epochs), {negatives} mined negative(s) a pair, "
+                        f"in {record['seconds']:.0f} s" + (f" of a {budget:.0f} s budget" if budget else " (no budget)")
+                        + ("; gave up " + "; ".join(record["gave_up"]) if record.get("gave_up") else ""))
+    log.info("finetune: %s", record["reason"])
+    if picker is not None and picker.epochs:
+        report["epochs"], report["dev_ranking"] = picker.finish()
+        log.info("finetune: kept %s", report["epochs"]["reason"])
+    shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
+    model_dir = output_dir / "model"
+    model.save(str(model_dir))
+    return model_dir, model
+
+
+@dataclass
+class DevScoring:
+    """How the trainer scores a model on the dev split (the pipeline builds it: the trainer knows no eval code)."""
+
+    score: Callable  # model -> (ranking, per-query values of `metric`)
+    metric: str
+    texts: int  # dev corpus + answered queries: what one scoring encodes
+    n_resamples: int = 10_000
+    seed: int = 0
+
+
+def training_args(output_dir: Path, *, epochs, max_steps, batch_size, learning_rate, warmup_ratio, weight_decay, seed,
+                  precision, device, dataloader_num_workers, torch_compile, total, model):
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.training_args import BatchSamplers
+
+    return SentenceTransformerTrainingArguments(
         output_dir=str(output_dir / "checkpoints"),
         num_train_epochs=epochs,
         max_steps=max_steps,
@@ -250,7 +351,7 @@ def train_sentence_transformers(
         weight_decay=weight_decay,
         seed=seed,
         data_seed=seed,
-        batch_sampler=BatchSamplers.NO_DUPLICATES,  # group_by_length: set below, once the rows are final
+        batch_sampler=BatchSamplers.NO_DUPLICATES,  # group_by_length: set by batch_sampler(), once the rows are final
         # the model's query / passage prompts, prepended in training exactly as in evaluation
         prompts={k: v for k, v in (("anchor", model.prompts.get("query", "")),
                                    ("positive", model.prompts.get("document", ""))) if v} or None,
@@ -266,66 +367,61 @@ def train_sentence_transformers(
         logging_steps=max(1, total // 20),
         logging_nan_inf_filter=False,  # the default hides a NaN loss behind the mean of earlier ones
     )
-    train_dataset = Dataset.from_dict(rows)
-    if filter_top_k > 0:
-        with autocast(precision, device):
-            train_dataset = consistent_rows(train_dataset, model, filter_top_k, batch_size)
-        log.info("finetune: %d of %d pairs kept by the consistency filter (passage in the base model's top %d)",
-                 len(train_dataset), n, filter_top_k)
-        if len(train_dataset) < batch_size:
-            raise RagtuneError(
-                f"the consistency filter kept {len(train_dataset)} of {n} pairs, fewer than "
-                f"finetune.batch_size={batch_size}; raise finetune.filter_top_k or use finetune.filter_top_k=0."
-            )
-    hard_negatives = hard_negatives or {}
-    negatives = int(hard_negatives.get("num") or 0)  # null (auto) is resolved by the pipeline, which knows the pairs
-    if negatives > 0:
-        pairs_only = train_dataset
-        with autocast(precision, device):
-            train_dataset = add_hard_negatives(train_dataset, model, negatives,
-                                               float(hard_negatives.get("relative_margin", 0.05)),
-                                               int(hard_negatives.get("range_max", 50)), batch_size)
-        log.info("finetune: %d pairs kept with %d mined hard negative(s) each", len(train_dataset), negatives)
-        if hard_negatives.get("auto") and len(train_dataset) < max(batch_size, len(pairs_only) // 2):
-            # auto must not cost the pairs someone brought: in-batch negatives only, as without it
-            log.warning("finetune: hard-negative mining (auto) kept %d of %d pairs; training on all pairs with "
-                        "in-batch negatives instead (finetune.hard_negatives.num=1 forces mining)",
-                        len(train_dataset), len(pairs_only))
-            train_dataset = pairs_only
-        elif len(train_dataset) < batch_size:
-            raise RagtuneError(
-                f"hard-negative mining kept {len(train_dataset)} of {n} pairs (the others had no "
-                f"negative below the margin), fewer than finetune.batch_size={batch_size}; lower "
-                "finetune.hard_negatives.relative_margin or finetune.batch_size."
-            )
-    if group_by_length is not False:
-        lengths = text_lengths(train_dataset, model.tokenizer, model.max_seq_length)
-        grouped, random_ = (real_token_share(lengths, batch_size, g, seed) for g in (True, False))
-        # auto (None): only where it pays; grouping changes which negatives share a batch
-        if group_by_length or grouped >= GROUPING_PAYS * random_:
-            args.batch_sampler = functools.partial(LengthGroupedNoDuplicatesBatchSampler, lengths=lengths)
-            log.info("finetune: length-grouped batches, %.0f%% of passage tokens real (random batches: %.0f%%)",
-                     100 * grouped, 100 * random_)
-        else:
-            log.info("finetune: random batches, %.0f%% of passage tokens real (grouping would give %.0f%%: "
-                     "not worth it)", 100 * random_, 100 * grouped)
-    forward = _ForwardLogs(on_log)
-    trainer = SentenceTransformerTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_dataset,
-        loss=build_loss(model, loss, mini_batch_size, list(matryoshka_dims), scale=scale,
-                        directions=list(directions), hardness_strength=hardness_strength),
-        callbacks=[forward.callback],
-    )
-    log.info("finetune: %d pairs, %d steps, batch %d, lr %g, %s", n, total, batch_size, learning_rate, precision)
-    run_training(trainer.train, batch_size=batch_size, loss=loss)
-    if forward.nan:
+
+
+def _trainer(model, dataset, max_steps, callbacks, *, model_args, loss_of, batch_sampler=None):
+    """A SentenceTransformerTrainer over `dataset` (`max_steps`: a probe's few steps; None: the planned run)."""
+    import dataclasses
+
+    from sentence_transformers import SentenceTransformerTrainer
+
+    args = model_args
+    if max_steps is not None:
+        args = dataclasses.replace(args, max_steps=max_steps, logging_steps=1)
+    if batch_sampler is not None:
+        args.batch_sampler = batch_sampler
+    return SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss_of(model),
+                                      callbacks=callbacks)
+
+
+def mined(train_dataset, model, negatives: int, hard_negatives: dict, batch_size: int, n: int, precision: str,
+          device: str):
+    """The rows with `negatives` mined negatives each (auto falls back to the plain pairs when mining
+    would cost half of them)."""
+    pairs_only = train_dataset
+    with autocast(precision, device):
+        train_dataset = add_hard_negatives(train_dataset, model, negatives,
+                                           float(hard_negatives.get("relative_margin", 0.05)),
+                                           int(hard_negatives.get("range_max", 50)), batch_size)
+    log.info("finetune: %d pairs kept with %d mined hard negative(s) each", len(train_dataset), negatives)
+    if hard_negatives.get("auto") and len(train_dataset) < max(batch_size, len(pairs_only) // 2):
+        # auto must not cost the pairs someone brought: in-batch negatives only, as without it
+        log.warning("finetune: hard-negative mining (auto) kept %d of %d pairs; training on all pairs with "
+                    "in-batch negatives instead (finetune.hard_negatives.num=1 forces mining)",
+                    len(train_dataset), len(pairs_only))
+        return pairs_only
+    if len(train_dataset) < batch_size:
         raise RagtuneError(
-            f"the training loss became NaN (finetune.learning_rate={learning_rate}, precision={precision}); "
-            "the model was not saved. Lower finetune.learning_rate or use precision=fp32."
+            f"hard-negative mining kept {len(train_dataset)} of {n} pairs (the others had no "
+            f"negative below the margin), fewer than finetune.batch_size={batch_size}; lower "
+            "finetune.hard_negatives.relative_margin or finetune.batch_size."
         )
-    shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
-    model_dir = output_dir / "model"
-    model.save(str(model_dir))
-    return model_dir, model
+    return train_dataset
+
+
+def batch_sampler(train_dataset, model, batch_size: int, group_by_length: bool | None, seed: int):
+    """Length-grouped no-duplicates batches where they pay (or are asked for); None: the plain no-duplicates sampler."""
+    from runner.batching import LengthGroupedNoDuplicatesBatchSampler, real_token_share, text_lengths
+
+    if group_by_length is False:
+        return None
+    lengths = text_lengths(train_dataset, model.tokenizer, model.max_seq_length)
+    grouped, random_ = (real_token_share(lengths, batch_size, g, seed) for g in (True, False))
+    # auto (None): only where it pays; grouping changes which negatives share a batch
+    if group_by_length or grouped >= GROUPING_PAYS * random_:
+        log.info("finetune: length-grouped batches, %.0f%% of passage tokens real (random batches: %.0f%%)",
+                 100 * grouped, 100 * random_)
+        return functools.partial(LengthGroupedNoDuplicatesBatchSampler, lengths=lengths)
+    log.info("finetune: random batches, %.0f%% of passage tokens real (grouping would give %.0f%%: "
+             "not worth it)", 100 * random_, 100 * grouped)
+    return None

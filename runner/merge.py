@@ -33,18 +33,21 @@ def interpolated(base_state: dict, tuned_model, alpha: float):
 
 def choose_merge(base_state: dict, tuned_model, dev: EvalSet, alphas, metric: str, batch_size: int,
                  precision: str, k: int, base_dev=None, n_resamples: int = 10_000,
-                 seed: int = 0) -> tuple[object | None, dict, object]:
+                 seed: int = 0, tuned_dev=None) -> tuple[object | None, dict, object]:
     """(the merged model to ship, or None; the record; the dev ranking of the model the run keeps, for
     its hybrid's choice). The best merge replaces the finetuned model only when it is clearly better on
     dev (the paired 95% interval of the difference above 0): a hair's breadth on dev is noise, and
     swapping the run's model on noise costs as often as it pays. `base_dev`: the base model's dev
-    ranking when the run has it already (alpha 0 costs nothing then)."""
+    ranking when the run has it already (alpha 0 costs nothing then); `tuned_dev`: the finetuned model's."""
     from runner.evaluate import dev_scores
     from runner.metrics import paired_bootstrap_ci
 
     start = time.perf_counter()
     rankings, scores, models = {}, {}, {}
-    rankings[1.0], scores[1.0] = dev_scores(tuned_model, "dev", dev, metric, k, batch_size, precision)
+    if tuned_dev is not None:
+        rankings[1.0], scores[1.0] = tuned_dev, per_query(tuned_dev.ranked_ids(), dev, dev.answered_query_ids(), metric)
+    else:
+        rankings[1.0], scores[1.0] = dev_scores(tuned_model, "dev", dev, metric, k, batch_size, precision)
     for alpha in sorted(float(a) for a in alphas if 0 < a < 1):
         models[alpha] = interpolated(base_state, tuned_model, alpha)
         rankings[alpha], scores[alpha] = dev_scores(models[alpha], "dev", dev, metric, k, batch_size, precision)

@@ -128,13 +128,17 @@ def run(cfg: DictConfig) -> float | None:
         model_dir, tuned, merged, run_dev, choices = None, None, None, None, {**length_choice, **before.records}
         base_state = base_weights(cfg, model, dev_set)
         if train_finetune:
-            with stage("finetune", timings):
-                train = instantiate(cfg.finetune)
+            with stage("finetune", timings):  # within finetune.time_budget_s; the best epoch on dev
+                train, trained = instantiate(cfg.finetune), {}
                 model_dir, tuned_model = train(model=model, pairs=pairs, output_dir=out, device=device,
-                                               on_log=tracker.log, **finetune_overrides(cfg))
+                                               on_log=tracker.log, **finetune_overrides(cfg, dev_set, metric,
+                                                                                        precision, trained))
+                tuned_dev = trained.pop("dev_ranking", None)
+                choices.update(trained)
             with stage("merge", timings):  # WiSE-FT on the dev split; a merge that wins becomes model/
                 merged_model, choices["merge"], run_dev = merge_on_dev(cfg, base_state, tuned_model, before, dev_set,
-                                                                       metric, precision, model_dir)
+                                                                       metric, precision, model_dir, tuned_dev)
+                run_dev = run_dev if run_dev is not None else tuned_dev
             tracker.log_model(model_dir)
             with stage("evaluate_finetuned", timings):
                 tuned_dir = out / "finetuned_model" if merged_model is not None else model_dir
@@ -179,7 +183,7 @@ def run(cfg: DictConfig) -> float | None:
             "truncation": truncation, "device": device, "precision": precision, "machine_share": share,
             "model_dir": str(model_dir) if model_dir else None, "run_dir": str(out), "versions": versions(),
         }
-        results["throughput"] = throughput(counts, timings, cfg)
+        results["throughput"] = throughput(counts, timings, cfg, choices)
         if device.startswith("cuda"):
             import torch
 
@@ -210,10 +214,23 @@ def reads_pairs_from_file(cfg: DictConfig) -> bool:
     return "path" in cfg.qa_generator
 
 
-def finetune_overrides(cfg: DictConfig) -> dict:
-    """Settings of `cfg.finetune` that depend on the rest of the config: hard_negatives.num=null (auto)."""
+def finetune_overrides(cfg: DictConfig, dev: EvalSet | None = None, metric: str = "", precision: str = "fp32",
+                       report: dict | None = None) -> dict:
+    """Settings of `cfg.finetune` that depend on the rest of the run: hard_negatives.num=null (auto), and
+    for a method with a time budget the dev scoring of its epochs and the dict it reports its choices in."""
+    out = {}
+    if "time_budget_s" in cfg.finetune:
+        from runner.evaluate import dev_scores
+        from runner.finetune import DevScoring
+
+        out["report"] = report if report is not None else {}
+        if dev is not None:
+            out["dev"] = DevScoring(
+                functools.partial(dev_scores, model_id="epoch", dev=dev, metric=metric, k=depth(cfg),
+                                  batch_size=cfg.evaluate.batch_size, precision=precision),
+                metric, len(dev.corpus) + len(dev.answered_query_ids()), cfg.evaluate.bootstrap, cfg.seed)
     if "hard_negatives" not in cfg.finetune or cfg.finetune.hard_negatives.num is not None:
-        return {}
+        return out
     from runner.finetune import resolve_hard_negatives
 
     from_file = reads_pairs_from_file(cfg)
@@ -221,15 +238,16 @@ def finetune_overrides(cfg: DictConfig) -> dict:
             "num": resolve_hard_negatives(None, from_file), "auto": True}
     log.info("finetune: hard_negatives.num auto -> %d (%s)", hard["num"],
              "pairs from a file: one mined negative each" if from_file else "pairs generated in the run: in-batch only")
-    return {"hard_negatives": hard}
+    return {**out, "hard_negatives": hard}
 
 
-def throughput(counts: dict, timings: dict, cfg) -> dict:
+def throughput(counts: dict, timings: dict, cfg, choices: dict | None = None) -> dict:
     """Training pairs per second (all epochs) and eval texts (corpus + queries) encoded per second."""
     out = {}
     ft = cfg.finetune
-    seen = ft.max_steps * ft.batch_size if ft.get("max_steps", -1) > 0 else \
-        counts.get("train_pairs", 0) * float(ft.get("epochs") or 0)
+    trained = (choices or {}).get("time_budget", {}).get("chosen")
+    seen = trained["steps"] * ft.batch_size if trained else ft.max_steps * ft.batch_size \
+        if ft.get("max_steps", -1) > 0 else counts.get("train_pairs", 0) * float(ft.get("epochs") or 0)
     if timings.get("finetune") and seen:
         out["train_pairs_per_s"] = round(seen / timings["finetune"], 2)
     texts = counts.get("eval_corpus", 0) + counts.get("eval_queries", 0)

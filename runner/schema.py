@@ -180,6 +180,10 @@ class SentenceTransformersFinetune:
     group_by_length: Optional[bool] = None  # batch passages of similar length; null: only where it pays (README)
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
+    # seconds for the finetune stage; auto: 900 on a CPU, 3600 on a GPU; null: no budget. Over budget, mined
+    # negatives go first, then epochs (runner/budget.py); a budget that cannot fit one epoch stops the run
+    time_budget_s: Any = "auto"
+    best_epoch: Optional[bool] = None  # keep an earlier epoch clearly better on dev; null: where scoring is cheap
     dataloader_num_workers: int = 0  # tokenizing in worker processes: helps a GPU that waits on the CPU
     torch_compile: bool = False  # torch.compile the model: faster steps on GPUs after a compile warm-up
     seed: int = "${seed}"  # type: ignore[assignment]

@@ -48,9 +48,10 @@ def base_weights(cfg, model, dev: EvalSet | None) -> dict | None:
 
 
 def merge_on_dev(cfg, base_state: dict | None, tuned_model, before: Before, dev: EvalSet | None, metric: str,
-                 precision: str, model_dir: Path) -> tuple[object | None, dict, object]:
+                 precision: str, model_dir: Path, tuned_dev=None) -> tuple[object | None, dict, object]:
     """WiSE-FT on the dev split; a merge that wins there is saved as `model_dir` (the finetuned model
-    moves beside it, to finetuned_model/). Returns (the merged model or None, the record, the dev ranking
+    moves beside it, to finetuned_model/). `tuned_dev`: the finetuned model's dev ranking when training
+    scored its epochs. Returns (the merged model or None, the record, the dev ranking
     of the run's model or None)."""
     if not cfg.merge.enabled:
         return None, {"kept": False, "reason": "merge.enabled=false"}, None
@@ -62,7 +63,7 @@ def merge_on_dev(cfg, base_state: dict | None, tuned_model, before: Before, dev:
 
     merged, record, ranking = choose_merge(base_state, tuned_model, dev, cfg.merge.alphas, metric,
                                            cfg.evaluate.batch_size, precision, depth(cfg), before.base_dense_dev,
-                                           cfg.evaluate.bootstrap, cfg.seed)
+                                           cfg.evaluate.bootstrap, cfg.seed, tuned_dev)
     log.info("merge: %s", record["reason"])
     if merged is not None:
         model_dir = Path(model_dir)

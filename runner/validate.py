@@ -65,6 +65,10 @@ def config_problems(cfg: DictConfig) -> list[str]:
                      "1 or more, or null (auto: 1 for pairs from a file)")
         if "weight_decay" in ft and ft.weight_decay < 0:
             p.append(f"finetune.weight_decay={ft.weight_decay} must be 0 or more")
+        if "time_budget_s" in ft:
+            from runner.budget import check
+
+            p.extend(check(ft.time_budget_s))
         if "dataloader_num_workers" in ft and ft.dataloader_num_workers < 0:
             p.append(f"finetune.dataloader_num_workers={ft.dataloader_num_workers} must be 0 or more")
     ch = cfg.chunker

@@ -216,6 +216,7 @@ def test_no_choice_reads_the_eval_set(tiny_model, tmp_path):
     """The eval file's labels shuffled: every dev choice stays the same; only the final numbers move."""
     src = tmp_path / "src"
     long = ("base_model.max_seq_length=auto", "chunker.chunk_size=400")  # the window is a dev choice too
+    epochs = ("finetune.max_steps=-1", "finetune.epochs=2", "finetune.best_epoch=true")  # and the epoch kept
     run(compose(fast(tiny_model, "logger=none", "finetune=none", *long), src))
     evals = json.loads((src / "eval_set.json").read_text())
     shuffled = dict(evals)
@@ -226,11 +227,13 @@ def test_no_choice_reads_the_eval_set(tiny_model, tmp_path):
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(data))
         out = tmp_path / name
-        run(compose(fast(tiny_model, "logger=none", "eval_set=file", f"eval_set.path={path}", *long), out))
+        run(compose(fast(tiny_model, "logger=none", "eval_set=file", f"eval_set.path={path}", *long, *epochs), out))
         results = json.loads((out / "results.json").read_text())
-        strip = lambda r: {k: v for k, v in r.items() if k != "seconds"} if isinstance(r, dict) else r  # noqa: E731
+        clock = {"seconds", "seconds_per_step", "projected_s"}  # measured time: not a choice
+        strip = lambda r: {k: v for k, v in r.items() if k not in clock} if isinstance(r, dict) else r  # noqa: E731
         choices.append(({k: strip(v) for k, v in results["choices"].items()}, results["metrics"]["bm25"]))
     assert choices[0][0] == choices[1][0] and len(choices[0][0]["max_seq_length"]["candidates"]) > 1
+    assert set(choices[0][0]["epochs"]["dev"]) == {"1", "2"} and choices[0][0]["time_budget"]["chosen"]["epochs"] == 2
     assert choices[0][1] != choices[1][1]  # the eval numbers did see the labels
 
 

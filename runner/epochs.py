@@ -1,0 +1,90 @@
+"""`finetune.best_epoch`: the model of each epoch scored on the dev split; an earlier epoch is kept
+only when it is clearly better there than the last (paired 95% BCa interval of the difference above 0).
+
+The last epoch is what the recipe planned, so it is the default and moves only on evidence: a
+hair's breadth on dev is noise. Scoring costs one encoding of the dev split per epoch (the last
+one's ranking is handed on to merging, which needs it anyway), so `null` (auto) scores only where
+that is cheap next to an epoch of training: the dev texts at most half of the texts an epoch trains
+on (encoding costs about a third of training, so under a sixth of the epoch). The record goes to
+results.json `choices.epochs`: every epoch's dev score, the winner, the interval, the seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+log = logging.getLogger("ragtune")
+
+CHEAP = 0.5  # auto scores epochs when the dev texts are at most this share of an epoch's training texts
+
+
+def wanted(best_epoch: bool | None, dev_texts: int, epoch_texts: int, steps: int, steps_per_epoch: int) -> bool:
+    """Whether to score the epochs: `best_epoch` when set; auto: more than one epoch to choose from, cheaply."""
+    if best_epoch is not None:
+        return bool(best_epoch) and dev_texts > 0
+    return dev_texts > 0 and steps > steps_per_epoch and dev_texts <= CHEAP * epoch_texts
+
+
+class BestEpoch:
+    """A TrainerCallback factory: `score(model)` -> (dev ranking, per-query values) at each epoch's end."""
+
+    def __init__(self, model, score: Callable, metric: str, n_resamples: int, seed: int, on_eval=None):
+        from transformers import TrainerCallback
+
+        self.model, self.score, self.metric = model, score, metric
+        self.n_resamples, self.seed, self.on_eval = n_resamples, seed, on_eval
+        self.epochs: list[dict] = []  # {"epoch", "dev", "values", "ranking"}
+        self.best_earlier: tuple[int, dict] | None = None  # (index in epochs, CPU copy of its weights)
+        self.seconds = 0.0
+        outer = self
+
+        class Callback(TrainerCallback):
+            def on_epoch_end(self, args, state, control, **kwargs):
+                outer.epoch_end(state)
+
+        self.callback = Callback()
+
+    def epoch_end(self, state) -> None:
+        start = time.perf_counter()
+        ranking, values = self.score(self.model)
+        entry = {"epoch": round(float(state.epoch), 3), "dev": float(values.mean()), "values": values,
+                 "ranking": ranking}
+        self.epochs.append(entry)
+        if state.global_step < state.max_steps:  # an earlier epoch: a candidate to keep
+            best = self.best_earlier
+            if best is None or entry["dev"] > self.epochs[best[0]]["dev"]:
+                self.best_earlier = (len(self.epochs) - 1, {k: v.detach().to("cpu", copy=True)
+                                                            for k, v in self.model.state_dict().items()})
+        seconds = time.perf_counter() - start
+        self.seconds += seconds
+        log.info("finetune: epoch %.2f scores %.4f on dev (%s, %.1f s)", entry["epoch"], entry["dev"], self.metric,
+                 seconds)
+        if self.on_eval:
+            self.on_eval(seconds)
+
+    def finish(self) -> tuple[dict, object]:
+        """(the record, the dev ranking of the kept epoch); restores the kept epoch's weights."""
+        from runner.metrics import paired_bootstrap_ci
+
+        last = self.epochs[-1]
+        record = {"metric": self.metric, "dev": {f"{e['epoch']:g}": round(e["dev"], 5) for e in self.epochs},
+                  "chosen": last["epoch"], "seconds": round(self.seconds, 3)}
+        if self.best_earlier is None:
+            record["reason"] = f"the last epoch, {last['epoch']:g} ({last['dev']:.4f} on dev): no earlier one scored"
+            return record, last["ranking"]
+        index, state = self.best_earlier
+        best = self.epochs[index]
+        low, high = paired_bootstrap_ci(last["values"], best["values"], self.n_resamples, self.seed)
+        record["ci95_best_earlier_vs_last"] = [round(low, 5), round(high, 5)]
+        if low > 0:
+            self.model.load_state_dict(state)
+            record["chosen"] = best["epoch"]
+            record["reason"] = (f"epoch {best['epoch']:g} scores {best['dev']:.4f} on dev, clearly above the last "
+                                f"epoch's {last['dev']:.4f} ({best['dev'] - last['dev']:+.4f} [{low:+.4f}, {high:+.4f}])")
+            return record, best["ranking"]
+        record["reason"] = (f"the last epoch, {last['epoch']:g} ({last['dev']:.4f} on dev); the best earlier one, "
+                            f"{best['epoch']:g} ({best['dev']:.4f}, {best['dev'] - last['dev']:+.4f} [{low:+.4f}, "
+                            f"{high:+.4f}]), is not clearly better")
+        return record, last["ranking"]
