@@ -286,8 +286,13 @@ def train_sentence_transformers(
             texts_to_mine=len(set(train_dataset["anchor"])) + len(set(train_dataset["positive"])))
     if negatives > 0:
         train_dataset = mined(train_dataset, model, negatives, hard_negatives, batch_size, n, precision, device)
+        negatives = len(train_dataset.column_names) - 2  # auto falls back to in-batch negatives: 0
     record["hard_negatives"] = negatives
-    sampler = batch_sampler(train_dataset, model, batch_size, group_by_length, seed)
+    if "hard_negatives" in report and report["hard_negatives"]["chosen"] != negatives:
+        report["hard_negatives"].update(chosen=negatives, reason=report["hard_negatives"]["reason"] + (
+            "; dropped to fit finetune.time_budget_s" if record.get("gave_up") else
+            "; mining would have dropped over half the pairs: in-batch only"))
+    sampler, report["batches"] = batch_sampler(train_dataset, model, batch_size, group_by_length, seed)
     forward = _ForwardLogs(on_log)
     epoch_texts = len(train_dataset) * len(train_dataset.column_names)
     dev_texts = dev.texts if dev is not None else 0
@@ -300,6 +305,11 @@ def train_sentence_transformers(
         picker = BestEpoch(model, dev.score, dev.metric, dev.n_resamples, dev.seed, on_eval=clock.eval_done)
         clock.evals_left = math.ceil(total / steps_per_epoch)
         callbacks.append(picker.callback)
+    else:
+        report["epochs"] = {"setting": best_epoch, "chosen": round(total / steps_per_epoch, 3), "reason": (
+            "no dev split" if dev is None else f"finetune.best_epoch={best_epoch}" if best_epoch is not None else
+            "one epoch or less: nothing to choose" if total <= steps_per_epoch else
+            f"not scored: the dev split ({dev_texts} texts) costs more than half an epoch ({epoch_texts} texts) to encode")}
     trainer = make_trainer(model, train_dataset, None, callbacks, batch_sampler=sampler)
     log.info("finetune: %d pairs, %d steps, batch %d, lr %g, %s%s", n, total, batch_size, learning_rate, precision,
              f", time budget {budget:.0f} s" if budget else "")
@@ -318,6 +328,7 @@ def train_sentence_transformers(
     log.info("finetune: %s", record["reason"])
     if picker is not None and picker.epochs:
         report["epochs"], report["dev_ranking"] = picker.finish()
+        report["epochs"]["setting"] = best_epoch
         log.info("finetune: kept %s", report["epochs"]["reason"])
     shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
     model_dir = output_dir / "model"
@@ -410,18 +421,23 @@ def mined(train_dataset, model, negatives: int, hard_negatives: dict, batch_size
 
 
 def batch_sampler(train_dataset, model, batch_size: int, group_by_length: bool | None, seed: int):
-    """Length-grouped no-duplicates batches where they pay (or are asked for); None: the plain no-duplicates sampler."""
+    """(length-grouped no-duplicates batches where they pay or are asked for, else None: the plain
+    no-duplicates sampler; the record of the choice)."""
     from runner.batching import LengthGroupedNoDuplicatesBatchSampler, real_token_share, text_lengths
 
+    record = {"setting": group_by_length}
     if group_by_length is False:
-        return None
+        return None, {**record, "chosen": "random", "reason": "finetune.group_by_length=false"}
     lengths = text_lengths(train_dataset, model.tokenizer, model.max_seq_length)
     grouped, random_ = (real_token_share(lengths, batch_size, g, seed) for g in (True, False))
+    record["real_token_share"] = {"grouped": round(grouped, 4), "random": round(random_, 4)}
     # auto (None): only where it pays; grouping changes which negatives share a batch
     if group_by_length or grouped >= GROUPING_PAYS * random_:
-        log.info("finetune: length-grouped batches, %.0f%% of passage tokens real (random batches: %.0f%%)",
-                 100 * grouped, 100 * random_)
-        return functools.partial(LengthGroupedNoDuplicatesBatchSampler, lengths=lengths)
-    log.info("finetune: random batches, %.0f%% of passage tokens real (grouping would give %.0f%%: "
-             "not worth it)", 100 * random_, 100 * grouped)
-    return None
+        reason = f"length-grouped batches, {100 * grouped:.0f}% of passage tokens real (random batches: {100 * random_:.0f}%)"
+        log.info("finetune: %s", reason)
+        return (functools.partial(LengthGroupedNoDuplicatesBatchSampler, lengths=lengths),
+                {**record, "chosen": "length-grouped", "reason": reason})
+    reason = (f"random batches, {100 * random_:.0f}% of passage tokens real (grouping would give {100 * grouped:.0f}%: "
+              "not worth it)")
+    log.info("finetune: %s", reason)
+    return None, {**record, "chosen": "random", "reason": reason}

@@ -32,7 +32,7 @@ from runner.shipping import (base_weights, before_training, data_hashes, merge_o
                              shippable_rows)
 from runner.verdict import decide
 from runner.load import documents_from_json, documents_to_json, load_corpus
-from runner.models import load_model, resolve_device, resolve_precision, share_over_max_length
+from runner.models import hardware, load_model, resolve_device, resolve_precision, share_over_max_length
 from runner.qa_file import EmbeddingQAFinetuneDataset, dataset_from_json, dataset_to_json, write_qa_dataset
 from runner.retrievers import depth
 from runner.report import (choices_summary, compare_metrics, flatten, metric_value, metrics_table, shipping_table,
@@ -236,8 +236,10 @@ def finetune_overrides(cfg: DictConfig, dev: EvalSet | None = None, metric: str 
     from_file = reads_pairs_from_file(cfg)
     hard = {**OmegaConf.to_container(cfg.finetune.hard_negatives, resolve=True),
             "num": resolve_hard_negatives(None, from_file), "auto": True}
-    log.info("finetune: hard_negatives.num auto -> %d (%s)", hard["num"],
-             "pairs from a file: one mined negative each" if from_file else "pairs generated in the run: in-batch only")
+    why = "pairs from a file: one mined negative each" if from_file else "pairs generated in the run: in-batch only"
+    log.info("finetune: hard_negatives.num auto -> %d (%s)", hard["num"], why)
+    if "report" in out:
+        out["report"]["hard_negatives"] = {"setting": None, "chosen": hard["num"], "reason": why}
     return {**out, "hard_negatives": hard}
 
 
@@ -400,7 +402,8 @@ def choose_length(cfg, model, pairs, dev: EvalSet | None, device: str, precision
     fingerprint = model_fingerprint(name, cfg.base_model.get("revision"))
     k = depth(cfg)  # the ranking's depth: the winner's is the base model's dev ranking the hybrids choose on
     settings = {"base_model": OmegaConf.to_container(cfg.base_model, resolve=True), "model": fingerprint, "k": k,
-                "precision": precision, "device": device, "batch_size": cfg.evaluate.batch_size, "metric": metric,
+                "precision": precision, "device": device, "hardware": hardware(device),
+                "batch_size": cfg.evaluate.batch_size, "metric": metric,
                 "bootstrap": cfg.evaluate.bootstrap, "seed": cfg.seed, "dev": dev.digest() if dev is not None else None,
                 "passages": hashlib.sha256(json.dumps(passages).encode()).hexdigest()}
     key = stages.key("max_seq_length", settings, [], (choose_max_seq_length, load_model))
@@ -422,7 +425,7 @@ def base_keys(cfg, model, eval_set: EvalSet, device: str, precision: str, stages
     name = str(cfg.base_model.name_or_path)
     fingerprint = model_fingerprint(name, cfg.base_model.get("revision"))
     encoder = {"base_model": OmegaConf.to_container(cfg.base_model, resolve=True), "model": fingerprint,
-               "max_seq_length": model.max_seq_length, "precision": precision, "device": device,
+               "max_seq_length": model.max_seq_length, "precision": precision, "device": device, "hardware": hardware(device),
                "batch_size": cfg.evaluate.batch_size}
     keys = {"model_id": short_identity(name, fingerprint)}
     if cfg.evaluate.engine == "fast":

@@ -175,3 +175,27 @@ def test_with_negatives_planned_a_probe_times_plain_steps_on_a_copy_and_mining_f
     assert probed["untouched"] and probed["seconds"] > 0
     assert record["probe"]["seconds_per_plain_step"] == pytest.approx(probed["seconds"], abs=1e-3)
     assert record["hard_negatives"] == 1 and record["chosen"]["steps"] == record["planned"]["steps"]
+
+
+def test_every_auto_is_recorded_with_its_setting_and_what_it_chose(tiny_model, tmp_path):
+    from runner.pipeline import run
+    from tests.conftest import compose
+
+    out = tmp_path / "run"
+    run(compose(fast(tiny_model, "logger=none", "base_model.max_seq_length=auto", "chunker.chunk_size=400",
+                     "finetune.max_steps=-1", "finetune.epochs=2"), out))
+    results = json.loads((out / "results.json").read_text())
+    choices, config = results["choices"], results["config"]
+    autos = {"max_seq_length": config["base_model"]["max_seq_length"],
+             "time_budget": config["finetune"]["time_budget_s"], "epochs": config["finetune"]["best_epoch"],
+             "hard_negatives": config["finetune"]["hard_negatives"]["num"],
+             "batches": config["finetune"]["group_by_length"]}
+    assert set(autos) <= set(choices), sorted(choices)
+    assert autos["max_seq_length"] == "auto" and isinstance(choices["max_seq_length"]["chosen"], int)
+    assert choices["time_budget"]["setting"] == "auto" and choices["time_budget"]["budget_s"] == 900.0
+    assert choices["time_budget"]["chosen"]["epochs"] == 2.0 and choices["time_budget"]["reason"]
+    assert choices["hard_negatives"] == {"setting": None, "chosen": 0, "reason": "pairs generated in the run: in-batch only"}
+    assert choices["batches"]["setting"] is None and choices["batches"]["chosen"] in ("random", "length-grouped")
+    assert choices["epochs"]["setting"] is None and choices["epochs"]["reason"]
+    for name in autos:
+        assert choices[name].get("reason"), name

@@ -152,6 +152,13 @@ def test_the_base_evaluation_follows_the_model_files_and_a_hub_models_commit(tin
     after = base_keys(cfg, model, es, "cpu", "fp32", stages)
     assert after["base_embeddings"] != before["base_embeddings"] and after["evaluate_base"] != before["evaluate_base"]
     assert base_keys(cfg, model, es, "cpu", "bf16", stages)["evaluate_base"] != after["evaluate_base"]
+    # the same bf16 run on a CPU with other bf16 kernels (AVX-512 BF16 against AMX) computes other digits
+    import runner.pipeline
+
+    monkeypatch.setattr(runner.pipeline, "hardware", lambda device: "cpu x86_64 avx2,avx512f,avx512_bf16")
+    other = base_keys(cfg, model, es, "cpu", "bf16", stages)
+    monkeypatch.undo()
+    assert other["base_embeddings"] != base_keys(cfg, model, es, "cpu", "bf16", stages)["base_embeddings"]
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     repo = tmp_path / "hub" / "models--org--model"
