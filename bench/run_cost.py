@@ -69,6 +69,12 @@ def main() -> None:
     print(f"\nstages only after has: {', '.join(f'{s} {v:.2f}' for s, v in added.items()) or 'none'}"
           f"; statistics grew by {grown:+.2f}")
     print(f"their seconds: {total:.2f} = {100 * total / wall_b:.1f}% of the baseline's wall")
+    print("\nnDCG@10 (same run):")
+    for name, res in (("before", before), ("after", after)):
+        rows = {r: v["ndcg@10"] for r, v in res["metrics"].items() if isinstance(v, dict) and "ndcg@10" in v
+                and r not in ("delta", "delta_p", "delta_ci95")}
+        print(f"  {name:7}" + "  ".join(f"{r} {v:.4f}" for r, v in rows.items())
+              + f"  verdict {res.get('verdict', {}).get('deploy', '-')}")
     shutil.rmtree(tmp, ignore_errors=True)
 
 
