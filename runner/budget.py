@@ -78,7 +78,7 @@ class Clock:
         self.budget_s, self.started, self.steps_per_epoch = budget_s, started, steps_per_epoch
         self.record, self.warmup_ratio = record, warmup_ratio
         self.eval_s, self.eval_s_estimate, self.evals_left = None, eval_s_estimate, epoch_evals
-        self.first_step_end = None
+        self.first_step_end, self.planned = None, None
         outer = self
 
         class Callback(TrainerCallback):
@@ -98,42 +98,43 @@ class Clock:
             self.first_step_end = now
         if self.budget_s is None or self.first_step_end is None or step < FIRST_CHECK:
             return
+        self.planned = self.planned or state.max_steps
         step_s = (now - self.first_step_end) / (step - 1)
         self.record["seconds_per_step"] = round(step_s, 3)
         elapsed = now - self.started
         eval_s = self.eval_s if self.eval_s is not None else (self.eval_s_estimate or 0.0) * step_s
         reserve = self.evals_left * eval_s
-        projected = elapsed + (state.max_steps - step) * step_s + reserve
-        first = "projected_s" not in self.record
-        if first:
+        fit = step + int((self.budget_s - elapsed - reserve) // step_s)  # the last step that ends within budget
+        if "projected_s" not in self.record:  # the first check: does the plan fit, does one epoch?
+            projected = elapsed + (self.planned - step) * step_s + reserve
             self.record["projected_s"] = round(projected, 1)
-        if projected <= self.budget_s:
+            if fit < min(self.steps_per_epoch, self.planned):
+                epoch_s = self.steps_per_epoch * step_s
+                raise RagtuneError(
+                    f"finetune.time_budget_s={self.budget_s:g} cannot fit one epoch: {elapsed:.0f} s are spent "
+                    f"(mining, the first {step} steps) and an epoch is {self.steps_per_epoch} steps of {step_s:.1f} s "
+                    f"= {epoch_s:.0f} s on this machine. Give finetune.time_budget_s="
+                    f"{math.ceil(elapsed + epoch_s + reserve)} or more, null for no budget, fewer pairs, or a shorter "
+                    "base_model.max_seq_length. Pairs and the base model's evaluation are cached: the rerun starts "
+                    "at training."
+                )
+        # the pace measured so far moves the end: shorter when the rest no longer fits, back toward the plan
+        # (with a step of slack, so noise does not flip it) when it does again
+        target = max(step + 1, min(self.planned, fit))
+        if target == state.max_steps or (state.max_steps < target < self.planned and fit - 1 <= state.max_steps):
             return
-        fit = step + int((self.budget_s - elapsed - reserve) // step_s)
-        if first and fit < min(self.steps_per_epoch, state.max_steps):
-            epoch_s = self.steps_per_epoch * step_s
-            raise RagtuneError(
-                f"finetune.time_budget_s={self.budget_s:g} cannot fit one epoch: {elapsed:.0f} s are spent "
-                f"(mining, the first {step} steps) and an epoch is {self.steps_per_epoch} steps of {step_s:.1f} s "
-                f"= {epoch_s:.0f} s on this machine. Give finetune.time_budget_s={math.ceil(elapsed + epoch_s + reserve)} "
-                "or more, null for no budget, fewer pairs, or a shorter base_model.max_seq_length. "
-                "Pairs and the base model's evaluation are cached: the rerun starts at training."
-            )
-        fit = max(step + 1, fit)
-        if fit >= state.max_steps:
-            return
-        log.warning("finetune: time budget %.0f s: %d planned steps would end at %.0f s (%.1f s a step); "
-                    "training %d steps (%.2f epochs) instead", self.budget_s, state.max_steps, projected, step_s,
-                    fit, fit / self.steps_per_epoch)
-        self.record.setdefault("gave_up", []).append(
-            f"steps {state.max_steps} -> {fit} ({state.max_steps / self.steps_per_epoch:.2f} -> "
-            f"{fit / self.steps_per_epoch:.2f} epochs): projected {projected:.0f} s at {step_s:.1f} s a step")
-        retarget(scheduler, fit, self.warmup_ratio)
-        state.max_steps = fit
-        self.record["steps"] = fit
-        self.record["epochs"] = round(fit / self.steps_per_epoch, 3)
-        if step >= fit:  # later steps: transformers' own flow callback stops at state.max_steps
-            control.should_training_stop = True
+        (log.warning if state.max_steps == self.planned else log.info)(
+            "finetune: time budget %.0f s: at %.1f s a step the %d planned steps would end at %.0f s; training %d "
+            "steps (%.2f epochs)", self.budget_s, step_s, self.planned,
+            elapsed + (self.planned - step) * step_s + reserve, target, target / self.steps_per_epoch)
+        gave_up = [g for g in self.record.get("gave_up", []) if not g.startswith("steps ")]
+        if target < self.planned:
+            gave_up.append(f"steps {self.planned} -> {target} ({self.planned / self.steps_per_epoch:.2f} -> "
+                           f"{target / self.steps_per_epoch:.2f} epochs): {step_s:.1f} s a step measured over "
+                           f"{step - 1} steps")
+        self.record["gave_up"] = gave_up
+        retarget(scheduler, target, self.warmup_ratio)
+        state.max_steps = target
 
 
 def retarget(scheduler, total_steps: int, warmup_ratio: float) -> None:

@@ -47,12 +47,32 @@ def test_the_clock_fits_the_steps_into_the_budget_and_retargets_the_schedule(fro
     clock = budget.Clock(10.0, 0.0, steps_per_epoch=8, record=record, warmup_ratio=0.1)
     # one second a step: 20 planned steps end at 20 s; at step 3 (3 s spent) 7 more fit
     state, control = drive(clock, [1.0, 2.0, 3.0], max_steps=20, scheduler=scheduler)
-    assert state.max_steps == 10 and record["steps"] == 10 and record["epochs"] == 1.25
-    assert record["seconds_per_step"] == 1.0 and record["projected_s"] == 20.0
-    assert "steps 20 -> 10" in record["gave_up"][0] and not control.should_training_stop
+    assert state.max_steps == 10 and record["seconds_per_step"] == 1.0 and record["projected_s"] == 20.0
+    assert record["gave_up"] == ["steps 20 -> 10 (2.50 -> 1.25 epochs): 1.0 s a step measured over 2 steps"]
+    assert not control.should_training_stop
     # the schedule now decays to 0 at step 10 (warm-up: ceil(0.1 x 10) = 1 step), not at step 20
     lam = scheduler.lr_lambdas[0]
     assert lam(10) == 0.0 and lam(5) == pytest.approx(5 / 9) and lam.keywords["num_warmup_steps"] == 1
+
+
+def test_when_the_pace_picks_up_the_run_grows_back_toward_the_plan_but_never_past_it(frozen_clock):
+    record = {}
+    scheduler = linear_scheduler(total=20, warmup=2)
+    clock = budget.Clock(14.0, 0.0, steps_per_epoch=4, record=record, warmup_ratio=0.1)
+    # slow start (2 s a step): 3 + 4 steps fit; then 0.5 s steps pull the average down
+    state, _ = drive(clock, [1.0, 3.0, 5.0], max_steps=20, scheduler=scheduler)
+    assert state.max_steps == 7
+    for t in (5.5, 6.0, 6.5, 7.0):
+        state.global_step += 1
+        budget.time.perf_counter = lambda t=t: t
+        clock.step_end(state, SimpleNamespace(should_training_stop=False), scheduler)
+    # at step 7: 7 s spent, 1.0 s a step on average: 7 more fit -> 14 steps
+    assert state.max_steps == 14 and record["gave_up"] == [
+        "steps 20 -> 14 (5.00 -> 3.50 epochs): 1.0 s a step measured over 6 steps"]
+    assert scheduler.lr_lambdas[0].keywords["num_training_steps"] == 14
+    clock = budget.Clock(100.0, 0.0, steps_per_epoch=8, record={}, warmup_ratio=0.1)
+    state, _ = drive(clock, [1.0, 2.0, 3.0, 3.1, 3.2], max_steps=12)
+    assert state.max_steps == 12  # room to spare never adds steps the plan did not have
 
 
 def test_a_run_that_fits_is_left_alone(frozen_clock):
