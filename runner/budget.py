@@ -118,11 +118,15 @@ class Clock:
                     "base_model.max_seq_length. Pairs and the base model's evaluation are cached: the rerun starts "
                     "at training."
                 )
+        if step >= state.max_steps:  # the last step: nothing left to fit
+            return
         # the pace measured so far moves the end: shorter when the rest no longer fits, back toward the plan
-        # (with a step of slack, so noise does not flip it) when it does again
-        target = max(step + 1, min(self.planned, fit))
+        # (with a step of slack, so noise does not flip it) when it does again; now, when the budget is spent
+        target = max(step, min(self.planned, fit))
         if target == state.max_steps or (state.max_steps < target < self.planned and fit - 1 <= state.max_steps):
             return
+        if target == step:
+            control.should_training_stop = True
         (log.warning if state.max_steps == self.planned else log.info)(
             "finetune: time budget %.0f s: at %.1f s a step the %d planned steps would end at %.0f s; training %d "
             "steps (%.2f epochs)", self.budget_s, step_s, self.planned,

@@ -36,7 +36,11 @@ class BestEpoch:
         self.model, self.score, self.metric = model, score, metric
         self.n_resamples, self.seed, self.on_eval = n_resamples, seed, on_eval
         self.epochs: list[dict] = []  # {"epoch", "dev", "values", "ranking"}
-        self.best_earlier: tuple[int, dict] | None = None  # (index in epochs, CPU copy of its weights)
+        # CPU copies of the weights of the best epoch so far and of the one it displaced: whichever epoch
+        # turns out last, the best of the others is one of the two (the trainer's own step count cannot
+        # say which epoch is last: the no-duplicates sampler may yield fewer batches than it promised)
+        self.best: tuple[int, dict] | None = None
+        self.runner_up: tuple[int, dict] | None = None
         self.seconds = 0.0
         outer = self
 
@@ -52,11 +56,12 @@ class BestEpoch:
         entry = {"epoch": round(float(state.epoch), 3), "dev": float(values.mean()), "values": values,
                  "ranking": ranking}
         self.epochs.append(entry)
-        if state.global_step < state.max_steps:  # an earlier epoch: a candidate to keep
-            best = self.best_earlier
-            if best is None or entry["dev"] > self.epochs[best[0]]["dev"]:
-                self.best_earlier = (len(self.epochs) - 1, {k: v.detach().to("cpu", copy=True)
-                                                            for k, v in self.model.state_dict().items()})
+        if self.best is None or entry["dev"] > self.epochs[self.best[0]]["dev"]:
+            self.runner_up = self.best
+            self.best = (len(self.epochs) - 1, {k: v.detach().to("cpu", copy=True)
+                                                for k, v in self.model.state_dict().items()})
+        elif self.runner_up is None or entry["dev"] > self.epochs[self.runner_up[0]]["dev"]:
+            self.runner_up = (len(self.epochs) - 1, None)  # never kept over the best: no copy needed
         seconds = time.perf_counter() - start
         self.seconds += seconds
         log.info("finetune: epoch %.2f scores %.4f on dev (%s, %.1f s)", entry["epoch"], entry["dev"], self.metric,
@@ -71,10 +76,12 @@ class BestEpoch:
         last = self.epochs[-1]
         record = {"metric": self.metric, "dev": {f"{e['epoch']:g}": round(e["dev"], 5) for e in self.epochs},
                   "chosen": last["epoch"], "seconds": round(self.seconds, 3)}
-        if self.best_earlier is None:
+        last_index = len(self.epochs) - 1
+        earlier = self.runner_up if self.best[0] == last_index else self.best
+        if earlier is None:
             record["reason"] = f"the last epoch, {last['epoch']:g} ({last['dev']:.4f} on dev): no earlier one scored"
             return record, last["ranking"]
-        index, state = self.best_earlier
+        index, state = earlier
         best = self.epochs[index]
         low, high = paired_bootstrap_ci(last["values"], best["values"], self.n_resamples, self.seed)
         record["ci95_best_earlier_vs_last"] = [round(low, 5), round(high, 5)]

@@ -292,6 +292,9 @@ def train_sentence_transformers(
         report["hard_negatives"].update(chosen=negatives, reason=report["hard_negatives"]["reason"] + (
             "; dropped to fit finetune.time_budget_s" if record.get("gave_up") else
             "; mining would have dropped over half the pairs: in-batch only"))
+    # the rows are final (filtered, mined): the steps an epoch really takes
+    steps_per_epoch = math.ceil(len(train_dataset) / batch_size)
+    total = max_steps if max_steps > 0 else math.ceil(steps_per_epoch * epochs)
     sampler, report["batches"] = batch_sampler(train_dataset, model, batch_size, group_by_length, seed)
     forward = _ForwardLogs(on_log)
     epoch_texts = len(train_dataset) * len(train_dataset.column_names)
@@ -311,7 +314,8 @@ def train_sentence_transformers(
             "one epoch or less: nothing to choose" if total <= steps_per_epoch else
             f"not scored: the dev split ({dev_texts} texts) costs more than half an epoch ({epoch_texts} texts) to encode")}
     trainer = make_trainer(model, train_dataset, None, callbacks, batch_sampler=sampler)
-    log.info("finetune: %d pairs, %d steps, batch %d, lr %g, %s%s", n, total, batch_size, learning_rate, precision,
+    log.info("finetune: %d rows, %d steps, batch %d, lr %g, %s%s", len(train_dataset), total, batch_size, learning_rate,
+             precision,
              f", time budget {budget:.0f} s" if budget else "")
     run_training(trainer.train, batch_size=batch_size, loss=loss)
     if forward.nan:

@@ -71,8 +71,9 @@ def test_when_the_pace_picks_up_the_run_grows_back_toward_the_plan_but_never_pas
         "steps 20 -> 14 (5.00 -> 3.50 epochs): 1.0 s a step measured over 6 steps"]
     assert scheduler.lr_lambdas[0].keywords["num_training_steps"] == 14
     clock = budget.Clock(100.0, 0.0, steps_per_epoch=8, record={}, warmup_ratio=0.1)
-    state, _ = drive(clock, [1.0, 2.0, 3.0, 3.1, 3.2], max_steps=12)
-    assert state.max_steps == 12  # room to spare never adds steps the plan did not have
+    state, control = drive(clock, [1.0, 2.0, 3.0, 3.1, 3.2], max_steps=5)
+    assert state.max_steps == 5 and not control.should_training_stop  # room to spare never adds steps
+    assert "gave_up" not in clock.record
 
 
 def test_a_run_that_fits_is_left_alone(frozen_clock):
@@ -139,10 +140,22 @@ def test_an_earlier_epoch_is_kept_only_when_clearly_better_on_dev():
         picker.epoch_end(SimpleNamespace(epoch=1.0, global_step=5, max_steps=10))
         with torch.no_grad():
             model.weight.fill_(2.0)
-        picker.epoch_end(SimpleNamespace(epoch=2.0, global_step=10, max_steps=10))
+        # the last epoch ended a step short of the trainer's count (the no-duplicates sampler ran out):
+        # still the last one scored, so still the default
+        picker.epoch_end(SimpleNamespace(epoch=2.0, global_step=9, max_steps=10))
         record, ranking = picker.finish()
         assert record["chosen"] == kept and ranking == f"ranking {kept}"
         assert float(model.weight[0, 0].detach()) == float(kept) and set(record["dev"]) == {"1", "2"}
+    # three epochs, the last the best: the best earlier one (epoch 1, whose weights were kept) is the candidate
+    scores = iter([np.full(40, 0.6), np.full(40, 0.5), np.full(40, 0.7)])
+    picker = BestEpoch(model, lambda m: ("r", next(scores)), "ndcg@10", 1000, 0)
+    for epoch in (1, 2, 3):
+        with torch.no_grad():
+            model.weight.fill_(float(epoch))
+        picker.epoch_end(SimpleNamespace(epoch=float(epoch), global_step=5 * epoch, max_steps=15))
+    record, _ = picker.finish()
+    assert record["chosen"] == 3 and "the best earlier one, 1 (0.6000" in record["reason"]
+    assert float(model.weight[0, 0].detach()) == 3.0
     assert wanted(None, dev_texts=50, epoch_texts=200, steps=20, steps_per_epoch=10)
     assert not wanted(None, dev_texts=150, epoch_texts=200, steps=20, steps_per_epoch=10)  # scoring costs too much
     assert not wanted(None, dev_texts=50, epoch_texts=200, steps=10, steps_per_epoch=10)  # one epoch: no choice
@@ -219,3 +232,13 @@ def test_every_auto_is_recorded_with_its_setting_and_what_it_chose(tiny_model, t
     assert choices["epochs"]["setting"] is None and choices["epochs"]["reason"]
     for name in autos:
         assert choices[name].get("reason"), name
+
+
+def test_a_spent_budget_stops_training_at_once(frozen_clock):
+    clock = budget.Clock(10.0, 0.0, steps_per_epoch=2, record={}, warmup_ratio=0.1)
+    state, control = drive(clock, [1.0, 2.0, 3.0], max_steps=10)
+    assert state.max_steps == 10 and not control.should_training_stop  # 3 s spent, 7 more steps fit
+    clock = budget.Clock(10.0, 0.0, steps_per_epoch=2, record={}, warmup_ratio=0.1)
+    state, control = drive(clock, [1.0, 2.0, 3.0, 12.0], max_steps=10)  # then a 9 s step: the budget is gone
+    assert control.should_training_stop and state.max_steps == 4
+    assert clock.record["gave_up"][0].startswith("steps 10 -> 4 (5.00 -> 2.00 epochs)")
