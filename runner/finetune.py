@@ -384,15 +384,17 @@ def training_args(output_dir: Path, *, epochs, max_steps, batch_size, learning_r
     )
 
 
-def _trainer(model, dataset, max_steps, callbacks, *, model_args, loss_of, batch_sampler=None):
-    """A SentenceTransformerTrainer over `dataset` (`max_steps`: a probe's few steps; None: the planned run)."""
+def _trainer(model, dataset, max_steps, callbacks, *, model_args, loss_of, batch_sampler=None, batch_size=None):
+    """A SentenceTransformerTrainer over `dataset` (`max_steps`, `batch_size`: a probe's few small steps;
+    None: the planned run)."""
     import dataclasses
 
     from sentence_transformers import SentenceTransformerTrainer
 
     args = model_args
     if max_steps is not None:
-        args = dataclasses.replace(args, max_steps=max_steps, logging_steps=1)
+        args = dataclasses.replace(args, max_steps=max_steps, logging_steps=1,
+                                   per_device_train_batch_size=batch_size or args.per_device_train_batch_size)
     if batch_sampler is not None:
         args.batch_sampler = batch_sampler
     return SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss_of(model),

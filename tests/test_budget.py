@@ -114,6 +114,8 @@ def test_mined_negatives_go_first_when_they_would_break_the_budget(frozen_clock)
     record = {}
     assert budget.fit_negatives(1, 30.0, 0.0, lambda: 1.0, record, **kw) == 0
     assert record["gave_up"][0].startswith("hard negatives 1 -> 0") and "without them 20 s" in record["gave_up"][0]
+    record = {}  # a probe that could not time two steps (too few rows) leaves the plan as it was
+    assert budget.fit_negatives(1, 30.0, 0.0, lambda: float("nan"), record, **kw) == 1 and "gave_up" not in record
     probes = []
     assert budget.fit_negatives(1, None, 0.0, lambda: probes.append(1) or 1.0, {}, **kw) == 1 and not probes
 
