@@ -112,9 +112,9 @@ class Clock:
             if fit < min(self.steps_per_epoch, self.planned):
                 epoch_s = self.steps_per_epoch * step_s
                 raise RagtuneError(
-                    f"finetune.time_budget_s={self.budget_s:g} cannot fit one epoch: {elapsed:.0f} s are spent "
-                    f"(mining, the first {step} steps) and an epoch is {self.steps_per_epoch} steps of {step_s:.1f} s "
-                    f"= {epoch_s:.0f} s on this machine. Give finetune.time_budget_s="
+                    f"finetune.time_budget_s={self.budget_s:g} cannot fit one epoch: {seconds(elapsed)} s are spent "
+                    f"(mining, the first {step} steps) and an epoch is {self.steps_per_epoch} steps of "
+                    f"{seconds(step_s)} s = {seconds(epoch_s)} s on this machine. Give finetune.time_budget_s="
                     f"{math.ceil(elapsed + epoch_s + reserve)} or more, null for no budget, fewer pairs, or a shorter "
                     "base_model.max_seq_length. Pairs and the base model's evaluation are cached: the rerun starts "
                     "at training."
@@ -140,6 +140,11 @@ class Clock:
         self.record["gave_up"] = gave_up
         retarget(scheduler, target, self.warmup_ratio)
         state.max_steps = target
+
+
+def seconds(value: float) -> str:
+    """A duration for a message: two significant digits below 10 s, whole seconds above."""
+    return f"{value:.2g}" if value < 10 else f"{value:.0f}"
 
 
 def retarget(scheduler, total_steps: int, warmup_ratio: float) -> None:
