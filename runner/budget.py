@@ -69,8 +69,8 @@ def negatives_step_factor(query_tokens: float, passage_tokens: float, negatives:
 class Clock:
     """A TrainerCallback factory: fits the planned steps into what is left of the budget.
 
-    `started`: when the finetune stage began (perf_counter); `reserve_s(step_s)`: seconds still owed
-    after the steps (scoring the remaining epochs on dev)."""
+    `started`: when the finetune stage began (perf_counter); `epoch_evals`: the dev scorings still owed
+    after the steps, each `eval_s_estimate` steps' worth of time until the first one is measured."""
 
     def __init__(self, budget_s: float | None, started: float, steps_per_epoch: int, record: dict,
                  warmup_ratio: float, epoch_evals: int = 0, eval_s_estimate=None):
@@ -99,6 +99,7 @@ class Clock:
             self.first_step_end = now
         if self.budget_s is None or self.first_step_end is None or step < FIRST_CHECK:
             return
+        first = self.planned is None
         self.planned = self.planned or state.max_steps
         step_s = (now - self.first_step_end) / (step - 1)
         self.record["seconds_per_step"] = round(step_s, 3)
@@ -106,7 +107,7 @@ class Clock:
         eval_s = self.eval_s if self.eval_s is not None else (self.eval_s_estimate or 0.0) * step_s
         reserve = self.evals_left * eval_s
         fit = step + int((self.budget_s - elapsed - reserve) // step_s)  # the last step that ends within budget
-        if "projected_s" not in self.record:  # the first check: does the plan fit, does one epoch?
+        if first:  # does the plan fit, does one epoch?
             projected = elapsed + (self.planned - step) * step_s + reserve
             self.record["projected_s"] = round(projected, 1)
             if fit < min(self.steps_per_epoch, self.planned):
@@ -158,25 +159,24 @@ def retarget(scheduler, total_steps: int, warmup_ratio: float) -> None:
                                                         num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
-def probe_step_seconds(make_trainer, model, rows: dict, batch_size: int) -> float:
+def probe_step_seconds(make_trainer, model, dataset, batch_size: int) -> float:
     """Seconds per training step of plain pairs at `batch_size`: PROBE_STEPS steps of at most
     PROBE_BATCH rows on a copy of the model (its weights are left as they were), scaled to the batch (a
     step's cost grows with its rows); the first step's warm-up is not counted. NaN when too few rows."""
     import copy
 
-    from datasets import Dataset
     from transformers import TrainerCallback
 
     probe_batch = min(batch_size, PROBE_BATCH)
-    n = min(len(rows["anchor"]), probe_batch * PROBE_STEPS)
+    n = min(len(dataset), probe_batch * PROBE_STEPS)
     stamps = []
 
     class Stamp(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             stamps.append(time.perf_counter())
 
-    trainer = make_trainer(copy.deepcopy(model), Dataset.from_dict({k: v[:n] for k, v in rows.items()}),
-                           PROBE_STEPS, [Stamp()], batch_size=probe_batch)
+    trainer = make_trainer(copy.deepcopy(model), dataset.select(range(n)), PROBE_STEPS, [Stamp()],
+                           batch_size=probe_batch)
     trainer.train()
     if len(stamps) < 2:
         return float("nan")

@@ -142,10 +142,15 @@ def dev_scores(model, model_id: str, dev: EvalSet, metric: str, k: int, batch_si
                precision: str = "fp32"):
     """(the model's top-k ranking of `dev`, one value of `metric` per answered query): what every
     choice on the dev split compares."""
+    ranking = dense_top(model, model_id, dev, k, batch_size, precision)
+    return ranking, ranking_scores(ranking, dev, metric)
+
+
+def ranking_scores(ranking, dev: EvalSet, metric: str):
+    """One value of `metric` per answered query of `dev`, from a ranking made already."""
     from runner.choices import per_query
 
-    ranking = dense_top(model, model_id, dev, k, batch_size, precision)
-    return ranking, per_query(ranking.ranked_ids(), dev, dev.answered_query_ids(), metric)
+    return per_query(ranking.ranked_ids(), dev, dev.answered_query_ids(), metric)
 
 
 def evaluate_with_engine(model, eval_set: EvalSet, evaluate_cfg, index: CorpusIndex | None = None, *,

@@ -279,7 +279,7 @@ def train_sentence_transformers(
         lengths = {k: word_pieces(model, train_dataset[k][:1000]) for k in ("anchor", "positive")}
         negatives = time_budget.fit_negatives(
             negatives, budget, started, lambda: time_budget.probe_step_seconds(
-                make_trainer, model, train_dataset.to_dict(), batch_size), record,
+                make_trainer, model, train_dataset, batch_size), record,
             steps=total, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
             query_tokens=time_budget.mean_tokens(lengths["anchor"], model.max_seq_length),
             passage_tokens=time_budget.mean_tokens(lengths["positive"], model.max_seq_length),
@@ -299,14 +299,15 @@ def train_sentence_transformers(
     forward = _ForwardLogs(on_log)
     epoch_texts = len(train_dataset) * len(train_dataset.column_names)
     dev_texts = dev.texts if dev is not None else 0
+    score_epochs = dev is not None and wanted(best_epoch, dev_texts, epoch_texts, total, steps_per_epoch)
     clock = time_budget.Clock(budget, started, steps_per_epoch, record, warmup_ratio,
+                              epoch_evals=math.ceil(total / steps_per_epoch) if score_epochs else 0,
                               eval_s_estimate=dev_texts / (batch_size * len(train_dataset.column_names))
                               * time_budget.FORWARD_SHARE)
     callbacks = [forward.callback, clock.callback]
     picker = None
-    if dev is not None and wanted(best_epoch, dev_texts, epoch_texts, total, steps_per_epoch):
+    if score_epochs:
         picker = BestEpoch(model, dev.score, dev.metric, dev.n_resamples, dev.seed, on_eval=clock.eval_done)
-        clock.evals_left = math.ceil(total / steps_per_epoch)
         callbacks.append(picker.callback)
     else:
         report["epochs"] = {"setting": best_epoch, "chosen": round(total / steps_per_epoch, 3), "reason": (

@@ -14,7 +14,6 @@ import time
 
 import numpy as np
 
-from runner.choices import per_query
 from runner.eval_set import EvalSet
 
 
@@ -39,20 +38,20 @@ def choose_merge(base_state: dict, tuned_model, dev: EvalSet, alphas, metric: st
     dev (the paired 95% interval of the difference above 0): a hair's breadth on dev is noise, and
     swapping the run's model on noise costs as often as it pays. `base_dev`: the base model's dev
     ranking when the run has it already (alpha 0 costs nothing then); `tuned_dev`: the finetuned model's."""
-    from runner.evaluate import dev_scores
+    from runner.evaluate import dev_scores, ranking_scores
     from runner.metrics import paired_bootstrap_ci
 
     start = time.perf_counter()
     rankings, scores, models = {}, {}, {}
     if tuned_dev is not None:
-        rankings[1.0], scores[1.0] = tuned_dev, per_query(tuned_dev.ranked_ids(), dev, dev.answered_query_ids(), metric)
+        rankings[1.0], scores[1.0] = tuned_dev, ranking_scores(tuned_dev, dev, metric)
     else:
         rankings[1.0], scores[1.0] = dev_scores(tuned_model, "dev", dev, metric, k, batch_size, precision)
     for alpha in sorted(float(a) for a in alphas if 0 < a < 1):
         models[alpha] = interpolated(base_state, tuned_model, alpha)
         rankings[alpha], scores[alpha] = dev_scores(models[alpha], "dev", dev, metric, k, batch_size, precision)
     if base_dev is not None:
-        scores[0.0] = per_query(base_dev.ranked_ids(), dev, dev.answered_query_ids(), metric)
+        scores[0.0] = ranking_scores(base_dev, dev, metric)
     curve = {a: float(v.mean()) for a, v in scores.items()}
     best = max(models, key=lambda a: (curve[a], a), default=None)  # a tie goes to more of the finetuned model
     ci = paired_bootstrap_ci(scores[1.0], scores[best], n_resamples, seed) if best is not None else (0.0, 0.0)

@@ -43,14 +43,19 @@ def resolve_device(device: str) -> str:
 CPUINFO = "/proc/cpuinfo"
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (Linux); empty elsewhere."""
+    try:
+        text = Path(CPUINFO).read_text()
+    except OSError:
+        return set()
+    return set(next((line for line in text.splitlines() if line.startswith("flags")), "").split())
+
+
 def cpu_has_native_bf16() -> bool:
     """A CPU with bfloat16 instructions (AVX-512 BF16 or AMX): bf16 autocast is fast there; on other
-    CPUs it is emulated and slower than fp32. Read from /proc/cpuinfo (Linux); False elsewhere."""
-    try:
-        flags = Path(CPUINFO).read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    CPUs it is emulated and slower than fp32. False where the flags cannot be read."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
@@ -68,11 +73,7 @@ def hardware(device: str) -> str:
 
         index = torch.device(device).index or 0
         return f"{torch.cuda.get_device_name(index)} sm{''.join(map(str, torch.cuda.get_device_capability(index)))}"
-    try:
-        flags = set(next((line for line in Path(CPUINFO).read_text().splitlines() if line.startswith("flags")),
-                         "").split())
-    except OSError:
-        flags = set()
+    flags = cpu_flags()
     return f"{device} {platform.machine()} " + ",".join(f for f in ISA_FLAGS if f in flags)
 
 
