@@ -38,9 +38,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "scifact"
 
 
-def dev_folder(data: Path, out: Path, fraction: float = 0.2, seed: int = 0) -> Path:
-    """A BEIR folder beside `out` with SciFact's corpus and queries and two new qrels: fit.tsv and
-    dev.tsv, a seeded split of the train queries (the test judgements are not touched)."""
+def dev_folder(data: Path, out: Path, fraction: float = 0.2, seed: int = 0, small: int = 200) -> Path:
+    """A BEIR folder beside `out` with SciFact's corpus and queries and three new qrels: fit.tsv and
+    dev.tsv, a seeded split of the train queries (the test judgements are not touched), and
+    fit<small>.tsv, a seeded sample of `small` fit queries (training on few pairs)."""
     folder = out / "scifact_dev"
     (folder / "qrels").mkdir(parents=True, exist_ok=True)
     for name in ("corpus.jsonl", "queries.jsonl"):
@@ -51,7 +52,10 @@ def dev_folder(data: Path, out: Path, fraction: float = 0.2, seed: int = 0) -> P
     header, rows = lines[0], [line for line in lines[1:] if line.strip()]
     queries = sorted({r.split("\t")[0] for r in rows})
     dev = set(random.Random(seed).sample(queries, round(fraction * len(queries))))
-    for name, keep in (("fit", lambda q: q not in dev), ("dev", lambda q: q in dev)):
+    fit = [q for q in queries if q not in dev]
+    few = set(random.Random(seed).sample(fit, min(small, len(fit))))
+    for name, keep in (("fit", lambda q: q not in dev), ("dev", lambda q: q in dev),
+                       (f"fit{small}", lambda q: q in few)):
         text = "\n".join([header, *(r for r in rows if keep(r.split("\t")[0]))]) + "\n"
         path = folder / "qrels" / f"{name}.tsv"
         if not path.is_file() or path.read_text() != text:
