@@ -1,6 +1,15 @@
-"""Stage `chunk`: Documents and a llama-index node parser in, TextNodes with stable ids out."""
+"""Stage `chunk`: Documents and a llama-index node parser in, TextNodes with stable ids out.
+
+`chunker.chunk_size: auto` (the default) sizes chunks to what the base model reads: its window
+(base_model.max_seq_length when a number, else the model's own), less its special tokens and the
+passage prompt, counted in the model's own word pieces, so every chunk is read whole and none is
+shorter than it needs to be. A number is llama-index's unit, tiktoken tokens, as before.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 from llama_index.core.schema import Document, TextNode
 
@@ -8,15 +17,81 @@ from runner.errors import RagtuneError
 from runner.nodes import nodes_from_json, nodes_to_json
 
 
-def chunk_corpus(loaded, chunker_cfg) -> dict:
-    """The stage: the loaded corpus (`load.LoadedCorpus`) through the parser(s) `chunker_cfg` builds,
-    duplicates dropped; {"nodes": [...], "counts": {...}}."""
+@dataclass
+class ChunkPlan:
+    """How the chunker is built: `config` (chunk_size a number; what the stage's cache key holds),
+    `tokenizer` (counts a text's units; None: llama-index's tiktoken) and the record for
+    results.json `choices.chunk_size`."""
+
+    config: dict
+    tokenizer: Optional[Callable[[str], list]] = None
+    record: dict = field(default_factory=dict)
+
+
+def plan_chunks(chunker_cfg, model, model_id: str, revision: Optional[str] = None) -> ChunkPlan:
+    """Resolve `chunker.chunk_size: auto` against the loaded base model (`model_id` names its tokenizer
+    in the cache key, `revision` its hub revision); a number passes through."""
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.to_container(chunker_cfg, resolve=True)
+    if config.get("chunk_size") != "auto":
+        size = config.get("chunk_size")
+        return ChunkPlan(config, None, {"setting": size, "chosen": size, "unit": "tiktoken tokens"})
+    tok = model.tokenizer
+    window = int(model.max_seq_length)
+    special = int(tok.num_special_tokens_to_add(pair=False))
+    prompt_text = (getattr(model, "prompts", None) or {}).get("document", "")
+    prompt = len(tok(prompt_text, add_special_tokens=False)["input_ids"]) if prompt_text else 0
+    size = window - special - prompt
+    overlap = config.get("chunk_overlap", 0)
+    if size <= max(overlap, 0):
+        raise RagtuneError(
+            f"chunker.chunk_size=auto leaves {size} word pieces a chunk (the model reads {window}, less {special} "
+            f"special tokens and {prompt} for the passage prompt), not more than chunker.chunk_overlap={overlap}; "
+            "give chunker.chunk_size a number of tiktoken tokens, a smaller chunk_overlap, or a longer "
+            "base_model.max_seq_length."
+        )
+    config.update(chunk_size=size, unit="word pieces",
+                  tokenizer={"id": model_id, "name_or_path": getattr(model, "_ragtune_path", None), "revision": revision})
+    count = word_piece_counter(tok)
+
+    record = {"setting": "auto", "chosen": size, "unit": "word pieces", "window": window, "special_tokens": special,
+              "prompt_tokens": prompt,
+              "reason": f"the base model reads {window} word pieces ({special} special"
+                        + (f", {prompt} for the passage prompt" if prompt else "")
+                        + f"): chunks of at most {size} of them are read whole"}
+    return ChunkPlan(config, count, record)
+
+
+def word_piece_counter(tokenizer) -> Callable[[str], list]:
+    """A llama-index splitter's `tokenizer`: a text's word pieces, without special tokens."""
+    def count(text: str) -> list:
+        return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+
+    return count
+
+
+def build_parser(config: dict, tokenizer: Optional[Callable[[str], list]] = None):
+    """The node parser(s) of a resolved chunker config (a plan's, or the one retriever.json ships); a
+    config in word pieces without `tokenizer` loads the tokenizer it names."""
     from hydra.utils import instantiate
 
+    if config.get("unit") == "word pieces" and tokenizer is None:
+        from transformers import AutoTokenizer
+
+        named = config["tokenizer"]
+        tokenizer = word_piece_counter(AutoTokenizer.from_pretrained(named["name_or_path"], revision=named.get("revision")))
+    parser_config = {k: v for k, v in config.items() if k not in ("unit", "tokenizer")}
+    return instantiate(parser_config, **({"tokenizer": tokenizer} if tokenizer else {}))
+
+
+def chunk_corpus(loaded, plan: ChunkPlan) -> dict:
+    """The stage: the loaded corpus (`load.LoadedCorpus`) through the parser(s) the plan builds,
+    duplicates dropped; {"nodes": [...], "counts": {...}}."""
     from runner.chunkers import fill_tiktoken_cache
 
     fill_tiktoken_cache()
-    kept, dropped = drop_duplicate_chunks(chunk_documents(loaded.documents, instantiate(chunker_cfg)))
+    kept, dropped = drop_duplicate_chunks(chunk_documents(loaded.documents, build_parser(plan.config, plan.tokenizer)))
     return {"nodes": kept, "counts": {"documents": len(loaded.documents), "skipped_files": len(loaded.skipped),
                                       "duplicate_chunks_dropped": dropped, "chunks": len(kept)}}
 

@@ -15,16 +15,18 @@ from runner.atomic import copy_file_atomic
 log = logging.getLogger("ragtune")
 
 
-def markdown(chunk_size: int = 128, chunk_overlap: int = 16) -> list:
+def markdown(chunk_size: int = 128, chunk_overlap: int = 16, tokenizer=None) -> list:
     """`MarkdownNodeParser` (one node per section, headers kept), then a `SentenceSplitter` cap:
-    a section longer than chunk_size would otherwise be cut silently by the model."""
+    a section longer than chunk_size would otherwise be cut silently by the model. `tokenizer`
+    counts the cap's units (None: tiktoken)."""
     from llama_index.core.node_parser import MarkdownNodeParser, SentenceSplitter
 
-    return [MarkdownNodeParser(), SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)]
+    return [MarkdownNodeParser(),
+            SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap, tokenizer=tokenizer)]
 
 
 def semantic(model: str, buffer_size: int = 1, breakpoint_percentile_threshold: int = 95,
-             chunk_size: int = 128, chunk_overlap: int = 16, device: str = "cpu") -> list:
+             chunk_size: int = 128, chunk_overlap: int = 16, device: str = "cpu", tokenizer=None) -> list:
     """`SemanticSplitterNodeParser` with the base model as its embedding model (loaded locally,
     "local:<dir>" style), then a `SentenceSplitter` cap: semantic chunks have no size limit."""
     from llama_index.core.node_parser import SemanticSplitterNodeParser, SentenceSplitter
@@ -33,7 +35,7 @@ def semantic(model: str, buffer_size: int = 1, breakpoint_percentile_threshold: 
     embed = HuggingFaceEmbedding(model_name=model, device=None if device == "auto" else device)
     return [SemanticSplitterNodeParser(embed_model=embed, buffer_size=buffer_size,
                                        breakpoint_percentile_threshold=breakpoint_percentile_threshold),
-            SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)]
+            SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap, tokenizer=tokenizer)]
 
 
 def fill_tiktoken_cache() -> list[str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from runner.chunk import chunk_corpus, chunks_from_json, chunks_to_json
+from runner.chunk import ChunkPlan, chunk_corpus, chunks_from_json, chunks_to_json, plan_chunks
 from runner.devices import share_machine
 from runner.errors import RagtuneError
 from runner.eval_set import EvalSet, eval_set_from_json, eval_set_to_json, held_out_eval_set, read_eval_set
@@ -111,7 +111,8 @@ def run(cfg: DictConfig) -> float | None:
         counts: dict[str, int] = {}
 
         stages = StageCache(cfg.cache.dir, cfg.cache.enabled)
-        pairs, dev_set, eval_set = prepare_data(cfg, stages, train_finetune, counts)
+        chunking = chunk_plan(cfg, model)
+        pairs, dev_set, eval_set = prepare_data(cfg, stages, train_finetune, counts, chunking)
         describe_data(out, pairs, dev_set, eval_set, counts)
         metric = cfg.optimized_metric.split("/", 1)[1]
         length_choice, base_dev = choose_length(cfg, model, pairs, dev_set, device, precision, metric, stages)
@@ -125,7 +126,9 @@ def run(cfg: DictConfig) -> float | None:
                 cfg, model, keys["model_id"], base, lambda: base_index(cfg, model, eval_set, keys, precision, stages),
                 dev_set, eval_set, metric, precision, lambda guard: evaluate_base(cfg, model, guard, device, precision,
                                                                                   stages, record=False), base_dev)
-        model_dir, tuned, merged, run_dev, choices = None, None, None, None, {**length_choice, **before.records}
+        chunk_choice = {"chunk_size": chunking.record} if chunks_corpus(cfg, train_finetune) else {}
+        model_dir, tuned, merged, run_dev, choices = (None, None, None, None,
+                                                      {**chunk_choice, **length_choice, **before.records})
         base_state = base_weights(cfg, model, dev_set)
         if train_finetune:
             with stage("finetune", timings):  # within finetune.time_budget_s; the best epoch on dev
@@ -167,7 +170,7 @@ def run(cfg: DictConfig) -> float | None:
         timings.update(stages.timings)
         metrics.update({r: res.metrics for r, res in rows.items() if r not in ("base", "finetuned")})
         metrics["vs_verdict"] = verdict.pop("vs_deploy")
-        spec = ship_spec(cfg, out, verdict, model_dir, model, before, fusions)
+        spec = ship_spec(cfg, out, verdict, model_dir, model, before, fusions, chunking.config)
         verdict["settings"] = settings(spec)
         if model_dir:
             add_model_card(model_dir, model_card({**verdict, "vs_deploy": metrics["vs_verdict"]}, metric, config=config,
@@ -265,14 +268,32 @@ def eval_generator_cfg(cfg: DictConfig):
     return own if own is not None else cfg.qa_generator
 
 
-def data_keys(cfg: DictConfig, stages: StageCache, train_finetune: bool = True) -> dict[str, str]:
+def chunk_plan(cfg: DictConfig, model=None) -> ChunkPlan:
+    """The chunker as the chunk stage builds it (chunk_size: auto sized to the base model's window; the
+    model is loaded when not given)."""
+    if cfg.chunker.get("chunk_size") != "auto":
+        return plan_chunks(cfg.chunker, None, "")
+    model = model if model is not None else load_model(cfg.base_model, "cpu")
+    name, revision = model._ragtune_path, cfg.base_model.get("revision")
+    return plan_chunks(cfg.chunker, model, short_identity(name, model_fingerprint(name, revision)), revision)
+
+
+def chunks_corpus(cfg: DictConfig, train_finetune: bool) -> bool:
+    """Whether the run chunks the corpus itself: it generates pairs, or carves dev or eval questions from it."""
+    generates = train_finetune and not reads_pairs_from_file(cfg)
+    return generates or dev_from_chunks(cfg) or cfg.eval_set.kind == "held_out"
+
+
+def data_keys(cfg: DictConfig, stages: StageCache, train_finetune: bool = True,
+              chunking: ChunkPlan | None = None) -> dict[str, str]:
     """The keys of load, chunk, split, generate and eval_set, derived before any work: each from its
     config slice, its upstream keys, the content of the files the slice names and its code."""
     plain = functools.partial(OmegaConf.to_container, resolve=True)
     held_out = cfg.eval_set.kind == "held_out"
+    chunking = chunking or chunk_plan(cfg)
     keys = {"load": stages.key("load", plain(cfg.corpus), [], (load_corpus, documents_to_json, documents_from_json))}
-    keys["chunk"] = stages.key("chunk", plain(cfg.chunker), [keys["load"]],
-                               (chunk_corpus, chunks_to_json, chunks_from_json))
+    keys["chunk"] = stages.key("chunk", chunking.config, [keys["load"]],
+                               (chunk_corpus, plan_chunks, chunks_to_json, chunks_from_json))
     keys["split"] = stages.key("split", split_settings(cfg), [keys["chunk"]],
                                (split_chunks, splits_to_json, splits_from_json))
     if train_finetune and not reads_pairs_from_file(cfg):
@@ -295,21 +316,23 @@ def split_settings(cfg: DictConfig) -> dict:
             "dev_fraction": cfg.dev.fraction if dev_from_chunks(cfg) else 0.0, "dev_seed": cfg.dev.seed}
 
 
-def prepare_data(cfg: DictConfig, stages: StageCache, train_finetune: bool, counts: dict) -> tuple:
+def prepare_data(cfg: DictConfig, stages: StageCache, train_finetune: bool, counts: dict,
+                 chunking: ChunkPlan | None = None) -> tuple:
     """load -> chunk -> split -> generate (and the dev and held-out eval sets), each through the stage
     cache; returns (train pairs, dev set or None, eval set) and adds each computed stage's counts to `counts`.
 
     The keys are known before any work, so when the generate and eval_set entries hit, nothing
     upstream is loaded at all.
     """
-    keys = data_keys(cfg, stages, train_finetune)
+    chunking = chunking or chunk_plan(cfg)
+    keys = data_keys(cfg, stages, train_finetune, chunking)
 
     def loaded():
         return stages.run("load", keys["load"], functools.partial(load_corpus, cfg.corpus),
                           documents_to_json, documents_from_json)
 
     def chunked():
-        return stages.run("chunk", keys["chunk"], functools.partial(chunk_corpus, chunker_cfg=cfg.chunker),
+        return stages.run("chunk", keys["chunk"], functools.partial(chunk_corpus, plan=chunking),
                           chunks_to_json, chunks_from_json, needs=(loaded,))
 
     @functools.cache

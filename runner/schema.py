@@ -52,21 +52,21 @@ class QaFileCorpus:
 @dataclass
 class SentenceChunker:
     _target_: str = "llama_index.core.node_parser.SentenceSplitter"
-    chunk_size: int = 128  # tiktoken tokens (llama-index's unit)
+    chunk_size: Any = 128  # tiktoken tokens (llama-index's unit); auto: the base model's window in its word pieces
     chunk_overlap: int = 16
 
 
 @dataclass
 class TokenChunker:
     _target_: str = "llama_index.core.node_parser.TokenTextSplitter"
-    chunk_size: int = 128
+    chunk_size: Any = 128
     chunk_overlap: int = 16
 
 
 @dataclass
 class MarkdownChunker:
     _target_: str = "runner.chunkers.markdown"
-    chunk_size: int = 128
+    chunk_size: Any = 128
     chunk_overlap: int = 16
 
 
@@ -76,7 +76,7 @@ class SemanticChunker:
     model: str = "${base_model.name_or_path}"  # the base model decides where meaning shifts
     buffer_size: int = 1
     breakpoint_percentile_threshold: int = 95
-    chunk_size: int = 128  # the cap applied after the semantic split
+    chunk_size: Any = 128  # the cap applied after the semantic split
     chunk_overlap: int = 16
     device: str = "${device}"
 

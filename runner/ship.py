@@ -60,11 +60,11 @@ def _nodes(spec: dict, documents, nodes):
     if documents is None:
         raise ValueError("give load_retriever the documents to search (llama-index Documents, chunked the run's way) "
                          "or nodes (already chunked; their ids are what the retriever returns)")
-    from hydra.utils import instantiate
+    from runner.chunk import build_parser, chunk_documents
+    from runner.chunkers import fill_tiktoken_cache
 
-    from runner.chunk import chunk_documents
-
-    return chunk_documents(list(documents), instantiate(spec["chunker"]))
+    fill_tiktoken_cache()
+    return chunk_documents(list(documents), build_parser(spec["chunker"]))
 
 
 def load_retriever(run_dir: str | Path, documents=None, *, nodes=None, device: str | None = None):

@@ -134,12 +134,12 @@ def score_guards(cfg, before: Before, run_model, tuned_model, merged_kept: bool,
     return out, flagged
 
 
-def ship_spec(cfg, out: Path, verdict: dict, model_dir, model, before: Before, fusions: dict) -> dict:
+def ship_spec(cfg, out: Path, verdict: dict, model_dir, model, before: Before, fusions: dict, chunker: dict) -> dict:
     spec = retriever_spec(
         verdict, base_model=str(cfg.base_model.name_or_path), model_dir=str(model_dir) if model_dir else None,
         prompts={"query": cfg.base_model.query_prompt, "passage": cfg.base_model.passage_prompt},
         max_seq_length=model.max_seq_length, bm25=before.bm25.as_dict() if before.bm25 else None,
-        fusion=fusions, chunker=OmegaConf.to_container(cfg.chunker, resolve=True), scores=verdict["scores"])
+        fusion=fusions, chunker=chunker, scores=verdict["scores"])
     write_spec(out, spec)
     return spec
 

@@ -72,8 +72,12 @@ def config_problems(cfg: DictConfig) -> list[str]:
         if "dataloader_num_workers" in ft and ft.dataloader_num_workers < 0:
             p.append(f"finetune.dataloader_num_workers={ft.dataloader_num_workers} must be 0 or more")
     ch = cfg.chunker
-    if ch.chunk_size <= 0:
-        p.append(f"chunker.chunk_size={ch.chunk_size} must be positive")
+    if ch.chunk_size == "auto":
+        if ch.chunk_overlap < 0:
+            p.append(f"chunker.chunk_overlap={ch.chunk_overlap} must be at least 0")
+    elif isinstance(ch.chunk_size, bool) or not isinstance(ch.chunk_size, int) or ch.chunk_size <= 0:
+        p.append(f"chunker.chunk_size={ch.chunk_size!r} must be a positive number of tiktoken tokens, or auto "
+                 "(the base model's window, in its word pieces)")
     elif not 0 <= ch.chunk_overlap < ch.chunk_size:
         p.append(f"chunker.chunk_overlap={ch.chunk_overlap} must be at least 0 and below "
                  f"chunker.chunk_size={ch.chunk_size}")

@@ -144,3 +144,11 @@ def test_a_search_preset_sets_its_own_optuna_space(tmp_path):
     assert params["finetune.learning_rate"] == "tag(log, interval(1e-5, 1e-4))"
     assert params["finetune.warmup_ratio"] == "0.1" and params["finetune.batch_size"] == "32"  # fixed by the preset
     assert cfg.corpus.max_documents == 600 and cfg.eval_set.split == "train"
+
+
+def test_chunk_size_is_a_number_or_auto(tmp_path):
+    for bad in ("big", "0", "-5"):
+        problems = config_problems(compose([f"chunker.chunk_size={bad}"], tmp_path))
+        assert len(problems) == 1 and f"chunker.chunk_size={bad}" in problems[0].replace("'", "")
+        assert "or auto" in problems[0]
+    assert config_problems(compose(["chunker.chunk_size=auto"], tmp_path)) == []

@@ -209,3 +209,53 @@ def test_a_tiktoken_cache_dir_without_cl100k_gets_llama_index_copy_instead_of_a_
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(blocker / "tiktoken"))  # cannot be made, even by root
     assert fill_tiktoken_cache() == []
     assert "TIKTOKEN_CACHE_DIR" in caplog.text and "Unset" in caplog.text
+
+
+def test_chunk_size_auto_fits_the_base_models_window_in_its_word_pieces(tiny_model, tmp_path):
+    from runner.chunk import chunk_corpus
+    from runner.load import load_corpus
+    from runner.models import load_model, word_pieces
+    from runner.pipeline import chunk_plan
+
+    cfg = compose(fast(tiny_model, "logger=none", "chunker.chunk_size=auto", "base_model.max_seq_length=64",
+                       "base_model.passage_prompt=passage: "), tmp_path)
+    model = load_model(cfg.base_model, "cpu")
+    plan = chunk_plan(cfg, model)
+    prompt = len(model.tokenizer("passage: ", add_special_tokens=False)["input_ids"])
+    assert prompt > 0 and plan.record["window"] == 64 and plan.record["special_tokens"] == 2
+    assert plan.record["chosen"] == plan.config["chunk_size"] == 64 - 2 - prompt
+    nodes = chunk_corpus(load_corpus(cfg.corpus), plan)["nodes"]
+    lengths = word_pieces(model, [n.get_content() for n in nodes]) - 2  # less [CLS] and [SEP]
+    assert lengths.max() <= plan.record["chosen"] and lengths.max() >= 0.8 * plan.record["chosen"]
+    # the same number in tiktoken tokens (the unit of a number) makes chunks the model cuts
+    tiktoken = compose(fast(tiny_model, "logger=none", f"chunker.chunk_size={plan.record['chosen']}"), tmp_path)
+    cut = chunk_corpus(load_corpus(tiktoken.corpus), chunk_plan(tiktoken, model))["nodes"]
+    assert (word_pieces(model, [n.get_content() for n in cut]) - 2).max() > plan.record["chosen"]
+
+
+def test_chunk_size_auto_is_recorded_keyed_on_the_tokenizer_and_shipped(tiny_model, tmp_path):
+    from runner.load import load_corpus
+    from runner.ship import load_retriever
+
+    out = tmp_path / "run"
+    cfg = compose(fast(tiny_model, "logger=none", "chunker.chunk_size=auto", "base_model.max_seq_length=48"), out)
+    run(cfg)
+    results = json.loads((out / "results.json").read_text())
+    record = results["choices"]["chunk_size"]
+    assert record["setting"] == "auto" and record["chosen"] == 46 and record["unit"] == "word pieces"
+    spec = json.loads((out / "retriever.json").read_text())["chunker"]
+    assert spec["chunk_size"] == 46 and spec["tokenizer"]["name_or_path"] == str(tiny_model)
+    # an app rebuilding the retriever from the documents chunks them as the run did, with the model's tokenizer
+    from runner.chunk import build_parser, chunk_documents
+
+    documents = load_corpus(cfg.corpus).documents
+    rebuilt = chunk_documents(documents, build_parser(spec))
+    assert results["counts"]["chunks"] == len(rebuilt)
+    assert load_retriever(out, documents).retrieve(rebuilt[3].get_content()[:200])
+
+
+def test_a_chunk_size_auto_that_leaves_no_room_is_a_clear_error(tiny_model, tmp_path):
+    cfg = compose(fast(tiny_model, "logger=none", "chunker.chunk_size=auto", "base_model.max_seq_length=16",
+                       "chunker.chunk_overlap=16"), tmp_path / "run")
+    with pytest.raises(RagtuneError, match=r"chunker.chunk_size=auto leaves 14 word pieces.*chunk_overlap=16"):
+        run(cfg)
