@@ -1,26 +1,43 @@
 # make run   - create .venv, install, run the default experiment end to end
 # make test  - same install, then the whole test suite (tests marked slow excluded: make test-all)
+# make lint  - ruff (lint, format check) and the import contracts (lint-imports)
+# make lock  - rewrite requirements.lock (the exact versions make install uses) from pyproject.toml
 # make clean - the venv and build leftovers only; clean-cache: the stage cache; clean-outputs: all results
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-all clean clean-cache clean-outputs
+.PHONY: install lock run test test-all lint clean clean-cache clean-outputs
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# the exact versions of requirements.lock, then ragtune itself (editable) on top of them
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# rewrite requirements.lock from pyproject.toml's ranges; pins that still fit are kept (pip-compile --upgrade
+# moves them). torch is written without the local +cpu tag, so the lock installs on a GPU machine too.
+lock: install
+	$(BIN)/python -m pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --extra test --strip-extras --no-emit-find-links --no-emit-index-url \
+		--no-emit-trusted-host --output-file requirements.lock pyproject.toml
+	sed -i 's/^torch==\([0-9.]*\)+[a-z0-9]*/torch==\1/' requirements.lock
 
 run: install
 	$(BIN)/python -m runner $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check runner ragtune tests bench scripts hydra_plugins
+	$(BIN)/ruff format --check runner ragtune tests bench scripts hydra_plugins
+	$(BIN)/lint-imports
 
 test-all: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

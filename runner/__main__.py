@@ -16,7 +16,21 @@ from runner.errors import RagtuneError
 from runner.schema import register
 
 register()
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def conf_dir() -> str:
+    """The config tree: conf/ at the top of the repo, installed inside the wheel as `runner.conf` (an
+    editable install maps it back to the repo's folder); a bare checkout on PYTHONPATH reads conf/ itself."""
+    from importlib.util import find_spec
+
+    spec = find_spec("runner.conf")  # a folder without __init__.py: a namespace package, found by its path
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(folder) / "config.yaml").is_file():
+            return str(Path(folder).resolve())
+    return str(Path(__file__).resolve().parent.parent / "conf")
+
+
+CONF_DIR = conf_dir()
 log = logging.getLogger("ragtune")
 
 
@@ -43,11 +57,16 @@ def _in_multirun() -> bool:
 
 def cli() -> None:
     """`ragtune ARGS` runs an experiment like `python -m runner ARGS`; `ragtune cache ...` manages the
-    stage cache like `python -m runner.cache ...`."""
+    stage cache like `python -m runner.cache ...`; `ragtune --help` lists the groups and knobs."""
     if sys.argv[1:2] == ["cache"]:
         from runner.cache import main as cache_main
 
         return cache_main(sys.argv[2:])
+    if sys.argv[1:2] in (["--help"], ["-h"]):  # the real groups, one line each (runner/help.py)
+        from runner.help import help_text
+
+        sys.stdout.write(help_text(CONF_DIR))
+        return None
     main()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -152,3 +153,42 @@ def test_chunk_size_is_a_number_or_auto(tmp_path):
         assert len(problems) == 1 and f"chunker.chunk_size={bad}" in problems[0].replace("'", "")
         assert "or auto" in problems[0]
     assert config_problems(compose(["chunker.chunk_size=auto"], tmp_path)) == []
+
+
+def test_help_lists_every_group_and_option_of_conf_one_line_each():
+    from runner.help import groups
+
+    out = run_cli("--help")
+    assert out.returncode == 0, out.stderr
+    for group in ("corpus", "chunker", "qa_generator", "base_model", "finetune", "eval_set", "logger", "experiment"):
+        assert f"\n  {group}" in out.stdout
+        for option in (ROOT / "conf" / group).glob("*.yaml"):
+            line = next(x for x in out.stdout.splitlines() if x.strip().lstrip("*").startswith(option.stem + " "))
+            assert len(line.split(option.stem, 1)[1].strip()) > 10  # a description, from the file's comment
+    assert "debug_finetune" not in out.stdout and "schema" not in out.stdout
+    assert "*minilm" in out.stdout and "*sentence_transformers" in out.stdout and "seed=42" in out.stdout
+    assert set(groups(ROOT / "conf")) >= {"hydra/launcher", "qa_generator/llm", "guards", "hparams_search"}
+
+
+def test_the_wheel_carries_conf_and_runs_from_any_folder(tmp_path):
+    """`pip install` of the built wheel (here unpacked with --target, the venv's libraries beside it), then
+    from a folder outside the checkout: the configs are found inside the package."""
+    wheel_dir, target, elsewhere = tmp_path / "wheel", tmp_path / "site", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheel_dir), str(ROOT)],
+                           capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    wheel = next(wheel_dir.glob("ragtune-*.whl"))
+    import zipfile
+
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "runner/conf/config.yaml" in names and "runner/conf/chunker/sentence.yaml" in names
+    assert subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                           str(wheel)], capture_output=True).returncode == 0
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    code = "import runner.__main__ as m; print(m.CONF_DIR)"
+    where = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True)
+    assert where.stdout.strip() == str((target / "runner" / "conf").resolve()), where.stderr
+    job = subprocess.run([sys.executable, "-m", "runner", "--cfg", "job"], cwd=elsewhere, env=env, capture_output=True,
+                         text=True)
+    assert job.returncode == 0 and "_target_: runner.load.load_python_docs" in job.stdout, job.stderr
