@@ -1,5 +1,5 @@
 # make run   - create .venv, install, run the default experiment end to end
-# make test  - same install, then the whole test suite (tests marked slow excluded: make test-all)
+# make test  - same install, then the whole test suite (tests marked gpu skip without CUDA)
 # make lint  - ruff (lint, format check) and the import contracts (lint-imports)
 # make lock  - rewrite requirements.lock (the exact versions make install uses) from pyproject.toml
 # make clean - the venv and build leftovers only; clean-cache: the stage cache; clean-outputs: all results
@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lock run test test-all lint clean clean-cache clean-outputs
+.PHONY: install lock run test lint clean clean-cache clean-outputs
 
 install: $(STAMP)
 
@@ -32,15 +32,12 @@ run: install
 	$(BIN)/python -m runner $(ARGS)
 
 test: install
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check runner ragtune tests bench scripts hydra_plugins
 	$(BIN)/ruff format --check runner ragtune tests bench scripts hydra_plugins
 	$(BIN)/lint-imports
-
-test-all: install
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # clean removes what the install and the tests made, never a result or a model
 clean:
