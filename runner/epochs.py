@@ -1,4 +1,10 @@
-"""`finetune.best_epoch`: the model of each epoch scored on the dev split; an earlier epoch is kept
+"""`finetune.epochs: auto` and `finetune.best_epoch`: how many epochs to plan, and which one to keep.
+
+`epochs: auto` plans from the number of training pairs: enough epochs for TARGET_STEPS optimizer steps,
+at least 1 and at most MAX_EPOCHS (docs/auto.md has the grid it comes from: few pairs want more passes,
+many pairs one). The time budget may shorten the plan; the best epoch may keep an earlier one.
+
+`finetune.best_epoch`: the model of each epoch scored on the dev split; an earlier epoch is kept
 only when it is clearly better there than the last (paired 95% BCa interval of the difference above 0).
 
 The last epoch is what the recipe planned, so it is the default and moves only on evidence: a
@@ -12,12 +18,27 @@ results.json `choices.epochs`: every epoch's dev score, the winner, the interval
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Callable
 
 log = logging.getLogger("ragtune")
 
 CHEAP = 0.5  # auto scores epochs when the dev texts are at most this share of an epoch's training texts
+TARGET_STEPS = 32  # epochs: auto plans at least this many optimizer steps ...
+MAX_EPOCHS = 4  # ... in at most this many epochs
+
+
+def planned(setting, pairs: int, batch_size: int) -> tuple[float, dict]:
+    """(the epochs to plan, the record): a number as given; auto from the pairs (TARGET_STEPS, MAX_EPOCHS)."""
+    steps_per_epoch = math.ceil(pairs / batch_size)
+    if setting != "auto":
+        return float(setting), {"setting": setting, "planned": float(setting)}
+    epochs = min(MAX_EPOCHS, max(1, math.ceil(TARGET_STEPS / steps_per_epoch)))
+    return float(epochs), {
+        "setting": "auto", "planned": float(epochs), "pairs": pairs, "steps_per_epoch": steps_per_epoch,
+        "reason": f"{pairs} pairs make {steps_per_epoch} steps an epoch at batch {batch_size}: {epochs} epoch(s) for "
+                  f"{TARGET_STEPS} steps or more, between 1 and {MAX_EPOCHS}"}
 
 
 def wanted(best_epoch: bool | None, dev_texts: int, epoch_texts: int, steps: int, steps_per_epoch: int) -> bool:

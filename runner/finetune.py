@@ -196,7 +196,7 @@ def train_sentence_transformers(
     hardness_strength: float = 0.0,
     hard_negatives: dict | None = None,
     filter_top_k: int = 0,
-    epochs: float = 2.0,
+    epochs: float | str = "auto",
     max_steps: int = -1,
     batch_size: int = 32,
     learning_rate: float = 5e-5,
@@ -228,7 +228,7 @@ def train_sentence_transformers(
     from datasets import Dataset
 
     from runner import budget as time_budget
-    from runner.epochs import BestEpoch, wanted
+    from runner.epochs import BestEpoch, planned, wanted
 
     started = time.perf_counter()
     report = report if report is not None else {}
@@ -249,6 +249,9 @@ def train_sentence_transformers(
     output_dir = Path(output_dir)
     precision = resolve_precision(precision, device)
     steps_per_epoch = math.ceil(n / batch_size)
+    epochs, plan = planned(epochs, n, batch_size)
+    if plan["setting"] == "auto":
+        log.info("finetune: epochs auto -> %g (%s)", epochs, plan["reason"])
     total = max_steps if max_steps > 0 else math.ceil(steps_per_epoch * epochs)
     budget = time_budget.resolve_budget(time_budget_s, device)
     record = report.setdefault("time_budget", {"budget_s": budget, "setting": time_budget_s})
@@ -310,7 +313,7 @@ def train_sentence_transformers(
         picker = BestEpoch(model, dev.score, dev.metric, dev.n_resamples, dev.seed, on_eval=clock.eval_done)
         callbacks.append(picker.callback)
     else:
-        report["epochs"] = {"setting": best_epoch, "chosen": round(total / steps_per_epoch, 3), "reason": (
+        report["epochs"] = {"best_epoch": best_epoch, "chosen": round(total / steps_per_epoch, 3), "reason": (
             "no dev split" if dev is None else f"finetune.best_epoch={best_epoch}" if best_epoch is not None else
             "one epoch or less: nothing to choose" if total <= steps_per_epoch else
             f"not scored: the dev split ({dev_texts} texts) costs more than half an epoch ({epoch_texts} texts) to encode")}
@@ -333,8 +336,9 @@ def train_sentence_transformers(
     log.info("finetune: %s", record["reason"])
     if picker is not None and picker.epochs:
         report["epochs"], report["dev_ranking"] = picker.finish()
-        report["epochs"]["setting"] = best_epoch
+        report["epochs"]["best_epoch"] = best_epoch
         log.info("finetune: kept %s", report["epochs"]["reason"])
+    report["epochs"]["plan"] = plan
     shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
     model_dir = output_dir / "model"
     model.save(str(model_dir))

@@ -252,7 +252,8 @@ def throughput(counts: dict, timings: dict, cfg, choices: dict | None = None) ->
     ft = cfg.finetune
     trained = (choices or {}).get("time_budget", {}).get("chosen")
     seen = trained["steps"] * ft.batch_size if trained else ft.max_steps * ft.batch_size \
-        if ft.get("max_steps", -1) > 0 else counts.get("train_pairs", 0) * float(ft.get("epochs") or 0)
+        if ft.get("max_steps", -1) > 0 else counts.get("train_pairs", 0) * float(ft.get("epochs") or 0) \
+        if ft.get("epochs") != "auto" else 0
     if timings.get("finetune") and seen:
         out["train_pairs_per_s"] = round(seen / timings["finetune"], 2)
     texts = counts.get("eval_corpus", 0) + counts.get("eval_queries", 0)

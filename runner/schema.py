@@ -173,7 +173,7 @@ class SentenceTransformersFinetune:
     hardness_strength: float = 0.0  # > 0: weight in-batch negatives by hardness (Lan et al. 2025 use 9)
     hard_negatives: HardNegatives = field(default_factory=HardNegatives)
     filter_top_k: int = 0  # > 0: keep a pair only if the base model ranks its passage in the top k (consistency filter)
-    epochs: float = 2.0  # chosen by the project's sweeps: README "Choosing defaults"
+    epochs: Any = "auto"  # auto: from the number of pairs (runner/epochs.py, docs/auto.md); a number fixes it
     max_steps: int = -1  # > 0 overrides epochs
     batch_size: int = 32
     learning_rate: float = 5e-5

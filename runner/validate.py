@@ -41,8 +41,9 @@ def config_problems(cfg: DictConfig) -> list[str]:
     if ft.get("_target_"):  # each finetune method has its own knobs: check those it has
         if "learning_rate" in ft and not ft.learning_rate > 0:
             p.append(f"finetune.learning_rate={ft.learning_rate} must be positive (try 5e-5)")
-        if not ft.epochs > 0 and not ft.get("max_steps", -1) > 0:
-            p.append(f"finetune.epochs={ft.epochs} must be positive (or set finetune.max_steps)")
+        if ft.epochs != "auto" and (isinstance(ft.epochs, (bool, str)) or not ft.epochs > 0) \
+                and not ft.get("max_steps", -1) > 0:
+            p.append(f"finetune.epochs={ft.epochs} must be a positive number or auto (or set finetune.max_steps)")
         if ft.batch_size < 2:
             p.append(f"finetune.batch_size={ft.batch_size} must be at least 2: in-batch negatives need company")
         if "warmup_ratio" in ft and not 0 <= ft.warmup_ratio < 1:

@@ -218,21 +218,27 @@ def test_every_auto_is_recorded_with_its_setting_and_what_it_chose(tiny_model, t
 
     out = tmp_path / "run"
     run(compose(fast(tiny_model, "logger=none", "base_model.max_seq_length=auto", "chunker.chunk_size=400",
-                     "finetune.max_steps=-1", "finetune.epochs=2"), out))
+                     "finetune.max_steps=-1", "finetune.epochs=auto"), out))
     results = json.loads((out / "results.json").read_text())
     choices, config = results["choices"], results["config"]
-    autos = {"max_seq_length": config["base_model"]["max_seq_length"],
+    autos = {"max_seq_length": config["base_model"]["max_seq_length"], "chunk_size": config["chunker"]["chunk_size"],
              "time_budget": config["finetune"]["time_budget_s"], "epochs": config["finetune"]["best_epoch"],
              "hard_negatives": config["finetune"]["hard_negatives"]["num"],
              "batches": config["finetune"]["group_by_length"]}
     assert set(autos) <= set(choices), sorted(choices)
     assert autos["max_seq_length"] == "auto" and isinstance(choices["max_seq_length"]["chosen"], int)
     assert choices["time_budget"]["setting"] == "auto" and choices["time_budget"]["budget_s"] == 900.0
-    assert choices["time_budget"]["chosen"]["epochs"] == 2.0 and choices["time_budget"]["reason"]
+    plan = choices["epochs"]["plan"]
+    from runner.epochs import MAX_EPOCHS, TARGET_STEPS
+
+    assert plan["setting"] == "auto" and plan["steps_per_epoch"] > 0
+    assert plan["planned"] == min(MAX_EPOCHS, max(1, -(-TARGET_STEPS // plan["steps_per_epoch"])))
+    assert choices["time_budget"]["chosen"]["epochs"] == plan["planned"] and choices["time_budget"]["reason"]
+    assert choices["chunk_size"] == {"setting": 400, "chosen": 400, "unit": "tiktoken tokens"}
     assert choices["hard_negatives"] == {"setting": None, "chosen": 0, "reason": "pairs generated in the run: in-batch only"}
     assert choices["batches"]["setting"] is None and choices["batches"]["chosen"] in ("random", "length-grouped")
-    assert choices["epochs"]["setting"] is None and choices["epochs"]["reason"]
-    for name in autos:
+    assert choices["epochs"]["best_epoch"] is None and choices["epochs"]["reason"]
+    for name in set(autos) - {"chunk_size"}:  # a number was given there: nothing to explain
         assert choices[name].get("reason"), name
 
 
@@ -244,3 +250,14 @@ def test_a_spent_budget_stops_training_at_once(frozen_clock):
     state, control = drive(clock, [1.0, 2.0, 3.0, 12.0], max_steps=10)  # then a 9 s step: the budget is gone
     assert control.should_training_stop and state.max_steps == 4
     assert clock.record["gave_up"][0].startswith("steps 10 -> 4 (5.00 -> 2.00 epochs)")
+
+
+def test_epochs_auto_plans_from_the_number_of_pairs():
+    from runner.epochs import planned
+
+    assert [planned("auto", pairs, 32)[0] for pairs in (40, 188, 320, 321, 480, 506, 992, 993, 8000)] == [
+        4, 4, 4, 3, 3, 2, 2, 1, 1]
+    epochs, record = planned("auto", 506, 32)
+    assert record == {"setting": "auto", "planned": 2.0, "pairs": 506, "steps_per_epoch": 16, "reason": record["reason"]}
+    assert "506 pairs make 16 steps an epoch" in record["reason"]
+    assert planned(3, 506, 32) == (3.0, {"setting": 3, "planned": 3.0})

@@ -192,3 +192,11 @@ def test_the_wheel_carries_conf_and_runs_from_any_folder(tmp_path):
     job = subprocess.run([sys.executable, "-m", "runner", "--cfg", "job"], cwd=elsewhere, env=env, capture_output=True,
                          text=True)
     assert job.returncode == 0 and "_target_: runner.load.load_python_docs" in job.stdout, job.stderr
+
+
+def test_epochs_is_a_positive_number_or_auto(tmp_path):
+    for bad in ("many", "0"):
+        problems = config_problems(compose([f"finetune.epochs={bad}"], tmp_path))
+        assert problems == [f"finetune.epochs={bad} must be a positive number or auto (or set finetune.max_steps)"]
+    assert config_problems(compose(["finetune.epochs=auto"], tmp_path)) == []
+    assert config_problems(compose(["finetune.epochs=1.5"], tmp_path)) == []
