@@ -74,7 +74,7 @@ def benchmarks(split: str, data: Path, out: Path, offline_docs: int) -> dict[str
         "offline": ["corpus=beir", f"corpus.path={data}", f"corpus.max_documents={offline_docs}",
                     "eval_set=beir", f"eval_set.path={data}", f"eval_set.split={offline_eval}"],
         "builtin": [],
-        "long": ["chunker.chunk_size=1024", "chunker.chunk_overlap=0", "qa_generator.num_questions_per_chunk=5"],
+        "long": ["chunker.chunk_size=1024", "chunker.fit_window=false", "chunker.chunk_overlap=0", "qa_generator.num_questions_per_chunk=5"],
     }
 
 

@@ -1,9 +1,12 @@
 """Stage `chunk`: Documents and a llama-index node parser in, TextNodes with stable ids out.
 
-`chunker.chunk_size: auto` (the default) sizes chunks to what the base model reads: its window
-(base_model.max_seq_length when a number, else the model's own), less its special tokens and the
-passage prompt, counted in the model's own word pieces, so every chunk is read whole and none is
-shorter than it needs to be. A number is llama-index's unit, tiktoken tokens, as before.
+The base model's window is what it reads of a passage: base_model.max_seq_length when a number, else
+the model's own, less its special tokens and the passage prompt, in the model's own word pieces.
+`chunker.chunk_size` is a number of llama-index's unit, tiktoken tokens, or `auto`: chunks as long as
+the window, counted in the model's word pieces. With a number, `chunker.fit_window: true` (the
+default) splits again any chunk longer than the window (a SentenceSplitter in the model's word
+pieces), so no chunk is cut silently by the model: tiktoken tokens and word pieces differ, by 1.3x
+on the Python reference and more on code or other languages.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ def plan_chunks(chunker_cfg, model, model_id: str, revision: Optional[str] = Non
     from omegaconf import OmegaConf
 
     config = OmegaConf.to_container(chunker_cfg, resolve=True)
-    if config.get("chunk_size") != "auto":
+    fit = config.pop("fit_window", False)
+    if config.get("chunk_size") != "auto" and not fit:
         size = config.get("chunk_size")
         return ChunkPlan(config, None, {"setting": size, "chosen": size, "unit": "tiktoken tokens"})
     tok = model.tokenizer
@@ -43,6 +47,15 @@ def plan_chunks(chunker_cfg, model, model_id: str, revision: Optional[str] = Non
     prompt_text = (getattr(model, "prompts", None) or {}).get("document", "")
     prompt = len(tok(prompt_text, add_special_tokens=False)["input_ids"]) if prompt_text else 0
     size = window - special - prompt
+    named = {"id": model_id, "name_or_path": getattr(model, "_ragtune_path", None), "revision": revision}
+    room = f"the base model reads {window} word pieces ({special} special" + (
+        f", {prompt} for the passage prompt" if prompt else "") + ")"
+    if config.get("chunk_size") != "auto":  # a number, and a cap at the window
+        config.update(fit_window={"chunk_size": size, "unit": "word pieces", "tokenizer": named})
+        chosen = config["chunk_size"]
+        return ChunkPlan(config, word_piece_counter(tok), {
+            "setting": chosen, "chosen": chosen, "unit": "tiktoken tokens", "window_cap": size,
+            "reason": f"{chosen} tiktoken tokens; {room}: a longer chunk is split again at {size} of them"})
     overlap = config.get("chunk_overlap", 0)
     if size <= max(overlap, 0):
         raise RagtuneError(
@@ -51,16 +64,10 @@ def plan_chunks(chunker_cfg, model, model_id: str, revision: Optional[str] = Non
             "give chunker.chunk_size a number of tiktoken tokens, a smaller chunk_overlap, or a longer "
             "base_model.max_seq_length."
         )
-    config.update(chunk_size=size, unit="word pieces",
-                  tokenizer={"id": model_id, "name_or_path": getattr(model, "_ragtune_path", None), "revision": revision})
-    count = word_piece_counter(tok)
-
+    config.update(chunk_size=size, unit="word pieces", tokenizer=named)
     record = {"setting": "auto", "chosen": size, "unit": "word pieces", "window": window, "special_tokens": special,
-              "prompt_tokens": prompt,
-              "reason": f"the base model reads {window} word pieces ({special} special"
-                        + (f", {prompt} for the passage prompt" if prompt else "")
-                        + f"): chunks of at most {size} of them are read whole"}
-    return ChunkPlan(config, count, record)
+              "prompt_tokens": prompt, "reason": f"{room}: chunks of at most {size} of them are read whole"}
+    return ChunkPlan(config, word_piece_counter(tok), record)
 
 
 def word_piece_counter(tokenizer) -> Callable[[str], list]:
@@ -75,14 +82,20 @@ def build_parser(config: dict, tokenizer: Optional[Callable[[str], list]] = None
     """The node parser(s) of a resolved chunker config (a plan's, or the one retriever.json ships); a
     config in word pieces without `tokenizer` loads the tokenizer it names."""
     from hydra.utils import instantiate
+    from llama_index.core.node_parser import SentenceSplitter
 
-    if config.get("unit") == "word pieces" and tokenizer is None:
+    cap = config.get("fit_window")
+    named = cap["tokenizer"] if cap else config.get("tokenizer")
+    if named and tokenizer is None:
         from transformers import AutoTokenizer
 
-        named = config["tokenizer"]
         tokenizer = word_piece_counter(AutoTokenizer.from_pretrained(named["name_or_path"], revision=named.get("revision")))
-    parser_config = {k: v for k, v in config.items() if k not in ("unit", "tokenizer")}
-    return instantiate(parser_config, **({"tokenizer": tokenizer} if tokenizer else {}))
+    parser_config = {k: v for k, v in config.items() if k not in ("unit", "tokenizer", "fit_window")}
+    if not cap:
+        return instantiate(parser_config, **({"tokenizer": tokenizer} if config.get("unit") == "word pieces" else {}))
+    parsers = instantiate(parser_config)
+    parsers = list(parsers) if isinstance(parsers, (list, tuple)) else [parsers]
+    return [*parsers, SentenceSplitter(chunk_size=cap["chunk_size"], chunk_overlap=0, tokenizer=tokenizer)]
 
 
 def chunk_corpus(loaded, plan: ChunkPlan) -> dict:

@@ -71,11 +71,12 @@ def truncation_report(model, pairs, eval_set: EvalSet, length_choice: dict) -> d
         if len(chosen.get("candidates", ())) > 1:
             verdict = ("kept the model's own" if chosen["chosen"] == chosen["own"] else "chose")
             advice = (f"base_model.max_seq_length=auto {verdict} {model.max_seq_length} on the dev split "
-                      "(choices.max_seq_length); a number overrides it, or lower chunker.chunk_size")
+                      "(choices.max_seq_length); a number overrides it, or chunker.fit_window=true where ragtune chunks")
         elif positions > model.max_seq_length:
-            advice = f"raise base_model.max_seq_length (this model has {positions} positions) or lower chunker.chunk_size"
+            advice = (f"raise base_model.max_seq_length (this model has {positions} positions), or chunker.fit_window=true "
+                      "where ragtune chunks")
         else:
-            advice = "lower chunker.chunk_size (the model has no more positions)"
+            advice = "chunker.fit_window=true where ragtune chunks, or shorter passages (the model has no more positions)"
         log.warning("%.0f%% of passages and %.0f%% of queries are longer than max_seq_length=%d and get cut: %s.",
                     100 * report["passages_over"], 100 * report["queries_over"], model.max_seq_length, advice)
     return report
@@ -272,7 +273,7 @@ def eval_generator_cfg(cfg: DictConfig):
 def chunk_plan(cfg: DictConfig, model=None) -> ChunkPlan:
     """The chunker as the chunk stage builds it (chunk_size: auto sized to the base model's window; the
     model is loaded when not given)."""
-    if cfg.chunker.get("chunk_size") != "auto":
+    if cfg.chunker.get("chunk_size") != "auto" and not cfg.chunker.get("fit_window"):
         return plan_chunks(cfg.chunker, None, "")
     model = model if model is not None else load_model(cfg.base_model, "cpu")
     name, revision = model._ragtune_path, cfg.base_model.get("revision")

@@ -54,6 +54,7 @@ class SentenceChunker:
     _target_: str = "llama_index.core.node_parser.SentenceSplitter"
     chunk_size: Any = 128  # tiktoken tokens (llama-index's unit); auto: the base model's window in its word pieces
     chunk_overlap: int = 16
+    fit_window: bool = True  # split again any chunk longer than the base model's window (its word pieces)
 
 
 @dataclass
@@ -61,6 +62,7 @@ class TokenChunker:
     _target_: str = "llama_index.core.node_parser.TokenTextSplitter"
     chunk_size: Any = 128
     chunk_overlap: int = 16
+    fit_window: bool = True  # split again any chunk longer than the base model's window (its word pieces)
 
 
 @dataclass
@@ -68,6 +70,7 @@ class MarkdownChunker:
     _target_: str = "runner.chunkers.markdown"
     chunk_size: Any = 128
     chunk_overlap: int = 16
+    fit_window: bool = True  # split again any chunk longer than the base model's window (its word pieces)
 
 
 @dataclass
@@ -78,6 +81,7 @@ class SemanticChunker:
     breakpoint_percentile_threshold: int = 95
     chunk_size: Any = 128  # the cap applied after the semantic split
     chunk_overlap: int = 16
+    fit_window: bool = True  # split again any chunk longer than the base model's window (its word pieces)
     device: str = "${device}"
 
 

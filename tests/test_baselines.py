@@ -215,7 +215,7 @@ def test_every_run_has_keyword_and_hybrid_rows_choices_and_a_verdict(shipped):
 def test_no_choice_reads_the_eval_set(tiny_model, tmp_path):
     """The eval file's labels shuffled: every dev choice stays the same; only the final numbers move."""
     src = tmp_path / "src"
-    long = ("base_model.max_seq_length=auto", "chunker.chunk_size=400")  # the window is a dev choice too
+    long = ("base_model.max_seq_length=auto", "chunker.chunk_size=400", "chunker.fit_window=false")  # the window: a dev choice
     epochs = ("finetune.max_steps=-1", "finetune.epochs=2", "finetune.best_epoch=true")  # and the epoch kept
     run(compose(fast(tiny_model, "logger=none", "finetune=none", *long), src))
     evals = json.loads((src / "eval_set.json").read_text())

@@ -217,7 +217,7 @@ def test_every_auto_is_recorded_with_its_setting_and_what_it_chose(tiny_model, t
     from conftest import compose
 
     out = tmp_path / "run"
-    run(compose(fast(tiny_model, "logger=none", "base_model.max_seq_length=auto", "chunker.chunk_size=400",
+    run(compose(fast(tiny_model, "logger=none", "base_model.max_seq_length=auto", "chunker.chunk_size=400", "chunker.fit_window=false",
                      "finetune.max_steps=-1", "finetune.epochs=auto"), out))
     results = json.loads((out / "results.json").read_text())
     choices, config = results["choices"], results["config"]
@@ -234,7 +234,7 @@ def test_every_auto_is_recorded_with_its_setting_and_what_it_chose(tiny_model, t
     assert plan["setting"] == "auto" and plan["steps_per_epoch"] > 0
     assert plan["planned"] == min(MAX_EPOCHS, max(1, -(-TARGET_STEPS // plan["steps_per_epoch"])))
     assert choices["time_budget"]["chosen"]["epochs"] == plan["planned"] and choices["time_budget"]["reason"]
-    assert choices["chunk_size"] == {"setting": 400, "chosen": 400, "unit": "tiktoken tokens"}
+    assert choices["chunk_size"] == {"setting": 400, "chosen": 400, "unit": "tiktoken tokens"}  # fit_window=false
     assert choices["hard_negatives"] == {"setting": None, "chosen": 0, "reason": "pairs generated in the run: in-batch only"}
     assert choices["batches"]["setting"] is None and choices["batches"]["chosen"] in ("random", "length-grouped")
     assert choices["epochs"]["best_epoch"] is None and choices["epochs"]["reason"]

@@ -214,7 +214,7 @@ def test_every_runner_module_a_stage_runs_is_in_that_stages_key(tiny_model, tmp_
     docs = markdown_docs(tmp_path / "docs")
     with LlmServer() as server:
         traced = _traced_runs(monkeypatch, tiny_model, tmp_path, [
-            ["base_model.max_seq_length=auto", "chunker.chunk_size=400"],  # long chunks: the window is chosen
+            ["base_model.max_seq_length=auto", "chunker.chunk_size=400", "chunker.fit_window=false"],  # long chunks: the window is chosen
             ["corpus=directory", f"corpus.path={docs}", "chunker=markdown", "qa_generator=keywords",
              "eval_set=held_out_ict"],
             ["qa_generator=llm", f"qa_generator.llm.api_base={server.url}", "qa_generator.llm.model=m",

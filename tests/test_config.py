@@ -32,7 +32,7 @@ def test_every_option_composes(option: Path, tmp_path):
 def test_labelled_preset_trains_on_a_file_with_mined_hard_negatives(tmp_path):
     cfg = compose(["experiment=labelled", "qa_generator.path=x.json"], tmp_path)
     assert cfg.qa_generator._target_ == "runner.generate.pairs_from_file"
-    assert cfg.finetune.hard_negatives.num == 1 and cfg.finetune.epochs == 2.0
+    assert cfg.finetune.hard_negatives.num == 1 and cfg.finetune.epochs == "auto"
 
 
 @pytest.mark.parametrize("method", ["sentence_transformers", "none"])

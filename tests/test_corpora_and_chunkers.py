@@ -227,10 +227,19 @@ def test_chunk_size_auto_fits_the_base_models_window_in_its_word_pieces(tiny_mod
     nodes = chunk_corpus(load_corpus(cfg.corpus), plan)["nodes"]
     lengths = word_pieces(model, [n.get_content() for n in nodes]) - 2  # less [CLS] and [SEP]
     assert lengths.max() <= plan.record["chosen"] and lengths.max() >= 0.8 * plan.record["chosen"]
-    # the same number in tiktoken tokens (the unit of a number) makes chunks the model cuts
-    tiktoken = compose(fast(tiny_model, "logger=none", f"chunker.chunk_size={plan.record['chosen']}"), tmp_path)
-    cut = chunk_corpus(load_corpus(tiktoken.corpus), chunk_plan(tiktoken, model))["nodes"]
-    assert (word_pieces(model, [n.get_content() for n in cut]) - 2).max() > plan.record["chosen"]
+    # the same number in tiktoken tokens (the unit of a number) makes chunks the model would cut ...
+    size = plan.record["chosen"]
+    loose = compose(fast(tiny_model, "logger=none", f"chunker.chunk_size={size}", "chunker.fit_window=false",
+                         "base_model.max_seq_length=64", "base_model.passage_prompt=passage: "), tmp_path)
+    cut = chunk_corpus(load_corpus(loose.corpus), chunk_plan(loose, model))["nodes"]
+    assert (word_pieces(model, [n.get_content() for n in cut]) - 2).max() > size
+    # ... unless fit_window (the default) splits them again at the window
+    fitted = compose(fast(tiny_model, "logger=none", f"chunker.chunk_size={size}", "base_model.max_seq_length=64",
+                          "base_model.passage_prompt=passage: "), tmp_path)
+    fitted_plan = chunk_plan(fitted, model)
+    assert fitted_plan.record["window_cap"] == size and fitted_plan.record["unit"] == "tiktoken tokens"
+    capped = chunk_corpus(load_corpus(fitted.corpus), fitted_plan)["nodes"]
+    assert (word_pieces(model, [n.get_content() for n in capped]) - 2).max() <= size and len(capped) > len(cut)
 
 
 def test_chunk_size_auto_is_recorded_keyed_on_the_tokenizer_and_shipped(tiny_model, tmp_path):

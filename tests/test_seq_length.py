@@ -73,7 +73,7 @@ def test_short_passages_keep_the_models_own_window_without_encoding_anything(min
 
 
 def test_auto_in_a_run_is_recorded_saved_with_the_model_and_cached(tiny_model, tmp_path):
-    overrides = fast(tiny_model, "logger=none", "base_model.max_seq_length=auto", "chunker.chunk_size=400",
+    overrides = fast(tiny_model, "logger=none", "base_model.max_seq_length=auto", "chunker.chunk_size=400", "chunker.fit_window=false",
                      "chunker.chunk_overlap=0")
     root = tmp_path / "outputs"
     run(compose(overrides, tmp_path / "a", root))
