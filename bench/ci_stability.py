@@ -31,8 +31,9 @@ def ndcg_at_10(rank: str) -> float:
 def interval(diff: np.ndarray, method: str, n: int, seed: int) -> tuple[float, float]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ci = stats.bootstrap((diff,), np.mean, n_resamples=n, method=method, vectorized=True, batch=1000,
-                             rng=np.random.default_rng(seed)).confidence_interval
+        ci = stats.bootstrap(
+            (diff,), np.mean, n_resamples=n, method=method, vectorized=True, batch=1000, rng=np.random.default_rng(seed)
+        ).confidence_interval
     return ci.low, ci.high
 
 
@@ -60,8 +61,10 @@ def main() -> None:
                 paired_randomization_p(base, tuned, n, 0)
             cost = time.perf_counter() - start
             low, high = ends.mean(axis=0)
-            print(f"| {method} | {n:,} | [{low:+.4f}, {high:+.4f}] | {np.ptp(ends[:, 0]):.4f} | "
-                  f"{np.ptp(ends[:, 1]):.4f} | {cost:.2f} |")
+            print(
+                f"| {method} | {n:,} | [{low:+.4f}, {high:+.4f}] | {np.ptp(ends[:, 0]):.4f} | "
+                f"{np.ptp(ends[:, 1]):.4f} | {cost:.2f} |"
+            )
     print(f"\nruntime default (BCa, 10,000): {paired_bootstrap_ci(base, tuned, 10000, 42)}")
 
 

@@ -33,7 +33,8 @@ def eval_set(n_queries: int):
     from runner.load import load_python_docs
 
     nodes, _ = drop_duplicate_chunks(
-        chunk_documents(load_python_docs().documents, SentenceSplitter(chunk_size=128, chunk_overlap=16)))
+        chunk_documents(load_python_docs().documents, SentenceSplitter(chunk_size=128, chunk_overlap=16))
+    )
     ds = ict_pairs(nodes, seed=0)
     qids = sorted(ds.queries)[:n_queries]
     corpus = {n.node_id: ds.corpus.get(n.node_id, n.get_content()) for n in nodes}
@@ -57,14 +58,13 @@ def big_corpus_probe(n: int) -> None:
     model = SentenceTransformer(_minilm_path(), device="cpu")
     model.max_seq_length = 32
     words = open(__file__).read().split()
-    corpus = {f"d{i:06d}": " ".join(words[(i * 7) % (len(words) - 12):][:12]) + f" #{i}" for i in range(n)}
+    corpus = {f"d{i:06d}": " ".join(words[(i * 7) % (len(words) - 12) :][:12]) + f" #{i}" for i in range(n)}
     queries = {f"q{i}": corpus[f"d{i * (n // 1000):06d}"] for i in range(1000)}
     es = EvalSet(queries, corpus, {q: [f"d{i * (n // 1000):06d}"] for i, q in enumerate(queries)})
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     seconds, result = timed(lambda: evaluate_model(model, es, OmegaConf.structured(EvaluateConfig), 256))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"peak_mib": peak, "before_mib": before, "seconds": seconds,
-                      "hit_rate@1": result.metrics["hit_rate@1"]}))
+    print(json.dumps({"peak_mib": peak, "before_mib": before, "seconds": seconds, "hit_rate@1": result.metrics["hit_rate@1"]}))
 
 
 def main() -> None:
@@ -99,23 +99,31 @@ def main() -> None:
     t_li, li = timed(lambda: evaluate_with_llama_index(_minilm_path(), es, 10, max_length=256))
     assert abs(li.metrics["mrr@10"] - fp32.metrics["mrr@10"]) < 1e-3, (li.metrics, fp32.metrics)
     t_bf16, bf16 = timed(lambda: evaluate_model(model, es, cfg, 64, precision="bf16"))
-    t_enc_bf16, _ = timed(lambda: (encode(model, docs, "document", 64, "bf16"),
-                                   encode(model, queries, "query", 64, "bf16")))
+    t_enc_bf16, _ = timed(lambda: (encode(model, docs, "document", 64, "bf16"), encode(model, queries, "query", 64, "bf16")))
 
     rows = [
         ("(a) runner eval / encode only", t_runner / t_encode, "<= 1.10", f"{t_runner:.1f}s / {t_encode:.1f}s"),
         ("(b) llama-index loop / runner, cold", t_li / t_runner, ">= 5", f"{t_li:.1f}s / {t_runner:.1f}s"),
         ("(b) llama-index loop / runner, warm", t_li / t_warm, ">= 5", f"{t_li:.1f}s / {t_warm:.1f}s"),
-        ("(c) fp32 / bf16 encode", t_encode / t_enc_bf16, "> 1",
-         f"nDCG@10 fp32 {fp32.metrics['ndcg@10']:.4f}, bf16 {bf16.metrics['ndcg@10']:.4f} "
-         f"({bf16.metrics['ndcg@10'] - fp32.metrics['ndcg@10']:+.4f})"),
+        (
+            "(c) fp32 / bf16 encode",
+            t_encode / t_enc_bf16,
+            "> 1",
+            f"nDCG@10 fp32 {fp32.metrics['ndcg@10']:.4f}, bf16 {bf16.metrics['ndcg@10']:.4f} "
+            f"({bf16.metrics['ndcg@10'] - fp32.metrics['ndcg@10']:+.4f})",
+        ),
     ]
     if args.big:
         out = subprocess.run([sys.executable, __file__, "--probe", str(args.big)], capture_output=True, text=True)
         probe = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append((f"(d) peak RSS, {args.big:,} texts", probe["peak_mib"] / 1024, "a few GB",
-                     f"{probe['peak_mib']:.0f} MiB peak ({probe['before_mib']:.0f} MiB before), "
-                     f"{probe['seconds']:.0f}s"))
+        rows.append(
+            (
+                f"(d) peak RSS, {args.big:,} texts",
+                probe["peak_mib"] / 1024,
+                "a few GB",
+                f"{probe['peak_mib']:.0f} MiB peak ({probe['before_mib']:.0f} MiB before), {probe['seconds']:.0f}s",
+            )
+        )
     print(f"\n{'measure':38} {'ratio':>8}  {'goal':9} detail")
     for name, ratio, goal, detail in rows:
         unit = " GiB" if name.startswith("(d)") else ""

@@ -40,8 +40,9 @@ def bm25_scores(queries: list[str], passages: list[str]) -> np.ndarray:
     stemmer = Stemmer.Stemmer("english")
     index = bm25s.BM25()
     index.index(bm25s.tokenize(passages, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
-    docs, scores = index.retrieve(bm25s.tokenize(queries, stopwords="en", stemmer=stemmer, show_progress=False),
-                                  k=len(passages), show_progress=False)
+    docs, scores = index.retrieve(
+        bm25s.tokenize(queries, stopwords="en", stemmer=stemmer, show_progress=False), k=len(passages), show_progress=False
+    )
     out = np.zeros((len(queries), len(passages)), dtype=np.float32)
     np.put_along_axis(out, docs, scores.astype(np.float32), axis=1)
     return out
@@ -82,8 +83,12 @@ def split_data(data: Path, split: str):
     beir = read_beir(data, split)
     doc_ids = sorted(beir["corpus"])
     qids = sorted(beir["grades"])
-    return doc_ids, [beir["corpus"][d] for d in doc_ids], [beir["queries"][q] for q in qids], \
-        [{d: g for d, g in beir["grades"][q].items() if g > 0} for q in qids]
+    return (
+        doc_ids,
+        [beir["corpus"][d] for d in doc_ids],
+        [beir["queries"][q] for q in qids],
+        [{d: g for d, g in beir["grades"][q].items() if g > 0} for q in qids],
+    )
 
 
 def baselines(a) -> None:
@@ -99,8 +104,7 @@ def baselines(a) -> None:
         row = {"dense": dense, "bm25": lexical}
         for w in (0.3, 0.5, 0.7):
             row[f"hybrid bm25 {w}"] = (1 - w) * zscore(dense) + w * zscore(lexical)
-        print(f"{split} ({len(queries)} q): " + "  ".join(f"{k} {ndcg10(s, doc_ids, grades).mean():.4f}"
-                                                         for k, s in row.items()))
+        print(f"{split} ({len(queries)} q): " + "  ".join(f"{k} {ndcg10(s, doc_ids, grades).mean():.4f}" for k, s in row.items()))
 
 
 def teacher_rows(model, pairs, lexical_weight: float, negatives: int, pool: int, seed: int) -> dict:
@@ -116,9 +120,11 @@ def teacher_rows(model, pairs, lexical_weight: float, negatives: int, pool: int,
     lexical = bm25_scores(queries, passages)
     teacher = dense + lexical_weight * (dense.std(1, keepdims=True) / (lexical.std(1, keepdims=True) + 1e-9)) * lexical
     top1 = teacher.argmax(1) == np.array(positive)
-    print(f"teacher ranks the ICT passage first for {top1.mean():.3f} of queries "
-          f"(dense {np.mean(dense.argmax(1) == np.array(positive)):.3f}, "
-          f"BM25 {np.mean(lexical.argmax(1) == np.array(positive)):.3f})")
+    print(
+        f"teacher ranks the ICT passage first for {top1.mean():.3f} of queries "
+        f"(dense {np.mean(dense.argmax(1) == np.array(positive)):.3f}, "
+        f"BM25 {np.mean(lexical.argmax(1) == np.array(positive)):.3f})"
+    )
     rows: dict[str, list] = {"query": [], "positive": [], **{f"negative_{k}": [] for k in range(negatives)}, "label": []}
     for i, query in enumerate(queries):
         near = dict.fromkeys([*np.argsort(-dense[i])[:pool], *np.argsort(-lexical[i])[:pool]])
@@ -146,8 +152,7 @@ def distill(a) -> None:
     from runner.metrics import paired_bootstrap_ci
 
     model = load_model()
-    nodes = chunk_documents(load_beir_corpus(str(a.data), a.docs).documents,
-                            SentenceSplitter(chunk_size=128, chunk_overlap=16))
+    nodes = chunk_documents(load_beir_corpus(str(a.data), a.docs).documents, SentenceSplitter(chunk_size=128, chunk_overlap=16))
     pairs = ict_pairs(nodes, seed=42)
     rows = teacher_rows(model, pairs, a.lexical_weight, a.negatives, a.pool, a.seed)
     if a.loss == "kl":
@@ -155,14 +160,25 @@ def distill(a) -> None:
     else:  # one (query, positive, negative) row per negative, label = the teacher's raw margin
         labels = rows.pop("label")
         negs = [rows.pop(f"negative_{k}") for k in range(a.negatives)]
-        rows = {"query": [q for q in rows["query"] for _ in negs], "positive": [p for p in rows["positive"] for _ in negs],
-                "negative": [n[i] for i in range(len(labels)) for n in negs],
-                "label": [lab[0] - lab[k + 1] for lab in labels for k in range(a.negatives)]}
+        rows = {
+            "query": [q for q in rows["query"] for _ in negs],
+            "positive": [p for p in rows["positive"] for _ in negs],
+            "negative": [n[i] for i in range(len(labels)) for n in negs],
+            "label": [lab[0] - lab[k + 1] for lab in labels for k in range(a.negatives)],
+        }
         loss = losses.MarginMSELoss(model)
     args = SentenceTransformerTrainingArguments(
-        output_dir=str(ROOT / "outputs" / "bench" / "hybrid_teacher"), num_train_epochs=1,
-        per_device_train_batch_size=32, learning_rate=a.lr, warmup_steps=0.1, bf16=True, use_cpu=True,
-        report_to="none", save_strategy="no", seed=a.seed)
+        output_dir=str(ROOT / "outputs" / "bench" / "hybrid_teacher"),
+        num_train_epochs=1,
+        per_device_train_batch_size=32,
+        learning_rate=a.lr,
+        warmup_steps=0.1,
+        bf16=True,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        seed=a.seed,
+    )
     start = time.perf_counter()
     SentenceTransformerTrainer(model=model, args=args, train_dataset=Dataset.from_dict(rows), loss=loss).train()
     train_s = time.perf_counter() - start
@@ -171,9 +187,11 @@ def distill(a) -> None:
     before = ndcg10(embed(base, queries, "query") @ embed(base, docs, "document").T, doc_ids, grades)
     after = ndcg10(embed(model, queries, "query") @ embed(model, docs, "document").T, doc_ids, grades)
     low, high = paired_bootstrap_ci(before, after)
-    print(f"{a.loss} w={a.lexical_weight} lr={a.lr}: {len(rows['query'])} rows, {train_s:.1f} s training; "
-          f"SciFact train queries nDCG@10 {before.mean():.4f} -> {after.mean():.4f}, "
-          f"delta {after.mean() - before.mean():+.4f} [{low:+.4f}, {high:+.4f}]")
+    print(
+        f"{a.loss} w={a.lexical_weight} lr={a.lr}: {len(rows['query'])} rows, {train_s:.1f} s training; "
+        f"SciFact train queries nDCG@10 {before.mean():.4f} -> {after.mean():.4f}, "
+        f"delta {after.mean() - before.mean():+.4f} [{low:+.4f}, {high:+.4f}]"
+    )
 
 
 def main() -> None:

@@ -54,8 +54,7 @@ def dev_folder(data: Path, out: Path, fraction: float = 0.2, seed: int = 0, smal
     dev = set(random.Random(seed).sample(queries, round(fraction * len(queries))))
     fit = [q for q in queries if q not in dev]
     few = set(random.Random(seed).sample(fit, min(small, len(fit))))
-    for name, keep in (("fit", lambda q: q not in dev), ("dev", lambda q: q in dev),
-                       (f"fit{small}", lambda q: q in few)):
+    for name, keep in (("fit", lambda q: q not in dev), ("dev", lambda q: q in dev), (f"fit{small}", lambda q: q in few)):
         text = "\n".join([header, *(r for r in rows if keep(r.split("\t")[0]))]) + "\n"
         path = folder / "qrels" / f"{name}.tsv"
         if not path.is_file() or path.read_text() != text:
@@ -69,24 +68,41 @@ def benchmarks(split: str, data: Path, out: Path, offline_docs: int) -> dict[str
     else:
         beir, train, evaluate, offline_eval = data, "train", "test", "test"
     return {
-        "supervised": ["qa_generator=file", f"qa_generator.path={beir}", f"qa_generator.split={train}",
-                       "eval_set=beir", f"eval_set.path={beir}", f"eval_set.split={evaluate}"],
-        "offline": ["corpus=beir", f"corpus.path={data}", f"corpus.max_documents={offline_docs}",
-                    "eval_set=beir", f"eval_set.path={data}", f"eval_set.split={offline_eval}"],
+        "supervised": [
+            "qa_generator=file",
+            f"qa_generator.path={beir}",
+            f"qa_generator.split={train}",
+            "eval_set=beir",
+            f"eval_set.path={beir}",
+            f"eval_set.split={evaluate}",
+        ],
+        "offline": [
+            "corpus=beir",
+            f"corpus.path={data}",
+            f"corpus.max_documents={offline_docs}",
+            "eval_set=beir",
+            f"eval_set.path={data}",
+            f"eval_set.split={offline_eval}",
+        ],
         "builtin": [],
-        "long": ["chunker.chunk_size=1024", "chunker.fit_window=false", "chunker.chunk_overlap=0", "qa_generator.num_questions_per_chunk=5"],
+        "long": [
+            "chunker.chunk_size=1024",
+            "chunker.fit_window=false",
+            "chunker.chunk_overlap=0",
+            "qa_generator.num_questions_per_chunk=5",
+        ],
     }
 
 
 def run(name: str, args: list[str], recipe: list[str], out: Path) -> dict:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = out / "runs" / f"{stamp}_{name}"
-    cmd = [sys.executable, "-m", "runner", *args, *recipe, "logger=none", f"name=bench_{name}",
-           f"hydra.run.dir={run_dir}"]
+    cmd = [sys.executable, "-m", "runner", *args, *recipe, "logger=none", f"name=bench_{name}", f"hydra.run.dir={run_dir}"]
     print(f"[{name}] {' '.join(cmd[2:])}", flush=True)
     start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(
+        cmd, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     wall = time.perf_counter() - start
     if done.returncode != 0:
         print(done.stderr[-3000:], file=sys.stderr)
@@ -95,14 +111,23 @@ def run(name: str, args: list[str], recipe: list[str], out: Path) -> dict:
     m = r["metrics"]
     choices = r.get("choices", {})
     return {
-        "benchmark": name, "base": m["base"]["ndcg@10"], "finetuned": m["finetuned"]["ndcg@10"],
-        "delta": m["delta"]["ndcg@10"], "ci95": m["delta_ci95"]["ndcg@10"], "p": m["delta_p"]["ndcg@10"],
-        "train_pairs": r["counts"].get("train_pairs"), "eval_queries": r["counts"]["eval_queries"],
+        "benchmark": name,
+        "base": m["base"]["ndcg@10"],
+        "finetuned": m["finetuned"]["ndcg@10"],
+        "delta": m["delta"]["ndcg@10"],
+        "ci95": m["delta_ci95"]["ndcg@10"],
+        "p": m["delta_p"]["ndcg@10"],
+        "train_pairs": r["counts"].get("train_pairs"),
+        "eval_queries": r["counts"]["eval_queries"],
         "dev_queries": r["counts"].get("dev_queries"),
-        "finetune_s": r["timings_s"].get("finetune"), "wall_s": round(wall, 1), "precision": r["precision"],
+        "finetune_s": r["timings_s"].get("finetune"),
+        "wall_s": round(wall, 1),
+        "precision": r["precision"],
         "rows": {row: m[row]["ndcg@10"] for row in ROWS if row in m},
-        "vs_verdict": m.get("vs_verdict", {}), "verdict": r.get("verdict", {}).get("deploy"),
-        "bm25": choices.get("bm25", {}).get("chosen"), "merge": choices.get("merge", {}).get("chosen_alpha"),
+        "vs_verdict": m.get("vs_verdict", {}),
+        "verdict": r.get("verdict", {}).get("deploy"),
+        "bm25": choices.get("bm25", {}).get("chosen"),
+        "merge": choices.get("merge", {}).get("chosen_alpha"),
         "fusion": {k.removeprefix("fusion_"): v.get("chosen") for k, v in choices.items() if k.startswith("fusion_")},
         "run_dir": str(run_dir),
     }
@@ -117,8 +142,10 @@ def shipping(rows: list[dict]) -> str:
     for r in rows:
         if r.get("failed") or "rows" not in r:
             continue
-        lines.append(f"\n{r['benchmark']}: verdict {r['verdict']}; BM25 {r['bm25']}; merge alpha {r['merge']}; "
-                     f"fusion {r['fusion']}; {r['dev_queries']} dev queries")
+        lines.append(
+            f"\n{r['benchmark']}: verdict {r['verdict']}; BM25 {r['bm25']}; merge alpha {r['merge']}; "
+            f"fusion {r['fusion']}; {r['dev_queries']} dev queries"
+        )
         lines.append(f"  {'retriever':17} {'nDCG@10':>8} {'vs verdict':>11} {'95% CI':>18} {'p':>6}")
         for row, score in r["rows"].items():
             c = r["vs_verdict"].get(row)
@@ -128,16 +155,20 @@ def shipping(rows: list[dict]) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = [f"{'benchmark':11} {'base':>7} {'tuned':>7} {'delta':>8} {'95% CI':>18} {'p':>6} {'pairs':>6} "
-             f"{'queries':>7} {'train s':>8} {'wall s':>7}"]
+    lines = [
+        f"{'benchmark':11} {'base':>7} {'tuned':>7} {'delta':>8} {'95% CI':>18} {'p':>6} {'pairs':>6} "
+        f"{'queries':>7} {'train s':>8} {'wall s':>7}"
+    ]
     for r in rows:
         if r.get("failed"):
             lines.append(f"{r['benchmark']:11} FAILED, see {r['run_dir']}/run.log")
             continue
         ci = f"[{r['ci95'][0]:+.4f}, {r['ci95'][1]:+.4f}]"
-        lines.append(f"{r['benchmark']:11} {r['base']:7.4f} {r['finetuned']:7.4f} {r['delta']:+8.4f} {ci:>18} "
-                     f"{r['p']:6.3f} {r['train_pairs']:6d} {r['eval_queries']:7d} {r['finetune_s']:8.1f} "
-                     f"{r['wall_s']:7.1f}")
+        lines.append(
+            f"{r['benchmark']:11} {r['base']:7.4f} {r['finetuned']:7.4f} {r['delta']:+8.4f} {ci:>18} "
+            f"{r['p']:6.3f} {r['train_pairs']:6d} {r['eval_queries']:7d} {r['finetune_s']:8.1f} "
+            f"{r['wall_s']:7.1f}"
+        )
     return "\n".join(lines)
 
 
@@ -147,8 +178,11 @@ def main() -> None:
     ap.add_argument("--only", default="supervised,offline,builtin", help="comma-separated benchmarks")
     ap.add_argument("--data", type=Path, default=DATA, help="SciFact in the BEIR layout")
     ap.add_argument("--offline-docs", type=int, default=600, help="SciFact documents the offline benchmark trains on")
-    ap.add_argument("--make-dev", action="store_true",
-                    help="only write outputs/bench/scifact_dev (fit/dev qrels) for the experiment=tune_* sweeps")
+    ap.add_argument(
+        "--make-dev",
+        action="store_true",
+        help="only write outputs/bench/scifact_dev (fit/dev qrels) for the experiment=tune_* sweeps",
+    )
     ap.add_argument("recipe", nargs="*", help="runner overrides after --, applied to every benchmark")
     a = ap.parse_args()
     if not (a.data / "corpus.jsonl").is_file():

@@ -28,10 +28,24 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run(tree: Path, out: Path, precision: str, overrides: list[str]) -> tuple[float, dict]:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "runner", "logger=none", f"precision={precision}",
-                    f"hydra.run.dir={out}/run", f"paths.root={out}/outputs", f"cache.dir={out}/cache", *overrides],
-                   cwd=tree, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(tree)})
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runner",
+            "logger=none",
+            f"precision={precision}",
+            f"hydra.run.dir={out}/run",
+            f"paths.root={out}/outputs",
+            f"cache.dir={out}/cache",
+            *overrides,
+        ],
+        cwd=tree,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(tree)},
+    )
     return time.perf_counter() - start, json.loads((out / "run" / "results.json").read_text())
 
 
@@ -46,17 +60,26 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="runner overrides after --, for both trees")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="run_cost."))
-    subprocess.run(["git", "worktree", "add", "--detach", str(tmp / "tree"), a.baseline], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(tmp / "tree"), a.baseline],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        measured = {"before": run(tmp / "tree", tmp / "before", a.precision, a.overrides),
-                    "after": run(ROOT, tmp / "after", a.precision, a.overrides)}
+        measured = {
+            "before": run(tmp / "tree", tmp / "before", a.precision, a.overrides),
+            "after": run(ROOT, tmp / "after", a.precision, a.overrides),
+        }
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(tmp / "tree")], cwd=ROOT)
     (wall_b, before), (wall_a, after) = measured["before"], measured["after"]
     tb, ta = before["timings_s"], after["timings_s"]
-    print(f"baseline {a.baseline}; precision before {before.get('precision')}, after {after.get('precision')}; "
-          f"{os.cpu_count()} CPUs; overrides {a.overrides or 'none'}\n")
+    print(
+        f"baseline {a.baseline}; precision before {before.get('precision')}, after {after.get('precision')}; "
+        f"{os.cpu_count()} CPUs; overrides {a.overrides or 'none'}\n"
+    )
     print(f"{'stage':28}{'before s':>10}{'after s':>10}{'after/before':>14}")
     for stage in list(tb) + [s for s in ta if s not in tb]:
         b, f = tb.get(stage), ta.get(stage)
@@ -66,15 +89,23 @@ def main() -> None:
     added = {s: v for s, v in ta.items() if s not in tb}
     grown = ta.get("statistics", 0) - tb.get("statistics", 0)
     total = sum(added.values()) + max(grown, 0)
-    print(f"\nstages only after has: {', '.join(f'{s} {v:.2f}' for s, v in added.items()) or 'none'}"
-          f"; statistics grew by {grown:+.2f}")
+    print(
+        f"\nstages only after has: {', '.join(f'{s} {v:.2f}' for s, v in added.items()) or 'none'}"
+        f"; statistics grew by {grown:+.2f}"
+    )
     print(f"their seconds: {total:.2f} = {100 * total / wall_b:.1f}% of the baseline's wall")
     print("\nnDCG@10 (same run):")
     for name, res in (("before", before), ("after", after)):
-        rows = {r: v["ndcg@10"] for r, v in res["metrics"].items() if isinstance(v, dict) and "ndcg@10" in v
-                and r not in ("delta", "delta_p", "delta_ci95")}
-        print(f"  {name:7}" + "  ".join(f"{r} {v:.4f}" for r, v in rows.items())
-              + f"  verdict {res.get('verdict', {}).get('deploy', '-')}")
+        rows = {
+            r: v["ndcg@10"]
+            for r, v in res["metrics"].items()
+            if isinstance(v, dict) and "ndcg@10" in v and r not in ("delta", "delta_p", "delta_ci95")
+        }
+        print(
+            f"  {name:7}"
+            + "  ".join(f"{r} {v:.4f}" for r, v in rows.items())
+            + f"  verdict {res.get('verdict', {}).get('deploy', '-')}"
+        )
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -33,9 +33,14 @@ SHARED = ("load", "chunk", "split", "generate", "eval_set", "base_embeddings", "
 
 def runner(tree: Path, *args: str) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "runner", *args], cwd=tree, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(tree)})
+    subprocess.run(
+        [sys.executable, "-m", "runner", *args],
+        cwd=tree,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(tree)},
+    )
     return time.perf_counter() - start
 
 
@@ -44,8 +49,13 @@ def results(path: Path) -> dict:
 
 
 def measure(tree: Path, tmp: Path, docs: int, steps: int, default_run: bool) -> dict:
-    common = ["logger=none", f"corpus.max_documents={docs}", f"finetune.max_steps={steps}",
-              "finetune.batch_size=16", f"paths.root={tmp}/outputs"]
+    common = [
+        "logger=none",
+        f"corpus.max_documents={docs}",
+        f"finetune.max_steps={steps}",
+        "finetune.batch_size=16",
+        f"paths.root={tmp}/outputs",
+    ]
     out: dict = {}
     runner(tree, *common, f"hydra.run.dir={tmp}/single", f"cache.dir={tmp}/cache_single")
     first = results(tmp / "single")
@@ -58,23 +68,40 @@ def measure(tree: Path, tmp: Path, docs: int, steps: int, default_run: bool) -> 
     out["again_cache"] = again["cache"]
     out["precision"] = first.get("precision")
 
-    out["sweep_wall_s"] = runner(tree, "-m", *common, "finetune.learning_rate=1e-5,3e-5,5e-5",
-                                 f"hydra.sweep.dir={tmp}/sweep", f"cache.dir={tmp}/cache_sweep")
-    jobs = sorted((p for p in (tmp / "sweep").iterdir() if (p / "results.json").is_file()),
-                  key=lambda p: int(p.name.split("_")[0]))
+    out["sweep_wall_s"] = runner(
+        tree,
+        "-m",
+        *common,
+        "finetune.learning_rate=1e-5,3e-5,5e-5",
+        f"hydra.sweep.dir={tmp}/sweep",
+        f"cache.dir={tmp}/cache_sweep",
+    )
+    jobs = sorted(
+        (p for p in (tmp / "sweep").iterdir() if (p / "results.json").is_file()), key=lambda p: int(p.name.split("_")[0])
+    )
     out["sweep_jobs"] = [{"cache": results(j)["cache"], "timings": results(j)["timings_s"]} for j in jobs]
     if default_run:
         for label in ("cold", "warm"):
-            out[f"default_{label}_s"] = runner(tree, "logger=none", f"hydra.run.dir={tmp}/default_{label}",
-                                               f"paths.root={tmp}/outputs", f"cache.dir={tmp}/cache_default")
+            out[f"default_{label}_s"] = runner(
+                tree,
+                "logger=none",
+                f"hydra.run.dir={tmp}/default_{label}",
+                f"paths.root={tmp}/outputs",
+                f"cache.dir={tmp}/cache_default",
+            )
             out[f"default_{label}_keys_s"] = results(tmp / f"default_{label}")["timings_s"].get("cache_keys")
             out[f"default_{label}_cache"] = results(tmp / f"default_{label}")["cache"]
     return out
 
 
 def worktree(ref: str, where: Path) -> Path:
-    subprocess.run(["git", "worktree", "add", "--detach", str(where), ref], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(where), ref],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return where
 
 
@@ -100,28 +127,38 @@ def main() -> None:
             subprocess.run(["git", "worktree", "remove", "--force", str(tmp / "baseline")], cwd=ROOT)
     names = list(measured)
     precisions = ", ".join(f"{n} {m['precision']}" for n, m in measured.items())
-    print(f"precision: {precisions}; "
-          f"{os.cpu_count()} CPUs; corpus.max_documents={a.docs}, finetune.max_steps={a.steps}\n")
-    rows = [("3-job sweep, wall s", "sweep_wall_s"), ("shared stages, first run s", "shared_first_s"),
-            ("shared stages, identical second run s", "shared_again_s"), ("cache keys, first run s", "keys_first_s"),
-            ("cache keys, second run s", "keys_again_s")]
+    print(f"precision: {precisions}; {os.cpu_count()} CPUs; corpus.max_documents={a.docs}, finetune.max_steps={a.steps}\n")
+    rows = [
+        ("3-job sweep, wall s", "sweep_wall_s"),
+        ("shared stages, first run s", "shared_first_s"),
+        ("shared stages, identical second run s", "shared_again_s"),
+        ("cache keys, first run s", "keys_first_s"),
+        ("cache keys, second run s", "keys_again_s"),
+    ]
     if a.default_run:
-        rows += [("default run, cold cache, wall s", "default_cold_s"), ("default run, warm cache, wall s", "default_warm_s"),
-                 ("default run, cache keys s (cold)", "default_cold_keys_s"),
-                 ("default run, cache keys s (warm)", "default_warm_keys_s")]
+        rows += [
+            ("default run, cold cache, wall s", "default_cold_s"),
+            ("default run, warm cache, wall s", "default_warm_s"),
+            ("default run, cache keys s (cold)", "default_cold_keys_s"),
+            ("default run, cache keys s (warm)", "default_warm_keys_s"),
+        ]
     print(f"{'measure':42}" + "".join(f"{n:>10}" for n in names) + ("   after/before" if len(names) == 2 else ""))
     for label, key in rows:
         values = [measured[n].get(key) for n in names]
-        ratio = (f"   {values[1] / values[0]:.3f}" if len(values) == 2 and values[0] and values[1] is not None else "")
+        ratio = f"   {values[1] / values[0]:.3f}" if len(values) == 2 and values[0] and values[1] is not None else ""
         print(f"{label:42}" + "".join(f"{fmt(v):>10}" for v in values) + ratio)
     for n in names:
         m = measured[n]
-        print(f"\n{n}: shared/again ratio {m['shared_again_s'] / m['shared_first_s']:.3f} (goal < 0.05); "
-              f"second run cache {m['again_cache']}")
+        print(
+            f"\n{n}: shared/again ratio {m['shared_again_s'] / m['shared_first_s']:.3f} (goal < 0.05); "
+            f"second run cache {m['again_cache']}"
+        )
         for i, job in enumerate(m["sweep_jobs"]):
             computed = [s for s, v in job["cache"].items() if v != "hit" and s in SHARED]
-            print(f"  sweep job {i}: shared stages computed: {computed or 'none (all hits)'}; "
-                  f"seconds: {', '.join(f'{k} {v:.2f}' for k, v in job['timings'].items())}")
+            print(
+                f"  sweep job {i}: shared stages computed: {computed or 'none (all hits)'}; "
+                f"seconds: {', '.join(f'{k} {v:.2f}' for k, v in job['timings'].items())}"
+            )
         if a.default_run:
             print(f"  default run warm cache: {m['default_warm_cache']}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -1,7 +1,7 @@
 """ragtune's library face: what a LlamaIndex app imports from a finished run.
 
-    import ragtune
-    retriever = ragtune.load_retriever("outputs/runs/<date>/<run>", documents)
+import ragtune
+retriever = ragtune.load_retriever("outputs/runs/<date>/<run>", documents)
 """
 
 from runner import __version__

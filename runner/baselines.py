@@ -46,6 +46,7 @@ class Fusion:
 @dataclass
 class Ranking:
     """Each query's top k: rows of corpus positions (-1 = none) and their scores, best first."""
+
     doc_ids: list[str]  # corpus positions -> ids
     rows: np.ndarray  # [queries, k] int
     scores: np.ndarray  # [queries, k] float
@@ -58,8 +59,10 @@ def check_language(language: str) -> None:
     import Stemmer
 
     if language not in Stemmer.algorithms():
-        raise RagtuneError(f"evaluate.baselines.language={language} has no Snowball stemmer; use one of "
-                           f"{', '.join(a for a in Stemmer.algorithms() if a != 'porter')}.")
+        raise RagtuneError(
+            f"evaluate.baselines.language={language} has no Snowball stemmer; use one of "
+            f"{', '.join(a for a in Stemmer.algorithms() if a != 'porter')}."
+        )
 
 
 def has_stopwords(language: str) -> bool:
@@ -90,8 +93,13 @@ class Bm25:
         self.settings = settings
         self.doc_ids = sorted(corpus)
         self.index = bm25s.BM25()
-        tokens = bm25s.tokenize([corpus[d] for d in self.doc_ids], stopwords=settings.language if settings.stopwords
-                                else None, stemmer=_stemmer(settings), token_pattern=TOKEN_PATTERN, show_progress=False)
+        tokens = bm25s.tokenize(
+            [corpus[d] for d in self.doc_ids],
+            stopwords=settings.language if settings.stopwords else None,
+            stemmer=_stemmer(settings),
+            token_pattern=TOKEN_PATTERN,
+            show_progress=False,
+        )
         self.index.index(tokens, show_progress=False)
 
     def search(self, queries: list[str], k: int) -> Ranking:
@@ -100,8 +108,7 @@ class Bm25:
         k = min(k, len(self.doc_ids))  # BM25Retriever lowers its similarity_top_k the same way
         if not queries:
             return Ranking(self.doc_ids, np.zeros((0, k), dtype=np.int64), np.zeros((0, k)))
-        tokens = bm25s.tokenize(queries, stemmer=_stemmer(self.settings), token_pattern=TOKEN_PATTERN,
-                                show_progress=False)
+        tokens = bm25s.tokenize(queries, stemmer=_stemmer(self.settings), token_pattern=TOKEN_PATTERN, show_progress=False)
         rows, scores = self.index.retrieve(tokens, k=k, show_progress=False, n_threads=0)
         return Ranking(self.doc_ids, np.asarray(rows, dtype=np.int64), np.asarray(scores, dtype=np.float64))
 
@@ -135,8 +142,16 @@ def fuse(dense: Ranking, lexical: Ranking, fusion: Fusion, chunk: int = 256) -> 
     """QueryFusionRetriever([dense top k, BM25 top k], mode, similarity_top_k=k, weights) for every query
     (`chunk` queries at a time: the pairwise node comparison is k x k per query)."""
     assert dense.doc_ids == lexical.doc_ids, "both sides must rank the same corpus"
-    parts = [_fuse(dense.rows[i:i + chunk], dense.scores[i:i + chunk], lexical.rows[i:i + chunk],
-                   lexical.scores[i:i + chunk], fusion) for i in range(0, max(len(dense.rows), 1), chunk)]
+    parts = [
+        _fuse(
+            dense.rows[i : i + chunk],
+            dense.scores[i : i + chunk],
+            lexical.rows[i : i + chunk],
+            lexical.scores[i : i + chunk],
+            fusion,
+        )
+        for i in range(0, max(len(dense.rows), 1), chunk)
+    ]
     return Ranking(dense.doc_ids, np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
@@ -151,8 +166,9 @@ def _fuse(d_rows, d_scores, l_rows, l_scores, fusion: Fusion) -> tuple[np.ndarra
     elif fusion.mode in ("relative_score", "dist_based_score"):
         dist = fusion.mode == "dist_based_score"
         w = fusion.dense_weight
-        parts = np.concatenate([_scaled(d_scores, d_rows >= 0, dist) * w,
-                                _scaled(l_scores, l_rows >= 0, dist) * (1.0 - w)], axis=1)
+        parts = np.concatenate(
+            [_scaled(d_scores, d_rows >= 0, dist) * w, _scaled(l_scores, l_rows >= 0, dist) * (1.0 - w)], axis=1
+        )
     else:
         raise RagtuneError(f"fusion mode {fusion.mode} is not one of {', '.join(FUSION_MODES)}.")
     parts = np.where(valid, parts, 0.0)
@@ -171,7 +187,7 @@ def fusion_grid(modes, top_ks, weights) -> list[Fusion]:
     grid = []
     for mode in modes:
         for k in top_ks:
-            for w in ([0.5] if mode == "reciprocal_rerank" else weights):
+            for w in [0.5] if mode == "reciprocal_rerank" else weights:
                 grid.append(Fusion(mode, int(k), float(w)))
     return grid
 

@@ -38,8 +38,9 @@ def text_lengths(dataset, tokenizer=None, max_length: int | None = None) -> np.n
 def length_grouped(order, lengths: np.ndarray, batch_size: int) -> list[int]:
     """A shuffled `order` cut into megabatches of MEGABATCH batches, each sorted longest first."""
     size = batch_size * MEGABATCH
-    return [int(i) for start in range(0, len(order), size)
-            for i in sorted(order[start:start + size], key=lambda i: -lengths[i])]
+    return [
+        int(i) for start in range(0, len(order), size) for i in sorted(order[start : start + size], key=lambda i: -lengths[i])
+    ]
 
 
 def real_token_share(lengths: np.ndarray, batch_size: int, grouped: bool, seed: int = 0) -> float:
@@ -48,8 +49,9 @@ def real_token_share(lengths: np.ndarray, batch_size: int, grouped: bool, seed: 
     order = np.random.default_rng(seed).permutation(len(lengths))
     if grouped:
         order = np.array(length_grouped(order, lengths, batch_size))
-    padded = sum(int(lengths[order[i:i + batch_size]].max()) * len(order[i:i + batch_size])
-                 for i in range(0, len(order), batch_size))
+    padded = sum(
+        int(lengths[order[i : i + batch_size]].max()) * len(order[i : i + batch_size]) for i in range(0, len(order), batch_size)
+    )
     return float(lengths.sum()) / padded if padded else 1.0
 
 
@@ -64,10 +66,25 @@ class LengthGroupedNoDuplicatesBatchSampler(NoDuplicatesBatchSampler):
     out-of-memory shows at the first step, not the last.
     """
 
-    def __init__(self, dataset, batch_size: int, drop_last: bool, valid_label_columns=None,
-                 generator: torch.Generator | None = None, seed: int = 0, *, lengths) -> None:
-        super().__init__(dataset, batch_size=batch_size, drop_last=drop_last,
-                         valid_label_columns=valid_label_columns, generator=generator, seed=seed)
+    def __init__(
+        self,
+        dataset,
+        batch_size: int,
+        drop_last: bool,
+        valid_label_columns=None,
+        generator: torch.Generator | None = None,
+        seed: int = 0,
+        *,
+        lengths,
+    ) -> None:
+        super().__init__(
+            dataset,
+            batch_size=batch_size,
+            drop_last=drop_last,
+            valid_label_columns=valid_label_columns,
+            generator=generator,
+            seed=seed,
+        )
         self.lengths = np.asarray(lengths)
 
     def _iter_one_pass(self, get_sample_values: Callable, has_overlap: Callable) -> Iterator[list[int]]:

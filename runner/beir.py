@@ -11,8 +11,7 @@ from runner.errors import RagtuneError
 
 def _jsonl(path: Path, key: str) -> list[dict]:
     if not path.is_file():
-        raise RagtuneError(f"{key}: {path} is missing; a BEIR folder holds corpus.jsonl, queries.jsonl "
-                           "and qrels/<split>.tsv.")
+        raise RagtuneError(f"{key}: {path} is missing; a BEIR folder holds corpus.jsonl, queries.jsonl and qrels/<split>.tsv.")
     rows = []
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -48,13 +47,15 @@ def read_beir(path: str | Path, split: str, key: str = "eval_set.path") -> dict:
     """
     root = Path(path)
     if not root.is_dir():
-        raise RagtuneError(f"{key}={root} is not a directory; give a BEIR folder (corpus.jsonl, "
-                           "queries.jsonl, qrels/<split>.tsv).")
+        raise RagtuneError(
+            f"{key}={root} is not a directory; give a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)."
+        )
     qrels_path = root / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
         have = sorted(p.stem for p in (root / "qrels").glob("*.tsv"))
-        raise RagtuneError(f"{key}={root} has no qrels/{split}.tsv; splits found: {have or 'none'}. "
-                           "Set the split to one of them.")
+        raise RagtuneError(
+            f"{key}={root} has no qrels/{split}.tsv; splits found: {have or 'none'}. Set the split to one of them."
+        )
     corpus = read_corpus(root, key)
     all_queries = {str(q["_id"]): q["text"] for q in _jsonl(root / "queries.jsonl", key)}
     grades: dict[str, dict[str, float]] = {}
@@ -64,8 +65,7 @@ def read_beir(path: str | Path, split: str, key: str = "eval_set.path") -> dict:
             if n == 1 and not row[-1].lstrip("-").isdigit():
                 continue  # header line
             if len(row) < 3:
-                raise RagtuneError(f"{qrels_path} line {n} has {len(row)} columns, not 3 "
-                                   "(query-id, corpus-id, score).")
+                raise RagtuneError(f"{qrels_path} line {n} has {len(row)} columns, not 3 (query-id, corpus-id, score).")
             grades.setdefault(row[0], {})[row[1]] = float(row[2])
     missing_docs = sorted({d for g in grades.values() for d in g if d not in corpus})
     missing_queries = sorted(q for q in grades if q not in all_queries)
@@ -82,6 +82,5 @@ def read_beir(path: str | Path, split: str, key: str = "eval_set.path") -> dict:
         "corpus": corpus,
         "queries": {q: all_queries[q] for q in judged},
         "grades": judged,
-        "counts": {"queries_without_relevant": len(grades) - len(judged),
-                   "queries_not_in_split": len(all_queries) - len(grades)},
+        "counts": {"queries_without_relevant": len(grades) - len(judged), "queries_not_in_split": len(all_queries) - len(grades)},
     }

@@ -4,8 +4,8 @@ The finetune stage (mining hard negatives, training, scoring each epoch on dev) 
 start. What it would cost is measured, not guessed from the hardware:
 
 - Before mining (only when hard negatives are planned): a short probe, three training steps of 16 rows
-  on a copy of the model, gives the seconds per step of plain pairs (scaled to the batch); a step with mined negatives costs that times
-  the share of extra tokens they add. When the planned epochs with negatives would not fit, the
+  on a copy of the model, gives the seconds per step of plain pairs (scaled to the batch); a step with
+  mined negatives costs that times the share of extra tokens they add. When the planned epochs with negatives would not fit, the
   negatives go first: they double the passages a step reads for a small gain (SciFact supervised dev
   +0.052 against +0.046 without them), while the epochs were chosen by the project's sweeps.
 - During training, `Clock` (a transformers callback) measures the real steps from the third on; when
@@ -52,8 +52,10 @@ def check(value) -> list[str]:
     if value is None or value == "auto":
         return []
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        return [f"finetune.time_budget_s={value!r} is not a time; give seconds of training (e.g. 900), auto "
-                "(900 on a CPU, 3600 on a GPU) or null (no budget)"]
+        return [
+            f"finetune.time_budget_s={value!r} is not a time; give seconds of training (e.g. 900), auto "
+            "(900 on a CPU, 3600 on a GPU) or null (no budget)"
+        ]
     return []
 
 
@@ -72,8 +74,16 @@ class Clock:
     `started`: when the finetune stage began (perf_counter); `epoch_evals`: the dev scorings still owed
     after the steps, each `eval_s_estimate` steps' worth of time until the first one is measured."""
 
-    def __init__(self, budget_s: float | None, started: float, steps_per_epoch: int, record: dict,
-                 warmup_ratio: float, epoch_evals: int = 0, eval_s_estimate=None):
+    def __init__(
+        self,
+        budget_s: float | None,
+        started: float,
+        steps_per_epoch: int,
+        record: dict,
+        warmup_ratio: float,
+        epoch_evals: int = 0,
+        eval_s_estimate=None,
+    ):
         from transformers import TrainerCallback
 
         self.budget_s, self.started, self.steps_per_epoch = budget_s, started, steps_per_epoch
@@ -131,13 +141,21 @@ class Clock:
             control.should_training_stop = True
         (log.warning if state.max_steps == self.planned else log.info)(
             "finetune: time budget %.0f s: at %.1f s a step the %d planned steps would end at %.0f s; training %d "
-            "steps (%.2f epochs)", self.budget_s, step_s, self.planned,
-            elapsed + (self.planned - step) * step_s + reserve, target, target / self.steps_per_epoch)
+            "steps (%.2f epochs)",
+            self.budget_s,
+            step_s,
+            self.planned,
+            elapsed + (self.planned - step) * step_s + reserve,
+            target,
+            target / self.steps_per_epoch,
+        )
         gave_up = [g for g in self.record.get("gave_up", []) if not g.startswith("steps ")]
         if target < self.planned:
-            gave_up.append(f"steps {self.planned} -> {target} ({self.planned / self.steps_per_epoch:.2f} -> "
-                           f"{target / self.steps_per_epoch:.2f} epochs): {step_s:.1f} s a step measured over "
-                           f"{step - 1} steps")
+            gave_up.append(
+                f"steps {self.planned} -> {target} ({self.planned / self.steps_per_epoch:.2f} -> "
+                f"{target / self.steps_per_epoch:.2f} epochs): {step_s:.1f} s a step measured over "
+                f"{step - 1} steps"
+            )
         self.record["gave_up"] = gave_up
         retarget(scheduler, target, self.warmup_ratio)
         state.max_steps = target
@@ -155,8 +173,9 @@ def retarget(scheduler, total_steps: int, warmup_ratio: float) -> None:
     for i, fn in enumerate(getattr(scheduler, "lr_lambdas", [])):
         if getattr(fn, "func", None) is _get_linear_schedule_with_warmup_lr_lambda:
             warmup = min(fn.keywords["num_warmup_steps"], math.ceil(warmup_ratio * total_steps))
-            scheduler.lr_lambdas[i] = functools.partial(_get_linear_schedule_with_warmup_lr_lambda,
-                                                        num_warmup_steps=warmup, num_training_steps=total_steps)
+            scheduler.lr_lambdas[i] = functools.partial(
+                _get_linear_schedule_with_warmup_lr_lambda, num_warmup_steps=warmup, num_training_steps=total_steps
+            )
 
 
 def probe_step_seconds(make_trainer, model, dataset, batch_size: int) -> float:
@@ -175,17 +194,27 @@ def probe_step_seconds(make_trainer, model, dataset, batch_size: int) -> float:
         def on_step_end(self, args, state, control, **kwargs):
             stamps.append(time.perf_counter())
 
-    trainer = make_trainer(copy.deepcopy(model), dataset.select(range(n)), PROBE_STEPS, [Stamp()],
-                           batch_size=probe_batch)
+    trainer = make_trainer(copy.deepcopy(model), dataset.select(range(n)), PROBE_STEPS, [Stamp()], batch_size=probe_batch)
     trainer.train()
     if len(stamps) < 2:
         return float("nan")
     return (stamps[-1] - stamps[0]) / (len(stamps) - 1) * batch_size / probe_batch
 
 
-def fit_negatives(negatives: int, budget_s: float | None, started: float, probe, record: dict, *, steps: int,
-                  steps_per_epoch: int, query_tokens: float, passage_tokens: float, texts_to_mine: int,
-                  batch_size: int) -> int:
+def fit_negatives(
+    negatives: int,
+    budget_s: float | None,
+    started: float,
+    probe,
+    record: dict,
+    *,
+    steps: int,
+    steps_per_epoch: int,
+    query_tokens: float,
+    passage_tokens: float,
+    texts_to_mine: int,
+    batch_size: int,
+) -> int:
     """The number of mined negatives per pair that lets the planned steps fit the budget: `negatives`
     when they fit, else 0 (then the clock fits the epochs). `probe()`: seconds per plain step."""
     if negatives <= 0 or budget_s is None:
@@ -198,14 +227,20 @@ def fit_negatives(negatives: int, budget_s: float | None, started: float, probe,
     mining_s = texts_to_mine / (2 * batch_size) * step_s * FORWARD_SHARE
     elapsed = time.perf_counter() - started
     with_negatives = elapsed + mining_s + steps * step_s * factor
-    record["probe"] = {"seconds_per_plain_step": round(step_s, 3), "negatives_step_factor": round(factor, 3),
-                       "mining_s_estimate": round(mining_s, 1), "projected_with_negatives_s": round(with_negatives, 1)}
+    record["probe"] = {
+        "seconds_per_plain_step": round(step_s, 3),
+        "negatives_step_factor": round(factor, 3),
+        "mining_s_estimate": round(mining_s, 1),
+        "projected_with_negatives_s": round(with_negatives, 1),
+    }
     if with_negatives <= budget_s:
         return negatives
     plain = elapsed + steps * step_s
-    why = (f"hard negatives {negatives} -> 0: with them {steps} steps ({steps / steps_per_epoch:.2f} epochs) project "
-           f"to {with_negatives:.0f} s ({step_s * factor:.1f} s a step, mining ~{mining_s:.0f} s), without them "
-           f"{plain:.0f} s")
+    why = (
+        f"hard negatives {negatives} -> 0: with them {steps} steps ({steps / steps_per_epoch:.2f} epochs) project "
+        f"to {with_negatives:.0f} s ({step_s * factor:.1f} s a step, mining ~{mining_s:.0f} s), without them "
+        f"{plain:.0f} s"
+    )
     log.warning("finetune: time budget %.0f s: %s", budget_s, why)
     record.setdefault("gave_up", []).append(why)
     return 0

@@ -68,8 +68,9 @@ def entries(root: Path, stage: str | None = None) -> list[Entry]:
             except (OSError, json.JSONDecodeError):
                 manifest, complete = {}, False
             mtime = (manifest_file if complete else path).stat().st_mtime
-            found.append(Entry(stage_dir.name, path, _size(path), float(manifest.get("created", mtime)), mtime,
-                               complete, manifest))
+            found.append(
+                Entry(stage_dir.name, path, _size(path), float(manifest.get("created", mtime)), mtime, complete, manifest)
+            )
     return sorted(found, key=lambda e: e.used)
 
 
@@ -127,20 +128,47 @@ def cmd_list(root: Path, stage: str | None, as_json: bool) -> None:
     found = entries(root, stage)
     now = time.time()
     if as_json:
-        print(json.dumps([{"stage": e.stage, "key": e.key, "bytes": e.bytes, "created": e.created, "last_used": e.used,
-                           "complete": e.complete, "config": e.manifest.get("config")} for e in found], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "stage": e.stage,
+                        "key": e.key,
+                        "bytes": e.bytes,
+                        "created": e.created,
+                        "last_used": e.used,
+                        "complete": e.complete,
+                        "config": e.manifest.get("config"),
+                    }
+                    for e in found
+                ],
+                indent=2,
+            )
+        )
         return
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     table = Table(title=f"stage cache: {root}", title_justify="left")
-    for col, justify in (("stage", "left"), ("key", "left"), ("size", "right"), ("age", "right"),
-                         ("last used", "right"), ("made by", "left")):
+    for col, justify in (
+        ("stage", "left"),
+        ("key", "left"),
+        ("size", "right"),
+        ("age", "right"),
+        ("last used", "right"),
+        ("made by", "left"),
+    ):
         table.add_column(col, justify=justify, no_wrap=True, overflow="ellipsis")
     for e in sorted(found, key=lambda e: (e.stage, -e.used)):
-        table.add_row(e.stage, e.key[:12], human_bytes(e.bytes), human_age(now - e.created),
-                      human_age(now - e.used) + " ago", Text(made_by(e, 200)))
+        table.add_row(
+            e.stage,
+            e.key[:12],
+            human_bytes(e.bytes),
+            human_age(now - e.created),
+            human_age(now - e.used) + " ago",
+            Text(made_by(e, 200)),
+        )
     console = Console()
     if not console.is_terminal:  # piped or logged: wide enough for the config column
         console = Console(width=200)
@@ -155,22 +183,26 @@ def cmd_list(root: Path, stage: str | None, as_json: bool) -> None:
 def cmd_show(root: Path, key: str) -> None:
     matches = [e for e in entries(root) if e.key.startswith(key)]
     if len(matches) != 1:
-        raise SystemExit(f"key {key} matches {len(matches)} entries in {root}; give more of the key "
-                         "(python -m runner.cache list shows them).")
-    print(json.dumps({"path": str(matches[0].path), "bytes": matches[0].bytes, **matches[0].manifest}, indent=2,
-                     default=str))
+        raise SystemExit(
+            f"key {key} matches {len(matches)} entries in {root}; give more of the key (python -m runner.cache list shows them)."
+        )
+    print(json.dumps({"path": str(matches[0].path), "bytes": matches[0].bytes, **matches[0].manifest}, indent=2, default=str))
 
 
 def cmd_prune(root: Path, older_than: str, stage: str | None, dry_run: bool) -> None:
     cutoff = time.time() - parse_age(older_than)
     doomed = [e for e in entries(root, stage) if e.used < cutoff]
     for e in doomed:
-        print(f"{'would remove' if dry_run else 'removed'} {e.stage}/{e.key} ({human_bytes(e.bytes)}, "
-              f"last used {human_age(time.time() - e.used)} ago)")
+        print(
+            f"{'would remove' if dry_run else 'removed'} {e.stage}/{e.key} ({human_bytes(e.bytes)}, "
+            f"last used {human_age(time.time() - e.used)} ago)"
+        )
         if not dry_run:
             remove(e)
-    print(f"{len(doomed)} entries, {human_bytes(sum(e.bytes for e in doomed))} "
-          f"{'would be freed' if dry_run else 'freed'}; {len(entries(root, stage))} left.")
+    print(
+        f"{len(doomed)} entries, {human_bytes(sum(e.bytes for e in doomed))} "
+        f"{'would be freed' if dry_run else 'freed'}; {len(entries(root, stage))} left."
+    )
 
 
 def cmd_clear(root: Path, stage: str | None, yes: bool) -> None:
@@ -188,9 +220,12 @@ def cmd_clear(root: Path, stage: str | None, yes: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m runner.cache", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap = argparse.ArgumentParser(
+        prog="python -m runner.cache",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     ap.add_argument("--dir", default="outputs/cache", help="the cache folder (cache.dir; default outputs/cache)")
     sub = ap.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("list", help="entries per stage with size, age, last use and the config that made them")

@@ -17,8 +17,14 @@ from runner.baselines import Bm25, Ranking, fuse
 from runner.eval_set import EvalSet
 from runner.metrics import per_query_metrics
 
-_FAMILY = {"hit_rate": "hit_rate_at_k", "precision": "precision_recall_at_k", "recall": "precision_recall_at_k",
-           "mrr": "mrr_at_k", "ndcg": "ndcg_at_k", "map": "map_at_k"}
+_FAMILY = {
+    "hit_rate": "hit_rate_at_k",
+    "precision": "precision_recall_at_k",
+    "recall": "precision_recall_at_k",
+    "mrr": "mrr_at_k",
+    "ndcg": "ndcg_at_k",
+    "map": "map_at_k",
+}
 
 
 def metric_k(metric: str) -> tuple[str, int]:
@@ -55,8 +61,13 @@ def choose_bm25(dev: EvalSet, grid, metric: str) -> tuple[object, dict]:
         ranking = Bm25(dev.corpus, settings).search([dev.queries[q] for q in qids], k)
         scored.append((settings, float(per_query(ranking.ranked_ids(), dev, qids, metric).mean())))
     chosen, score = _pick(scored)
-    return chosen, {"metric": metric, "candidates": [{**s.as_dict(), "dev": round(v, 5)} for s, v in scored],
-                    "chosen": chosen.as_dict(), "dev": round(score, 5), "seconds": round(time.perf_counter() - start, 3)}
+    return chosen, {
+        "metric": metric,
+        "candidates": [{**s.as_dict(), "dev": round(v, 5)} for s, v in scored],
+        "chosen": chosen.as_dict(),
+        "dev": round(score, 5),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
 
 
 def choose_fusion(dense: Ranking, lexical: Ranking, dev: EvalSet, grid, metric: str) -> tuple[object, dict]:
@@ -66,5 +77,10 @@ def choose_fusion(dense: Ranking, lexical: Ranking, dev: EvalSet, grid, metric: 
     qids = dev.answered_query_ids()
     scored = [(f, float(per_query(fuse(dense, lexical, f).ranked_ids(), dev, qids, metric).mean())) for f in grid]
     chosen, score = _pick(scored)
-    return chosen, {"metric": metric, "candidates": [{**f.as_dict(), "dev": round(v, 5)} for f, v in scored],
-                    "chosen": chosen.as_dict(), "dev": round(score, 5), "seconds": round(time.perf_counter() - start, 3)}
+    return chosen, {
+        "metric": metric,
+        "candidates": [{**f.as_dict(), "dev": round(v, 5)} for f, v in scored],
+        "chosen": chosen.as_dict(),
+        "dev": round(score, 5),
+        "seconds": round(time.perf_counter() - start, 3),
+    }

@@ -48,14 +48,25 @@ def plan_chunks(chunker_cfg, model, model_id: str, revision: Optional[str] = Non
     prompt = len(tok(prompt_text, add_special_tokens=False)["input_ids"]) if prompt_text else 0
     size = window - special - prompt
     named = {"id": model_id, "name_or_path": getattr(model, "_ragtune_path", None), "revision": revision}
-    room = f"the base model reads {window} word pieces ({special} special" + (
-        f", {prompt} for the passage prompt" if prompt else "") + ")"
+    room = (
+        f"the base model reads {window} word pieces ({special} special"
+        + (f", {prompt} for the passage prompt" if prompt else "")
+        + ")"
+    )
     if config.get("chunk_size") != "auto":  # a number, and a cap at the window
         config.update(fit_window={"chunk_size": size, "unit": "word pieces", "tokenizer": named})
         chosen = config["chunk_size"]
-        return ChunkPlan(config, word_piece_counter(tok), {
-            "setting": chosen, "chosen": chosen, "unit": "tiktoken tokens", "window_cap": size,
-            "reason": f"{chosen} tiktoken tokens; {room}: a longer chunk is split again at {size} of them"})
+        return ChunkPlan(
+            config,
+            word_piece_counter(tok),
+            {
+                "setting": chosen,
+                "chosen": chosen,
+                "unit": "tiktoken tokens",
+                "window_cap": size,
+                "reason": f"{chosen} tiktoken tokens; {room}: a longer chunk is split again at {size} of them",
+            },
+        )
     overlap = config.get("chunk_overlap", 0)
     if size <= max(overlap, 0):
         raise RagtuneError(
@@ -65,13 +76,21 @@ def plan_chunks(chunker_cfg, model, model_id: str, revision: Optional[str] = Non
             "base_model.max_seq_length."
         )
     config.update(chunk_size=size, unit="word pieces", tokenizer=named)
-    record = {"setting": "auto", "chosen": size, "unit": "word pieces", "window": window, "special_tokens": special,
-              "prompt_tokens": prompt, "reason": f"{room}: chunks of at most {size} of them are read whole"}
+    record = {
+        "setting": "auto",
+        "chosen": size,
+        "unit": "word pieces",
+        "window": window,
+        "special_tokens": special,
+        "prompt_tokens": prompt,
+        "reason": f"{room}: chunks of at most {size} of them are read whole",
+    }
     return ChunkPlan(config, word_piece_counter(tok), record)
 
 
 def word_piece_counter(tokenizer) -> Callable[[str], list]:
     """A llama-index splitter's `tokenizer`: a text's word pieces, without special tokens."""
+
     def count(text: str) -> list:
         return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
 
@@ -105,8 +124,15 @@ def chunk_corpus(loaded, plan: ChunkPlan) -> dict:
 
     fill_tiktoken_cache()
     kept, dropped = drop_duplicate_chunks(chunk_documents(loaded.documents, build_parser(plan.config, plan.tokenizer)))
-    return {"nodes": kept, "counts": {"documents": len(loaded.documents), "skipped_files": len(loaded.skipped),
-                                      "duplicate_chunks_dropped": dropped, "chunks": len(kept)}}
+    return {
+        "nodes": kept,
+        "counts": {
+            "documents": len(loaded.documents),
+            "skipped_files": len(loaded.skipped),
+            "duplicate_chunks_dropped": dropped,
+            "chunks": len(kept),
+        },
+    }
 
 
 def chunks_to_json(chunked: dict) -> dict:

@@ -21,21 +21,30 @@ def markdown(chunk_size: int = 128, chunk_overlap: int = 16, tokenizer=None) -> 
     counts the cap's units (None: tiktoken)."""
     from llama_index.core.node_parser import MarkdownNodeParser, SentenceSplitter
 
-    return [MarkdownNodeParser(),
-            SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap, tokenizer=tokenizer)]
+    return [MarkdownNodeParser(), SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap, tokenizer=tokenizer)]
 
 
-def semantic(model: str, buffer_size: int = 1, breakpoint_percentile_threshold: int = 95,
-             chunk_size: int = 128, chunk_overlap: int = 16, device: str = "cpu", tokenizer=None) -> list:
+def semantic(
+    model: str,
+    buffer_size: int = 1,
+    breakpoint_percentile_threshold: int = 95,
+    chunk_size: int = 128,
+    chunk_overlap: int = 16,
+    device: str = "cpu",
+    tokenizer=None,
+) -> list:
     """`SemanticSplitterNodeParser` with the base model as its embedding model (loaded locally,
     "local:<dir>" style), then a `SentenceSplitter` cap: semantic chunks have no size limit."""
     from llama_index.core.node_parser import SemanticSplitterNodeParser, SentenceSplitter
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
     embed = HuggingFaceEmbedding(model_name=model, device=None if device == "auto" else device)
-    return [SemanticSplitterNodeParser(embed_model=embed, buffer_size=buffer_size,
-                                       breakpoint_percentile_threshold=breakpoint_percentile_threshold),
-            SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap, tokenizer=tokenizer)]
+    return [
+        SemanticSplitterNodeParser(
+            embed_model=embed, buffer_size=buffer_size, breakpoint_percentile_threshold=breakpoint_percentile_threshold
+        ),
+        SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap, tokenizer=tokenizer),
+    ]
 
 
 def fill_tiktoken_cache() -> list[str]:
@@ -58,10 +67,14 @@ def fill_tiktoken_cache() -> list[str]:
             copy_file_atomic(source, Path(folder) / source.name)
             copied.append(source.name)
         except OSError as e:
-            log.warning("TIKTOKEN_CACHE_DIR=%s lacks the tokenizer file llama-index ships (%s) and we cannot "
-                        "add it (%s): without network the chunker's token counting will fail. Unset "
-                        "TIKTOKEN_CACHE_DIR (llama-index then uses its own copy) or make the folder writable.",
-                        folder, source.name, e)
+            log.warning(
+                "TIKTOKEN_CACHE_DIR=%s lacks the tokenizer file llama-index ships (%s) and we cannot "
+                "add it (%s): without network the chunker's token counting will fail. Unset "
+                "TIKTOKEN_CACHE_DIR (llama-index then uses its own copy) or make the folder writable.",
+                folder,
+                source.name,
+                e,
+            )
             break
     if copied:
         log.info("added llama-index's tiktoken files %s to TIKTOKEN_CACHE_DIR=%s (no download needed)", copied, folder)

@@ -105,6 +105,7 @@ def targets(tree) -> list[str]:
 
 # ---- library versions ----------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class _Dist:
     version: str
@@ -141,8 +142,9 @@ def _installed() -> tuple[dict[str, _Dist], dict[str, list[str]]]:
         if not name or _canonical(name) in dists:
             continue
         name = _canonical(name)
-        dists[name] = _Dist(next((v for k, v in fields if k == "version"), "?"),
-                            tuple(v for k, v in fields if k == "requires-dist"))
+        dists[name] = _Dist(
+            next((v for k, v in fields if k == "version"), "?"), tuple(v for k, v in fields if k == "requires-dist")
+        )
         record = dist.read_text("RECORD")
         if record:
             paths = [line.split(",", 1)[0].split("/") for line in record.splitlines() if line]
@@ -200,5 +202,9 @@ def _library_versions(externals: frozenset[str]) -> tuple[tuple[str, str], ...]:
             continue
         found[dist] = dists[dist].version
         todo.extend(_requirements(dist))
-    return (("python", sys.version), ("implementation", platform.python_implementation()),
-            ("machine", platform.machine()), *sorted(found.items()))
+    return (
+        ("python", sys.version),
+        ("implementation", platform.python_implementation()),
+        ("machine", platform.machine()),
+        *sorted(found.items()),
+    )

@@ -68,10 +68,20 @@ def rows_for(runs: list[dict], metric: str) -> tuple[list[str], list[list]]:
         flat = flatten(r["config"])
         m = r["metrics"]
         ci = m.get("delta_ci95", {}).get(name)
-        rows.append([i, run_label(r), *[flat.get(p) for p in params], *[value_of(r, x) for x in extra],
-                     m["base"].get(name), m.get("finetuned", {}).get(name), m.get("delta", {}).get(name),
-                     f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "", *[m.get(o, {}).get(name) for o in others],
-                     r.get("verdict", {}).get("deploy", "")])
+        rows.append(
+            [
+                i,
+                run_label(r),
+                *[flat.get(p) for p in params],
+                *[value_of(r, x) for x in extra],
+                m["base"].get(name),
+                m.get("finetuned", {}).get(name),
+                m.get("delta", {}).get(name),
+                f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "",
+                *[m.get(o, {}).get(name) for o in others],
+                r.get("verdict", {}).get("deploy", ""),
+            ]
+        )
     return columns, rows
 
 
@@ -147,13 +157,18 @@ def plot(out: Path, runs: list[dict], metric: str) -> list[Path]:
     pos = range(len(ranked))
     base = [r["metrics"]["base"].get(name, math.nan) for r in ranked]
     tuned = [r["metrics"].get("finetuned", {}).get(name, math.nan) for r in ranked]
-    err = [[t - r["metrics"].get("delta_ci95", {}).get(name, [0, 0])[0] - b if not math.isnan(t) else 0
-            for r, b, t in zip(ranked, base, tuned)],
-           [r["metrics"].get("delta_ci95", {}).get(name, [0, 0])[1] + b - t if not math.isnan(t) else 0
-            for r, b, t in zip(ranked, base, tuned)]]
+    err = [
+        [
+            t - r["metrics"].get("delta_ci95", {}).get(name, [0, 0])[0] - b if not math.isnan(t) else 0
+            for r, b, t in zip(ranked, base, tuned)
+        ],
+        [
+            r["metrics"].get("delta_ci95", {}).get(name, [0, 0])[1] + b - t if not math.isnan(t) else 0
+            for r, b, t in zip(ranked, base, tuned)
+        ],
+    ]
     ax.bar([p - 0.2 for p in pos], base, width=0.4, label="base")
-    ax.bar([p + 0.2 for p in pos], tuned, width=0.4, label="finetuned (error bar: 95% CI of the gain)",
-           yerr=err, capsize=3)
+    ax.bar([p + 0.2 for p in pos], tuned, width=0.4, label="finetuned (error bar: 95% CI of the gain)", yerr=err, capsize=3)
     ax.set_xticks(list(pos), [run_label(r)[:28] for r in ranked], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(name)
     ax.set_xlabel("run (#n: sweep job n)")
@@ -189,8 +204,9 @@ def compare(paths: list[Path], metric: str | None = None, out: Path | None = Non
     """Rank, write compare.csv / compare.md / plots into `out`, return the table as text."""
     runs = collect(paths)
     if not runs:
-        raise SystemExit(f"no results.json below {', '.join(map(str, paths))}: nothing to compare "
-                         "(a run writes one when it finishes).")
+        raise SystemExit(
+            f"no results.json below {', '.join(map(str, paths))}: nothing to compare (a run writes one when it finishes)."
+        )
     metric = metric or runs[0]["config"].get("optimized_metric", "finetuned/ndcg@10")
     out = out or (paths[0] if len(paths) == 1 and paths[0].is_dir() else Path.cwd())
     out.mkdir(parents=True, exist_ok=True)

@@ -36,9 +36,13 @@ def planned(setting, pairs: int, batch_size: int) -> tuple[float, dict]:
         return float(setting), {"setting": setting, "planned": float(setting)}
     epochs = min(MAX_EPOCHS, max(1, math.ceil(TARGET_STEPS / steps_per_epoch)))
     return float(epochs), {
-        "setting": "auto", "planned": float(epochs), "pairs": pairs, "steps_per_epoch": steps_per_epoch,
+        "setting": "auto",
+        "planned": float(epochs),
+        "pairs": pairs,
+        "steps_per_epoch": steps_per_epoch,
         "reason": f"{pairs} pairs make {steps_per_epoch} steps an epoch at batch {batch_size}: {epochs} epoch(s) for "
-                  f"{TARGET_STEPS} steps or more, between 1 and {MAX_EPOCHS}"}
+        f"{TARGET_STEPS} steps or more, between 1 and {MAX_EPOCHS}",
+    }
 
 
 def wanted(best_epoch: bool | None, dev_texts: int, epoch_texts: int, steps: int, steps_per_epoch: int) -> bool:
@@ -74,19 +78,16 @@ class BestEpoch:
     def epoch_end(self, state) -> None:
         start = time.perf_counter()
         ranking, values = self.score(self.model)
-        entry = {"epoch": round(float(state.epoch), 3), "dev": float(values.mean()), "values": values,
-                 "ranking": ranking}
+        entry = {"epoch": round(float(state.epoch), 3), "dev": float(values.mean()), "values": values, "ranking": ranking}
         self.epochs.append(entry)
         if self.best is None or entry["dev"] > self.epochs[self.best[0]]["dev"]:
             self.runner_up = self.best
-            self.best = (len(self.epochs) - 1, {k: v.detach().to("cpu", copy=True)
-                                                for k, v in self.model.state_dict().items()})
+            self.best = (len(self.epochs) - 1, {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()})
         elif self.runner_up is None or entry["dev"] > self.epochs[self.runner_up[0]]["dev"]:
             self.runner_up = (len(self.epochs) - 1, None)  # never kept over the best: no copy needed
         seconds = time.perf_counter() - start
         self.seconds += seconds
-        log.info("finetune: epoch %.2f scores %.4f on dev (%s, %.1f s)", entry["epoch"], entry["dev"], self.metric,
-                 seconds)
+        log.info("finetune: epoch %.2f scores %.4f on dev (%s, %.1f s)", entry["epoch"], entry["dev"], self.metric, seconds)
         if self.on_eval:
             self.on_eval(seconds)
 
@@ -95,8 +96,12 @@ class BestEpoch:
         from runner.metrics import paired_bootstrap_ci
 
         last = self.epochs[-1]
-        record = {"metric": self.metric, "dev": {f"{e['epoch']:g}": round(e["dev"], 5) for e in self.epochs},
-                  "chosen": last["epoch"], "seconds": round(self.seconds, 3)}
+        record = {
+            "metric": self.metric,
+            "dev": {f"{e['epoch']:g}": round(e["dev"], 5) for e in self.epochs},
+            "chosen": last["epoch"],
+            "seconds": round(self.seconds, 3),
+        }
         last_index = len(self.epochs) - 1
         earlier = self.runner_up if self.best[0] == last_index else self.best
         if earlier is None:
@@ -109,10 +114,14 @@ class BestEpoch:
         if low > 0:
             self.model.load_state_dict(state)
             record["chosen"] = best["epoch"]
-            record["reason"] = (f"epoch {best['epoch']:g} scores {best['dev']:.4f} on dev, clearly above the last "
-                                f"epoch's {last['dev']:.4f} ({best['dev'] - last['dev']:+.4f} [{low:+.4f}, {high:+.4f}])")
+            record["reason"] = (
+                f"epoch {best['epoch']:g} scores {best['dev']:.4f} on dev, clearly above the last "
+                f"epoch's {last['dev']:.4f} ({best['dev'] - last['dev']:+.4f} [{low:+.4f}, {high:+.4f}])"
+            )
             return record, best["ranking"]
-        record["reason"] = (f"the last epoch, {last['epoch']:g} ({last['dev']:.4f} on dev); the best earlier one, "
-                            f"{best['epoch']:g} ({best['dev']:.4f}, {best['dev'] - last['dev']:+.4f} [{low:+.4f}, "
-                            f"{high:+.4f}]), is not clearly better")
+        record["reason"] = (
+            f"the last epoch, {last['epoch']:g} ({last['dev']:.4f} on dev); the best earlier one, "
+            f"{best['epoch']:g} ({best['dev']:.4f}, {best['dev'] - last['dev']:+.4f} [{low:+.4f}, "
+            f"{high:+.4f}]), is not clearly better"
+        )
         return record, last["ranking"]

@@ -83,8 +83,13 @@ def encode(model, texts: list[str], kind: str, batch_size: int, precision: str =
     """Normalised float32 embeddings; `kind` is "query" or "document" (the model's prompts apply)."""
     fn = model.encode_query if kind == "query" else model.encode_document
     with autocast(model, precision):
-        emb = fn(texts, batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True,
-                 show_progress_bar=len(texts) > 10 * batch_size)
+        emb = fn(
+            texts,
+            batch_size=batch_size,
+            convert_to_tensor=True,
+            normalize_embeddings=True,
+            show_progress_bar=len(texts) > 10 * batch_size,
+        )
     return emb.float()
 
 
@@ -94,9 +99,16 @@ def build_index(model, model_id: str, corpus: dict[str, str], batch_size: int, p
     return CorpusIndex(model_id, doc_ids, emb)
 
 
-def evaluate_model(model, eval_set: EvalSet, evaluate_cfg, batch_size: int = 64, *,
-                   model_id: str = "model", index: CorpusIndex | None = None,
-                   precision: str = "fp32") -> EvalResult:
+def evaluate_model(
+    model,
+    eval_set: EvalSet,
+    evaluate_cfg,
+    batch_size: int = 64,
+    *,
+    model_id: str = "model",
+    index: CorpusIndex | None = None,
+    precision: str = "fp32",
+) -> EvalResult:
     """Rank the corpus for each query with `model`, score the rankings.
 
     `index`: corpus embeddings made earlier (e.g. from the embedding cache); they must come from
@@ -125,21 +137,27 @@ def score_ranked(ranked: list[list[str]], eval_set: EvalSet, evaluate_cfg) -> Ev
     return EvalResult(mean_metrics(per_query), per_query, query_ids, first)
 
 
-def dense_top(model, model_id: str, eval_set: EvalSet, k: int, batch_size: int = 64, precision: str = "fp32",
-              index: CorpusIndex | None = None, query_emb=None):
+def dense_top(
+    model,
+    model_id: str,
+    eval_set: EvalSet,
+    k: int,
+    batch_size: int = 64,
+    precision: str = "fp32",
+    index: CorpusIndex | None = None,
+    query_emb=None,
+):
     """Each answered query's top k by the model (a `baselines.Ranking`, the dense side of a hybrid)."""
     from runner.baselines import dense_ranking
 
     if index is None:
         index = build_index(model, model_id, eval_set.corpus, batch_size, precision)
     if query_emb is None:
-        query_emb = encode(model, [eval_set.queries[q] for q in eval_set.answered_query_ids()], "query",
-                           batch_size, precision)
+        query_emb = encode(model, [eval_set.queries[q] for q in eval_set.answered_query_ids()], "query", batch_size, precision)
     return dense_ranking(query_emb, index, k)
 
 
-def dev_scores(model, model_id: str, dev: EvalSet, metric: str, k: int, batch_size: int = 64,
-               precision: str = "fp32"):
+def dev_scores(model, model_id: str, dev: EvalSet, metric: str, k: int, batch_size: int = 64, precision: str = "fp32"):
     """(the model's top-k ranking of `dev`, one value of `metric` per answered query): what every
     choice on the dev split compares."""
     ranking = dense_top(model, model_id, dev, k, batch_size, precision)
@@ -153,8 +171,18 @@ def ranking_scores(ranking, dev: EvalSet, metric: str):
     return per_query(ranking.ranked_ids(), dev, dev.answered_query_ids(), metric)
 
 
-def evaluate_with_engine(model, eval_set: EvalSet, evaluate_cfg, index: CorpusIndex | None = None, *,
-                         model_path: str, model_id: str, precision: str, device: str, base_model_cfg) -> EvalResult:
+def evaluate_with_engine(
+    model,
+    eval_set: EvalSet,
+    evaluate_cfg,
+    index: CorpusIndex | None = None,
+    *,
+    model_path: str,
+    model_id: str,
+    precision: str,
+    device: str,
+    base_model_cfg,
+) -> EvalResult:
     """One model on the eval set, by the engine `evaluate.engine` names: `fast` (batched encode, exact
     top-k; `index`: the corpus embeddings when made already) or `llama_index` (the seed guide's path)."""
     if evaluate_cfg.engine == "llama_index":
@@ -162,17 +190,22 @@ def evaluate_with_engine(model, eval_set: EvalSet, evaluate_cfg, index: CorpusIn
 
         adapter = getattr(model, "adapter", None)  # finetune=adapter: the base model + the adapter dir
         return evaluate_with_llama_index(
-            str(base_model_cfg.name_or_path) if adapter is not None else model_path, eval_set,
-            evaluate_cfg.llama_index_top_k, max_length=model.max_seq_length,
-            query_prompt=base_model_cfg.query_prompt, passage_prompt=base_model_cfg.passage_prompt,
-            device=device, adapter=(model_path, type(adapter)) if adapter is not None else None)
-    return evaluate_model(model, eval_set, evaluate_cfg, evaluate_cfg.batch_size, model_id=model_id,
-                          index=index, precision=precision)
+            str(base_model_cfg.name_or_path) if adapter is not None else model_path,
+            eval_set,
+            evaluate_cfg.llama_index_top_k,
+            max_length=model.max_seq_length,
+            query_prompt=base_model_cfg.query_prompt,
+            passage_prompt=base_model_cfg.passage_prompt,
+            device=device,
+            adapter=(model_path, type(adapter)) if adapter is not None else None,
+        )
+    return evaluate_model(
+        model, eval_set, evaluate_cfg, evaluate_cfg.batch_size, model_id=model_id, index=index, precision=precision
+    )
 
 
 def index_to_json(index: CorpusIndex) -> dict:
-    return {"model_id": index.model_id, "doc_ids": index.doc_ids,
-            "arrays": {"embeddings": index.embeddings.cpu().numpy()}}
+    return {"model_id": index.model_id, "doc_ids": index.doc_ids, "arrays": {"embeddings": index.embeddings.cpu().numpy()}}
 
 
 def index_from_json(data: dict) -> CorpusIndex:
@@ -182,8 +215,10 @@ def index_from_json(data: dict) -> CorpusIndex:
 
 
 def result_to_json(result: EvalResult) -> dict:
-    return {**{k: v for k, v in result.__dict__.items() if k != "dense"},
-            "per_query": {k: v.tolist() for k, v in result.per_query.items()}}
+    return {
+        **{k: v for k, v in result.__dict__.items() if k != "dense"},
+        "per_query": {k: v.tolist() for k, v in result.per_query.items()},
+    }
 
 
 def result_from_json(data: dict) -> EvalResult:

@@ -19,18 +19,30 @@ from runner.evaluate import EvalResult, EvalSet
 METRICS = ("hit_rate", "mrr", "precision", "recall", "ndcg")  # llama-index's names, reported as <name>@k
 
 
-def evaluate_with_llama_index(model_dir: str, eval_set: EvalSet, k: int, *,
-                              max_length: int | None = None, query_prompt: str = "",
-                              passage_prompt: str = "", device: str = "cpu", adapter=None) -> EvalResult:
+def evaluate_with_llama_index(
+    model_dir: str,
+    eval_set: EvalSet,
+    k: int,
+    *,
+    max_length: int | None = None,
+    query_prompt: str = "",
+    passage_prompt: str = "",
+    device: str = "cpu",
+    adapter=None,
+) -> EvalResult:
     """`adapter`: (adapter dir, adapter class) to evaluate `AdapterEmbeddingModel` over the model."""
     from llama_index.core import VectorStoreIndex
     from llama_index.core.evaluation import RetrieverEvaluator
     from llama_index.core.schema import TextNode
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
-    embed = HuggingFaceEmbedding(model_name=str(model_dir), max_length=max_length,
-                                 query_instruction=query_prompt or None,
-                                 text_instruction=passage_prompt or None, device=device)
+    embed = HuggingFaceEmbedding(
+        model_name=str(model_dir),
+        max_length=max_length,
+        query_instruction=query_prompt or None,
+        text_instruction=passage_prompt or None,
+        device=device,
+    )
     if adapter is not None:
         from llama_index.embeddings.adapter import AdapterEmbeddingModel
 

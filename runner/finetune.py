@@ -32,12 +32,22 @@ def directions_problem(directions) -> str | None:
     """What is wrong with `finetune.directions`, or None (checked up front by validate, and here)."""
     if "query_to_doc" in directions and not set(directions) - set(DIRECTIONS):
         return None
-    return (f"finetune.directions={list(directions)} must include query_to_doc and only name "
-            f"{', '.join(DIRECTIONS)} (try [query_to_doc,doc_to_query])")
+    return (
+        f"finetune.directions={list(directions)} must include query_to_doc and only name "
+        f"{', '.join(DIRECTIONS)} (try [query_to_doc,doc_to_query])"
+    )
 
 
-def build_loss(model, loss: str, mini_batch_size: int, matryoshka_dims: list[int], *, scale: float = 20.0,
-               directions: list[str] = ("query_to_doc",), hardness_strength: float = 0.0):
+def build_loss(
+    model,
+    loss: str,
+    mini_batch_size: int,
+    matryoshka_dims: list[int],
+    *,
+    scale: float = 20.0,
+    directions: list[str] = ("query_to_doc",),
+    hardness_strength: float = 0.0,
+):
     """mnrl: in-batch negatives; cached_mnrl: the same loss with gradient caching, so a batch of
     thousands fits in memory (mini_batch_size at a time); matryoshka: MNRL at several truncated
     dimensions, so the embeddings can be cut down later.
@@ -65,8 +75,9 @@ def build_loss(model, loss: str, mini_batch_size: int, matryoshka_dims: list[int
             f"finetune.matryoshka_dims={list(matryoshka_dims)} must be non-empty and at most the model's "
             f"{dim} dimensions; use for example finetune.matryoshka_dims=[{dim},{dim // 2},{dim // 4}]."
         )
-    return losses.MatryoshkaLoss(model, losses.MultipleNegativesRankingLoss(model, **knobs),
-                                matryoshka_dims=list(matryoshka_dims))
+    return losses.MatryoshkaLoss(
+        model, losses.MultipleNegativesRankingLoss(model, **knobs), matryoshka_dims=list(matryoshka_dims)
+    )
 
 
 def resolve_hard_negatives(num: int | None, pairs_from_file: bool) -> int:
@@ -87,10 +98,18 @@ def add_hard_negatives(dataset, model, num: int, relative_margin: float, range_m
     from sentence_transformers.util import mine_hard_negatives
 
     return mine_hard_negatives(
-        dataset, model, anchor_column_name="anchor", positive_column_name="positive", num_negatives=num,
-        range_max=max(range_max, num + 1), relative_margin=relative_margin, sampling_strategy="top",
-        output_format="n-tuple", batch_size=batch_size,
-        query_prompt=model.prompts.get("query") or None, corpus_prompt=model.prompts.get("document") or None,
+        dataset,
+        model,
+        anchor_column_name="anchor",
+        positive_column_name="positive",
+        num_negatives=num,
+        range_max=max(range_max, num + 1),
+        relative_margin=relative_margin,
+        sampling_strategy="top",
+        output_format="n-tuple",
+        batch_size=batch_size,
+        query_prompt=model.prompts.get("query") or None,
+        corpus_prompt=model.prompts.get("document") or None,
     )
 
 
@@ -103,13 +122,26 @@ def consistent_rows(dataset, model, top_k: int, batch_size: int):
 
     passages = sorted(set(dataset["positive"]))
     position = {p: i for i, p in enumerate(passages)}
-    queries = model.encode(dataset["anchor"], prompt=model.prompts.get("query") or None, batch_size=batch_size,
-                           convert_to_tensor=True, normalize_embeddings=True)
-    corpus = model.encode(passages, prompt=model.prompts.get("document") or None, batch_size=batch_size,
-                          convert_to_tensor=True, normalize_embeddings=True)
+    queries = model.encode(
+        dataset["anchor"],
+        prompt=model.prompts.get("query") or None,
+        batch_size=batch_size,
+        convert_to_tensor=True,
+        normalize_embeddings=True,
+    )
+    corpus = model.encode(
+        passages,
+        prompt=model.prompts.get("document") or None,
+        batch_size=batch_size,
+        convert_to_tensor=True,
+        normalize_embeddings=True,
+    )
     hits = semantic_search(queries, corpus, top_k=top_k)
-    keep = [i for i, (row_hits, positive) in enumerate(zip(hits, dataset["positive"]))
-            if position[positive] in {h["corpus_id"] for h in row_hits}]
+    keep = [
+        i
+        for i, (row_hits, positive) in enumerate(zip(hits, dataset["positive"]))
+        if position[positive] in {h["corpus_id"] for h in row_hits}
+    ]
     return dataset.select(keep)
 
 
@@ -142,11 +174,17 @@ def run_training(train: Callable[[], Any], *, batch_size: int, loss: str = "mnrl
         return train()
     except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
         text = str(err)
-        if not isinstance(err, (torch.OutOfMemoryError, MemoryError)) and "out of memory" not in text \
-                and "can't allocate memory" not in text:
+        if (
+            not isinstance(err, (torch.OutOfMemoryError, MemoryError))
+            and "out of memory" not in text
+            and "can't allocate memory" not in text
+        ):
             raise
-        hint = ("or use finetune.loss=cached_mnrl with a small finetune.mini_batch_size (same batch, "
-                "a fraction of the memory)" if loss != "cached_mnrl" else "or lower finetune.mini_batch_size")
+        hint = (
+            "or use finetune.loss=cached_mnrl with a small finetune.mini_batch_size (same batch, a fraction of the memory)"
+            if loss != "cached_mnrl"
+            else "or lower finetune.mini_batch_size"
+        )
         raise RagtuneError(
             f"training ran out of memory at finetune.batch_size={batch_size} ({type(err).__name__}: "
             f"{text.splitlines()[0][:160] if text else 'no detail'}); lower finetune.batch_size {hint}, "
@@ -256,18 +294,44 @@ def train_sentence_transformers(
     budget = time_budget.resolve_budget(time_budget_s, device)
     record = report.setdefault("time_budget", {"budget_s": budget, "setting": time_budget_s})
     record["planned"] = {"steps": total, "epochs": round(total / steps_per_epoch, 3)}
-    make_trainer = functools.partial(_trainer, model_args=training_args(
-        output_dir, epochs=epochs, max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
-        warmup_ratio=warmup_ratio, weight_decay=weight_decay, seed=seed, precision=precision, device=device,
-        dataloader_num_workers=dataloader_num_workers, torch_compile=torch_compile, total=total, model=model),
-        loss_of=lambda m: build_loss(m, loss, mini_batch_size, list(matryoshka_dims), scale=scale,
-                                     directions=list(directions), hardness_strength=hardness_strength))
+    make_trainer = functools.partial(
+        _trainer,
+        model_args=training_args(
+            output_dir,
+            epochs=epochs,
+            max_steps=max_steps,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            warmup_ratio=warmup_ratio,
+            weight_decay=weight_decay,
+            seed=seed,
+            precision=precision,
+            device=device,
+            dataloader_num_workers=dataloader_num_workers,
+            torch_compile=torch_compile,
+            total=total,
+            model=model,
+        ),
+        loss_of=lambda m: build_loss(
+            m,
+            loss,
+            mini_batch_size,
+            list(matryoshka_dims),
+            scale=scale,
+            directions=list(directions),
+            hardness_strength=hardness_strength,
+        ),
+    )
     train_dataset = Dataset.from_dict(rows)
     if filter_top_k > 0:
         with autocast(precision, device):
             train_dataset = consistent_rows(train_dataset, model, filter_top_k, batch_size)
-        log.info("finetune: %d of %d pairs kept by the consistency filter (passage in the base model's top %d)",
-                 len(train_dataset), n, filter_top_k)
+        log.info(
+            "finetune: %d of %d pairs kept by the consistency filter (passage in the base model's top %d)",
+            len(train_dataset),
+            n,
+            filter_top_k,
+        )
         if len(train_dataset) < batch_size:
             raise RagtuneError(
                 f"the consistency filter kept {len(train_dataset)} of {n} pairs, fewer than "
@@ -281,20 +345,32 @@ def train_sentence_transformers(
 
         lengths = {k: word_pieces(model, train_dataset[k][:1000]) for k in ("anchor", "positive")}
         negatives = time_budget.fit_negatives(
-            negatives, budget, started, lambda: time_budget.probe_step_seconds(
-                make_trainer, model, train_dataset, batch_size), record,
-            steps=total, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
+            negatives,
+            budget,
+            started,
+            lambda: time_budget.probe_step_seconds(make_trainer, model, train_dataset, batch_size),
+            record,
+            steps=total,
+            steps_per_epoch=steps_per_epoch,
+            batch_size=batch_size,
             query_tokens=time_budget.mean_tokens(lengths["anchor"], model.max_seq_length),
             passage_tokens=time_budget.mean_tokens(lengths["positive"], model.max_seq_length),
-            texts_to_mine=len(set(train_dataset["anchor"])) + len(set(train_dataset["positive"])))
+            texts_to_mine=len(set(train_dataset["anchor"])) + len(set(train_dataset["positive"])),
+        )
     if negatives > 0:
         train_dataset = mined(train_dataset, model, negatives, hard_negatives, batch_size, n, precision, device)
         negatives = len(train_dataset.column_names) - 2  # auto falls back to in-batch negatives: 0
     record["hard_negatives"] = negatives
     if "hard_negatives" in report and report["hard_negatives"]["chosen"] != negatives:
-        report["hard_negatives"].update(chosen=negatives, reason=report["hard_negatives"]["reason"] + (
-            "; dropped to fit finetune.time_budget_s" if record.get("gave_up") else
-            "; mining would have dropped over half the pairs: in-batch only"))
+        report["hard_negatives"].update(
+            chosen=negatives,
+            reason=report["hard_negatives"]["reason"]
+            + (
+                "; dropped to fit finetune.time_budget_s"
+                if record.get("gave_up")
+                else "; mining would have dropped over half the pairs: in-batch only"
+            ),
+        )
     # the rows are final (filtered, mined): the steps an epoch really takes
     steps_per_epoch = math.ceil(len(train_dataset) / batch_size)
     total = max_steps if max_steps > 0 else math.ceil(steps_per_epoch * epochs)
@@ -303,24 +379,45 @@ def train_sentence_transformers(
     epoch_texts = len(train_dataset) * len(train_dataset.column_names)
     dev_texts = dev.texts if dev is not None else 0
     score_epochs = dev is not None and wanted(best_epoch, dev_texts, epoch_texts, total, steps_per_epoch)
-    clock = time_budget.Clock(budget, started, steps_per_epoch, record, warmup_ratio,
-                              epoch_evals=math.ceil(total / steps_per_epoch) if score_epochs else 0,
-                              eval_s_estimate=dev_texts / (batch_size * len(train_dataset.column_names))
-                              * time_budget.FORWARD_SHARE)
+    clock = time_budget.Clock(
+        budget,
+        started,
+        steps_per_epoch,
+        record,
+        warmup_ratio,
+        epoch_evals=math.ceil(total / steps_per_epoch) if score_epochs else 0,
+        eval_s_estimate=dev_texts / (batch_size * len(train_dataset.column_names)) * time_budget.FORWARD_SHARE,
+    )
     callbacks = [forward.callback, clock.callback]
     picker = None
     if score_epochs:
         picker = BestEpoch(model, dev.score, dev.metric, dev.n_resamples, dev.seed, on_eval=clock.eval_done)
         callbacks.append(picker.callback)
     else:
-        report["epochs"] = {"best_epoch": best_epoch, "chosen": round(total / steps_per_epoch, 3), "reason": (
-            "no dev split" if dev is None else f"finetune.best_epoch={best_epoch}" if best_epoch is not None else
-            "one epoch or less: nothing to choose" if total <= steps_per_epoch else
-            f"not scored: the dev split ({dev_texts} texts) costs more than half an epoch ({epoch_texts} texts) to encode")}
+        report["epochs"] = {
+            "best_epoch": best_epoch,
+            "chosen": round(total / steps_per_epoch, 3),
+            "reason": (
+                "no dev split"
+                if dev is None
+                else f"finetune.best_epoch={best_epoch}"
+                if best_epoch is not None
+                else "one epoch or less: nothing to choose"
+                if total <= steps_per_epoch
+                else f"not scored: the dev split ({dev_texts} texts) costs more than half an epoch "
+                f"({epoch_texts} texts) to encode"
+            ),
+        }
     trainer = make_trainer(model, train_dataset, None, callbacks, batch_sampler=sampler)
-    log.info("finetune: %d rows, %d steps, batch %d, lr %g, %s%s", len(train_dataset), total, batch_size, learning_rate,
-             precision,
-             f", time budget {budget:.0f} s" if budget else "")
+    log.info(
+        "finetune: %d rows, %d steps, batch %d, lr %g, %s%s",
+        len(train_dataset),
+        total,
+        batch_size,
+        learning_rate,
+        precision,
+        f", time budget {budget:.0f} s" if budget else "",
+    )
     run_training(trainer.train, batch_size=batch_size, loss=loss)
     if forward.nan:
         raise RagtuneError(
@@ -328,11 +425,16 @@ def train_sentence_transformers(
             "the model was not saved. Lower finetune.learning_rate or use precision=fp32."
         )
     steps = trainer.state.global_step
-    record.update(chosen={"steps": steps, "epochs": round(steps / steps_per_epoch, 3), "hard_negatives": negatives},
-                  seconds=round(time.perf_counter() - started, 1))
-    record["reason"] = (f"{steps} steps ({steps / steps_per_epoch:.2f} epochs), {negatives} mined negative(s) a pair, "
-                        f"in {record['seconds']:.0f} s" + (f" of a {budget:.0f} s budget" if budget else " (no budget)")
-                        + ("; gave up " + "; ".join(record["gave_up"]) if record.get("gave_up") else ""))
+    record.update(
+        chosen={"steps": steps, "epochs": round(steps / steps_per_epoch, 3), "hard_negatives": negatives},
+        seconds=round(time.perf_counter() - started, 1),
+    )
+    record["reason"] = (
+        f"{steps} steps ({steps / steps_per_epoch:.2f} epochs), {negatives} mined negative(s) a pair, "
+        f"in {record['seconds']:.0f} s"
+        + (f" of a {budget:.0f} s budget" if budget else " (no budget)")
+        + ("; gave up " + "; ".join(record["gave_up"]) if record.get("gave_up") else "")
+    )
     log.info("finetune: %s", record["reason"])
     if picker is not None and picker.epochs:
         report["epochs"], report["dev_ranking"] = picker.finish()
@@ -356,8 +458,23 @@ class DevScoring:
     seed: int = 0
 
 
-def training_args(output_dir: Path, *, epochs, max_steps, batch_size, learning_rate, warmup_ratio, weight_decay, seed,
-                  precision, device, dataloader_num_workers, torch_compile, total, model):
+def training_args(
+    output_dir: Path,
+    *,
+    epochs,
+    max_steps,
+    batch_size,
+    learning_rate,
+    warmup_ratio,
+    weight_decay,
+    seed,
+    precision,
+    device,
+    dataloader_num_workers,
+    torch_compile,
+    total,
+    model,
+):
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.training_args import BatchSamplers
 
@@ -373,8 +490,10 @@ def training_args(output_dir: Path, *, epochs, max_steps, batch_size, learning_r
         data_seed=seed,
         batch_sampler=BatchSamplers.NO_DUPLICATES,  # group_by_length: set by batch_sampler(), once the rows are final
         # the model's query / passage prompts, prepended in training exactly as in evaluation
-        prompts={k: v for k, v in (("anchor", model.prompts.get("query", "")),
-                                   ("positive", model.prompts.get("document", ""))) if v} or None,
+        prompts={
+            k: v for k, v in (("anchor", model.prompts.get("query", "")), ("positive", model.prompts.get("document", ""))) if v
+        }
+        or None,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=device == "cpu",
@@ -398,29 +517,36 @@ def _trainer(model, dataset, max_steps, callbacks, *, model_args, loss_of, batch
 
     args = model_args
     if max_steps is not None:
-        args = dataclasses.replace(args, max_steps=max_steps, logging_steps=1,
-                                   per_device_train_batch_size=batch_size or args.per_device_train_batch_size)
+        args = dataclasses.replace(
+            args, max_steps=max_steps, logging_steps=1, per_device_train_batch_size=batch_size or args.per_device_train_batch_size
+        )
     if batch_sampler is not None:
         args.batch_sampler = batch_sampler
-    return SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss_of(model),
-                                      callbacks=callbacks)
+    return SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss_of(model), callbacks=callbacks)
 
 
-def mined(train_dataset, model, negatives: int, hard_negatives: dict, batch_size: int, n: int, precision: str,
-          device: str):
+def mined(train_dataset, model, negatives: int, hard_negatives: dict, batch_size: int, n: int, precision: str, device: str):
     """The rows with `negatives` mined negatives each (auto falls back to the plain pairs when mining
     would cost half of them)."""
     pairs_only = train_dataset
     with autocast(precision, device):
-        train_dataset = add_hard_negatives(train_dataset, model, negatives,
-                                           float(hard_negatives.get("relative_margin", 0.05)),
-                                           int(hard_negatives.get("range_max", 50)), batch_size)
+        train_dataset = add_hard_negatives(
+            train_dataset,
+            model,
+            negatives,
+            float(hard_negatives.get("relative_margin", 0.05)),
+            int(hard_negatives.get("range_max", 50)),
+            batch_size,
+        )
     log.info("finetune: %d pairs kept with %d mined hard negative(s) each", len(train_dataset), negatives)
     if hard_negatives.get("auto") and len(train_dataset) < max(batch_size, len(pairs_only) // 2):
         # auto must not cost the pairs someone brought: in-batch negatives only, as without it
-        log.warning("finetune: hard-negative mining (auto) kept %d of %d pairs; training on all pairs with "
-                    "in-batch negatives instead (finetune.hard_negatives.num=1 forces mining)",
-                    len(train_dataset), len(pairs_only))
+        log.warning(
+            "finetune: hard-negative mining (auto) kept %d of %d pairs; training on all pairs with "
+            "in-batch negatives instead (finetune.hard_negatives.num=1 forces mining)",
+            len(train_dataset),
+            len(pairs_only),
+        )
         return pairs_only
     if len(train_dataset) < batch_size:
         raise RagtuneError(
@@ -446,9 +572,12 @@ def batch_sampler(train_dataset, model, batch_size: int, group_by_length: bool |
     if group_by_length or grouped >= GROUPING_PAYS * random_:
         reason = f"length-grouped batches, {100 * grouped:.0f}% of passage tokens real (random batches: {100 * random_:.0f}%)"
         log.info("finetune: %s", reason)
-        return (functools.partial(LengthGroupedNoDuplicatesBatchSampler, lengths=lengths),
-                {**record, "chosen": "length-grouped", "reason": reason})
-    reason = (f"random batches, {100 * random_:.0f}% of passage tokens real (grouping would give {100 * grouped:.0f}%: "
-              "not worth it)")
+        return (
+            functools.partial(LengthGroupedNoDuplicatesBatchSampler, lengths=lengths),
+            {**record, "chosen": "length-grouped", "reason": reason},
+        )
+    reason = (
+        f"random batches, {100 * random_:.0f}% of passage tokens real (grouping would give {100 * grouped:.0f}%: not worth it)"
+    )
     log.info("finetune: %s", reason)
     return None, {**record, "chosen": "random", "reason": reason}

@@ -30,8 +30,18 @@ def _engines():
     return lif
 
 
-def train_llama_index_engine(model, pairs, output_dir, *, epochs: int = 1, batch_size: int = 10,
-                             seed: int = 42, device: str = "cpu", on_log=None, **_ignored):
+def train_llama_index_engine(
+    model,
+    pairs,
+    output_dir,
+    *,
+    epochs: int = 1,
+    batch_size: int = 10,
+    seed: int = 42,
+    device: str = "cpu",
+    on_log=None,
+    **_ignored,
+):
     from sentence_transformers import SentenceTransformer
     from transformers import set_seed
 
@@ -39,9 +49,15 @@ def train_llama_index_engine(model, pairs, output_dir, *, epochs: int = 1, batch
     output_dir = Path(output_dir)
     model_dir = output_dir / "model"
     engine = _engines().SentenceTransformersFinetuneEngine(
-        pairs, model_id=_model_path(model),
-        model_output_path=str(model_dir), batch_size=batch_size, epochs=int(epochs),
-        evaluation_steps=0, device=device, show_progress_bar=True)
+        pairs,
+        model_id=_model_path(model),
+        model_output_path=str(model_dir),
+        batch_size=batch_size,
+        epochs=int(epochs),
+        evaluation_steps=0,
+        device=device,
+        show_progress_bar=True,
+    )
     with contextlib.chdir(output_dir):  # the engine writes ./checkpoints wherever it is run
         run_training(engine.finetune, batch_size=batch_size)
     leftovers = output_dir / "checkpoints"  # empty folders without save_checkpoints
@@ -77,9 +93,21 @@ class AdapterEncoder:
         return torch.nn.functional.normalize(out, dim=-1) if normalize_embeddings else out
 
 
-def train_adapter(model, pairs, output_dir, *, adapter: str = "linear", hidden_features: int = 1024,
-                  epochs: int = 1, batch_size: int = 10, learning_rate: float = 1e-3, seed: int = 42, device: str = "cpu", on_log=None,
-                  **_ignored):
+def train_adapter(
+    model,
+    pairs,
+    output_dir,
+    *,
+    adapter: str = "linear",
+    hidden_features: int = 1024,
+    epochs: int = 1,
+    batch_size: int = 10,
+    learning_rate: float = 1e-3,
+    seed: int = 42,
+    device: str = "cpu",
+    on_log=None,
+    **_ignored,
+):
     from llama_index.embeddings.adapter.utils import LinearLayer, TwoLayerNN
     from transformers import set_seed
 
@@ -96,9 +124,16 @@ def train_adapter(model, pairs, output_dir, *, adapter: str = "linear", hidden_f
     adapter_dir = Path(output_dir) / "adapter"
     embed = HuggingFaceEmbedding(model_name=_model_path(model), max_length=model.max_seq_length, device=device)
     engine = _engines().EmbeddingAdapterFinetuneEngine(
-        pairs, embed, batch_size=batch_size, epochs=int(epochs), adapter_model=net,
-        model_output_path=str(adapter_dir), device=device, verbose=False,
-        optimizer_params={"lr": learning_rate})
+        pairs,
+        embed,
+        batch_size=batch_size,
+        epochs=int(epochs),
+        adapter_model=net,
+        model_output_path=str(adapter_dir),
+        device=device,
+        verbose=False,
+        optimizer_params={"lr": learning_rate},
+    )
     run_training(engine.finetune, batch_size=batch_size)
     # reload what was saved: the evaluator scores the adapter a LlamaIndex app would load
     return adapter_dir, AdapterEncoder(model, type(net).load(str(adapter_dir)))

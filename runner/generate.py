@@ -54,10 +54,7 @@ def ict_pairs(
     for node in sorted(nodes, key=lambda n: n.node_id):
         sentences = [s.strip() for s in split_sentences(node.get_content())]
         sentences = [s for s in sentences if s]
-        candidates = [
-            i for i, s in enumerate(sentences)
-            if len(s.split()) >= min_query_words and _HAS_LETTERS.search(s)
-        ]
+        candidates = [i for i, s in enumerate(sentences) if len(s.split()) >= min_query_words and _HAS_LETTERS.search(s)]
         if len(sentences) < 2 or not candidates:
             continue
         rng = random.Random(f"{seed}:{node.node_id}")
@@ -95,7 +92,7 @@ def title_pairs(nodes: list[TextNode], *, min_title_words: int = 2) -> Embedding
         for node in chunks:
             text = node.get_content().strip()
             if text.startswith(title):
-                text = _UNDERLINE_START.sub("", text[len(title):]).strip()
+                text = _UNDERLINE_START.sub("", text[len(title) :]).strip()
             if text:
                 corpus[node.node_id] = text
                 docs.append(node.node_id)
@@ -140,8 +137,9 @@ def pairs_from_file(nodes: list[TextNode] | None = None, *, path: str, split: st
         beir = read_beir(path, split, key="qa_generator.path")
         relevant = {q: sorted(d for d, g in grades.items() if g > 0) for q, grades in beir["grades"].items()}
         used = {d for docs in relevant.values() for d in docs}
-        return EmbeddingQAFinetuneDataset(queries=beir["queries"], relevant_docs=relevant,
-                                          corpus={d: beir["corpus"][d] for d in sorted(used)})
+        return EmbeddingQAFinetuneDataset(
+            queries=beir["queries"], relevant_docs=relevant, corpus={d: beir["corpus"][d] for d in sorted(used)}
+        )
     return read_qa_dataset(path, key="qa_generator.path")
 
 

@@ -29,8 +29,7 @@ from runner.qa_file import EmbeddingQAFinetuneDataset
 log = logging.getLogger("ragtune")
 
 _NUMBERING = re.compile(r"^\s*(?:[-*\u2022]+|\(?\d+[.):]|\(?[a-z][.)]|q(?:uestion)?\s*\d*\s*[:.)-])\s*", re.IGNORECASE)
-_PREAMBLE = re.compile(r"^(here (are|is)|sure\b|certainly\b|okay\b|of course\b|the following\b|below are\b)",
-                       re.IGNORECASE)
+_PREAMBLE = re.compile(r"^(here (are|is)|sure\b|certainly\b|okay\b|of course\b|the following\b|below are\b)", re.IGNORECASE)
 
 
 def clean_questions(text: str, limit: int) -> list[str]:
@@ -68,8 +67,7 @@ def llm_settings(llm) -> dict:
         settings = llm.to_dict()
     except Exception:  # noqa: BLE001 - an LLM class without a serialiser: its type and model
         settings = {"class": type(llm).__name__, "model": getattr(llm, "model", None)}
-    return {"class": f"{type(llm).__module__}.{type(llm).__qualname__}",
-            **{k: v for k, v in settings.items() if k != "client"}}
+    return {"class": f"{type(llm).__module__}.{type(llm).__qualname__}", **{k: v for k, v in settings.items() if k != "client"}}
 
 
 def answer_store(cache_dir: str, llm) -> Path:
@@ -86,9 +84,17 @@ def answer_store(cache_dir: str, llm) -> Path:
     key = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
     store = Path(cache_dir) / key
     if not (store / "manifest.json").is_file():
-        write_json_atomic({"stage": "llm_questions", "key": key, "created": time.time(),
-                           "config": redact(settings), "files": material["files"], "libraries": libraries},
-                          store / "manifest.json")
+        write_json_atomic(
+            {
+                "stage": "llm_questions",
+                "key": key,
+                "created": time.time(),
+                "config": redact(settings),
+                "files": material["files"],
+                "libraries": libraries,
+            },
+            store / "manifest.json",
+        )
     return store
 
 
@@ -153,13 +159,17 @@ def llm_pairs(
                     return node.node_id, questions
                 except Exception as err:  # noqa: BLE001 - any failure of one chunk: retry, then skip
                     if attempt == retries:
-                        log.warning("LLM failed on chunk %s after %d tries: %s", node.node_id, retries + 1,
-                                    first_line(err))
+                        log.warning("LLM failed on chunk %s after %d tries: %s", node.node_id, retries + 1, first_line(err))
                         stats["failed"] += 1
                         bar.update()
                         return node.node_id, None
-                    log.info("LLM try %d on chunk %s failed (%s); retrying in %.1fs", attempt + 1, node.node_id,
-                             first_line(err, 200), backoff_s * 2**attempt)
+                    log.info(
+                        "LLM try %d on chunk %s failed (%s); retrying in %.1fs",
+                        attempt + 1,
+                        node.node_id,
+                        first_line(err, 200),
+                        backoff_s * 2**attempt,
+                    )
                     await asyncio.sleep(backoff_s * 2**attempt)
         return node.node_id, None
 
@@ -181,9 +191,13 @@ def llm_pairs(
             qid = f"{node_id}/q{j}"
             queries[qid], relevant[qid] = q, [node_id]
             corpus[node_id] = texts[node_id]
-    log.info("LLM questions: %d chunks, %d questions, %d chunks failed, %d reused from earlier runs",
-             len(chosen), len(queries), stats["failed"], stats["reused"])
+    log.info(
+        "LLM questions: %d chunks, %d questions, %d chunks failed, %d reused from earlier runs",
+        len(chosen),
+        len(queries),
+        stats["failed"],
+        stats["reused"],
+    )
     if report is not None:
-        report.update(chunks=len(chosen), failed_chunks=stats["failed"], reused_chunks=stats["reused"],
-                      questions=len(queries))
+        report.update(chunks=len(chosen), failed_chunks=stats["failed"], reused_chunks=stats["reused"], questions=len(queries))
     return EmbeddingQAFinetuneDataset(queries=queries, corpus=corpus, relevant_docs=relevant)

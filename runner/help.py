@@ -11,10 +11,14 @@ from pathlib import Path
 # groups that exist for the machinery, not for a user to pick: debug=... chooses debug_finetune itself
 INTERNAL = frozenset({"debug_finetune"})
 # options the installed Hydra plugins bring to a group, next to the files in conf/
-PLUGINS = {"hydra/launcher": {"basic": "one job after the other (Hydra's default)",
-                              "joblib": "parallel jobs on this machine (hydra-joblib-launcher)",
-                              "submitit_local": "jobs as local subprocesses through submitit",
-                              "submitit_slurm": "submitit's own SLURM launcher (slurm: ragtune's settings for it)"}}
+PLUGINS = {
+    "hydra/launcher": {
+        "basic": "one job after the other (Hydra's default)",
+        "joblib": "parallel jobs on this machine (hydra-joblib-launcher)",
+        "submitit_local": "jobs as local subprocesses through submitit",
+        "submitit_slurm": "submitit's own SLURM launcher (slurm: ragtune's settings for it)",
+    }
+}
 USAGE = """\
 ragtune: finetune a sentence-embedding model for RAG retrieval, and say with numbers which retriever to ship.
 

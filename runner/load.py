@@ -34,8 +34,7 @@ def load_corpus(corpus_cfg) -> LoadedCorpus:
 def _limit(max_documents: int | None) -> None:
     if max_documents is not None and max_documents < 1:
         raise RagtuneError(
-            f"corpus.max_documents={max_documents} keeps no document; set it to 1 or more, "
-            "or to null for all of them."
+            f"corpus.max_documents={max_documents} keeps no document; set it to 1 or more, or to null for all of them."
         )
 
 
@@ -48,11 +47,13 @@ def load_python_docs(max_documents: int | None = None) -> LoadedCorpus:
 
     _limit(max_documents)
     names = sorted(topics)[:max_documents]
-    return LoadedCorpus([
-        _document(topics[name].strip(), name, {"topic": name}, _heading(topics[name].strip()))
-        for name in names
-        if topics[name].strip()
-    ])
+    return LoadedCorpus(
+        [
+            _document(topics[name].strip(), name, {"topic": name}, _heading(topics[name].strip()))
+            for name in names
+            if topics[name].strip()
+        ]
+    )
 
 
 _UNDERLINE = re.compile(r"^[*=\-~^#]{3,}\s*$")
@@ -76,8 +77,9 @@ def _document(text: str, doc_id: str, metadata: dict, title: str | None) -> Docu
     kept out of the metadata text that node parsers count against chunk_size and embed."""
     if title:
         metadata = {**metadata, "title": title}
-    return Document(text=text, id_=doc_id, metadata=metadata,
-                    excluded_embed_metadata_keys=["title"], excluded_llm_metadata_keys=["title"])
+    return Document(
+        text=text, id_=doc_id, metadata=metadata, excluded_embed_metadata_keys=["title"], excluded_llm_metadata_keys=["title"]
+    )
 
 
 def _looks_binary(text: str) -> bool:
@@ -91,8 +93,9 @@ def _looks_binary(text: str) -> bool:
     return bad / len(sample) > 0.1
 
 
-def load_directory(path: str, required_exts: list[str] | None = None, recursive: bool = True,
-                   max_documents: int | None = None) -> LoadedCorpus:
+def load_directory(
+    path: str, required_exts: list[str] | None = None, recursive: bool = True, max_documents: int | None = None
+) -> LoadedCorpus:
     """Every file below `path` through llama-index's `SimpleDirectoryReader` (txt, md, pdf via pypdf,
     html, docx, ...), id = the file's path relative to `path` (`#<n>` per page when a reader splits
     a file). Files that fail to parse, are not UTF-8, or read as binary are skipped with a warning.
@@ -106,22 +109,31 @@ def load_directory(path: str, required_exts: list[str] | None = None, recursive:
     _limit(max_documents)
     root = Path(path)
     if not root.is_dir():
-        raise RagtuneError(f"corpus.path={path} is not a directory; give the folder that holds your "
-                           "documents (txt, md, pdf, html, ...).")
+        raise RagtuneError(
+            f"corpus.path={path} is not a directory; give the folder that holds your documents (txt, md, pdf, html, ...)."
+        )
     exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in required_exts or []}
     pattern = root.rglob("*") if recursive else root.glob("*")
-    files = sorted(f for f in pattern if f.is_file() and not any(p.startswith(".") for p in f.relative_to(root).parts)
-                   and (not exts or f.suffix.lower() in exts))
+    files = sorted(
+        f
+        for f in pattern
+        if f.is_file()
+        and not any(p.startswith(".") for p in f.relative_to(root).parts)
+        and (not exts or f.suffix.lower() in exts)
+    )
     if not files:
-        raise RagtuneError(f"corpus.path={path} holds no file{' with extension ' + ', '.join(sorted(exts)) if exts else ''}; "
-                           "point corpus.path at your documents or change corpus.required_exts.")
+        raise RagtuneError(
+            f"corpus.path={path} holds no file{' with extension ' + ', '.join(sorted(exts)) if exts else ''}; "
+            "point corpus.path at your documents or change corpus.required_exts."
+        )
     documents: list[Document] = []
     skipped: dict[str, str] = {}
     for f in files:
         rel = str(f.relative_to(root))
         try:
-            parts = SimpleDirectoryReader(input_files=[str(f)], errors="strict", raise_on_error=True,
-                                          file_extractor=extractors).load_data()
+            parts = SimpleDirectoryReader(
+                input_files=[str(f)], errors="strict", raise_on_error=True, file_extractor=extractors
+            ).load_data()
         except UnicodeDecodeError:
             skipped[rel] = "not UTF-8 text"
         except Exception as err:  # noqa: BLE001 - a reader's failure is the file's problem, not the run's
@@ -139,9 +151,11 @@ def load_directory(path: str, required_exts: list[str] | None = None, recursive:
         if rel in skipped:
             log.warning("corpus: skipped %s: %s", rel, skipped[rel])
     if not documents:
-        raise RagtuneError(f"corpus.path={path}: none of its {len(files)} file(s) could be read "
-                           f"({'; '.join(f'{k}: {v}' for k, v in list(skipped.items())[:3])}); "
-                           "give text, markdown, PDF or HTML files.")
+        raise RagtuneError(
+            f"corpus.path={path}: none of its {len(files)} file(s) could be read "
+            f"({'; '.join(f'{k}: {v}' for k, v in list(skipped.items())[:3])}); "
+            "give text, markdown, PDF or HTML files."
+        )
     return LoadedCorpus(documents[:max_documents], skipped)
 
 
@@ -168,14 +182,32 @@ def load_qa_file_corpus(path: str, max_documents: int | None = None) -> LoadedCo
 def documents_to_json(loaded: LoadedCorpus) -> dict:
     """The documents with their excluded-metadata keys: a title must stay out of the metadata text
     that chunking counts on a cache hit as on a miss, or chunks would depend on the cache state."""
-    return {"documents": [{"id": d.id_, "text": d.text, "metadata": d.metadata,
-                           "excluded_embed": d.excluded_embed_metadata_keys,
-                           "excluded_llm": d.excluded_llm_metadata_keys} for d in loaded.documents],
-            "skipped": loaded.skipped}
+    return {
+        "documents": [
+            {
+                "id": d.id_,
+                "text": d.text,
+                "metadata": d.metadata,
+                "excluded_embed": d.excluded_embed_metadata_keys,
+                "excluded_llm": d.excluded_llm_metadata_keys,
+            }
+            for d in loaded.documents
+        ],
+        "skipped": loaded.skipped,
+    }
 
 
 def documents_from_json(data: dict) -> LoadedCorpus:
-    return LoadedCorpus([Document(text=r["text"], id_=r["id"], metadata=r["metadata"],
-                                  excluded_embed_metadata_keys=r["excluded_embed"],
-                                  excluded_llm_metadata_keys=r["excluded_llm"]) for r in data["documents"]],
-                        data["skipped"])
+    return LoadedCorpus(
+        [
+            Document(
+                text=r["text"],
+                id_=r["id"],
+                metadata=r["metadata"],
+                excluded_embed_metadata_keys=r["excluded_embed"],
+                excluded_llm_metadata_keys=r["excluded_llm"],
+            )
+            for r in data["documents"]
+        ],
+        data["skipped"],
+    )

@@ -30,9 +30,20 @@ def interpolated(base_state: dict, tuned_model, alpha: float):
     return merged
 
 
-def choose_merge(base_state: dict, tuned_model, dev: EvalSet, alphas, metric: str, batch_size: int,
-                 precision: str, k: int, base_dev=None, n_resamples: int = 10_000,
-                 seed: int = 0, tuned_dev=None) -> tuple[object | None, dict, object]:
+def choose_merge(
+    base_state: dict,
+    tuned_model,
+    dev: EvalSet,
+    alphas,
+    metric: str,
+    batch_size: int,
+    precision: str,
+    k: int,
+    base_dev=None,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    tuned_dev=None,
+) -> tuple[object | None, dict, object]:
     """(the merged model to ship, or None; the record; the dev ranking of the model the run keeps, for
     its hybrid's choice). The best merge replaces the finetuned model only when it is clearly better on
     dev (the paired 95% interval of the difference above 0): a hair's breadth on dev is noise, and
@@ -59,15 +70,26 @@ def choose_merge(base_state: dict, tuned_model, dev: EvalSet, alphas, metric: st
     if best is None:
         reason = "no merge.alphas between 0 and 1"
     elif keep:
-        reason = (f"alpha {best:g} scores {curve[best]:.4f} on dev, clearly above the finetuned model's "
-                  f"{curve[1.0]:.4f} ({curve[best] - curve[1.0]:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}])")
+        reason = (
+            f"alpha {best:g} scores {curve[best]:.4f} on dev, clearly above the finetuned model's "
+            f"{curve[1.0]:.4f} ({curve[best] - curve[1.0]:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}])"
+        )
     else:
-        reason = (f"the best merge, alpha {best:g}, scores {curve[best]:.4f} on dev against the finetuned model's "
-                  f"{curve[1.0]:.4f} ({curve[best] - curve[1.0]:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]): not clearly "
-                  "better, the finetuned model stays")
-    record = {"metric": metric, "curve": {f"{a:g}": round(v, 5) for a, v in sorted(curve.items())},
-              "best_alpha": best, "ci95_vs_finetuned": list(ci), "chosen_alpha": best if keep else 1.0, "kept": keep,
-              "reason": reason, "seconds": round(time.perf_counter() - start, 3)}
+        reason = (
+            f"the best merge, alpha {best:g}, scores {curve[best]:.4f} on dev against the finetuned model's "
+            f"{curve[1.0]:.4f} ({curve[best] - curve[1.0]:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]): not clearly "
+            "better, the finetuned model stays"
+        )
+    record = {
+        "metric": metric,
+        "curve": {f"{a:g}": round(v, 5) for a, v in sorted(curve.items())},
+        "best_alpha": best,
+        "ci95_vs_finetuned": list(ci),
+        "chosen_alpha": best if keep else 1.0,
+        "kept": keep,
+        "reason": reason,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
     return (models[best] if keep else None), record, rankings[best if keep else 1.0]
 
 

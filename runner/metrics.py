@@ -64,9 +64,7 @@ def mean_metrics(per_query: dict[str, np.ndarray]) -> dict[str, float]:
     return {name: float(np.mean(values)) for name, values in per_query.items()}
 
 
-def paired_bootstrap_ci(
-    base: np.ndarray, tuned: np.ndarray, n_resamples: int = 10_000, seed: int = 0
-) -> tuple[float, float]:
+def paired_bootstrap_ci(base: np.ndarray, tuned: np.ndarray, n_resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
     """95% BCa interval (bias-corrected and accelerated; `scipy.stats.bootstrap`) of mean(tuned - base)
     over queries resampled with replacement, seeded.
 
@@ -82,17 +80,23 @@ def paired_bootstrap_ci(
         return float(diff[0]), float(diff[0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a degenerate jackknife: handled below
-        ci = stats.bootstrap((diff,), np.mean, n_resamples=n_resamples, method="BCa", vectorized=True,
-                             batch=1000, rng=np.random.default_rng(seed)).confidence_interval
+        ci = stats.bootstrap(
+            (diff,), np.mean, n_resamples=n_resamples, method="BCa", vectorized=True, batch=1000, rng=np.random.default_rng(seed)
+        ).confidence_interval
         if not (np.isfinite(ci.low) and np.isfinite(ci.high)):
-            ci = stats.bootstrap((diff,), np.mean, n_resamples=n_resamples, method="percentile",
-                                 vectorized=True, batch=1000, rng=np.random.default_rng(seed)).confidence_interval
+            ci = stats.bootstrap(
+                (diff,),
+                np.mean,
+                n_resamples=n_resamples,
+                method="percentile",
+                vectorized=True,
+                batch=1000,
+                rng=np.random.default_rng(seed),
+            ).confidence_interval
     return float(ci.low), float(ci.high)
 
 
-def paired_randomization_p(
-    base: np.ndarray, tuned: np.ndarray, n_resamples: int = 10_000, seed: int = 0
-) -> float:
+def paired_randomization_p(base: np.ndarray, tuned: np.ndarray, n_resamples: int = 10_000, seed: int = 0) -> float:
     """Two-sided p-value of mean(tuned - base) under random sign flips of the per-query differences
     (drawn in batches of 1,000, so memory stays flat however many resamples)."""
     diff = np.asarray(tuned, float) - np.asarray(base, float)

@@ -117,8 +117,12 @@ def build_tiny_bert(path: str | Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(_minilm_path())
     config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=128, max_position_embeddings=512,
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=512,
     )
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
@@ -145,9 +149,7 @@ def ensure_built(base_model) -> str:
         log.info("building the tiny debug model at %s", name)
         build_tiny_bert(name)
     elif base_model.get("build") not in (None, "tiny_bert"):
-        raise RagtuneError(
-            f"base_model.build={base_model.build} is unknown; use build=tiny_bert or null."
-        )
+        raise RagtuneError(f"base_model.build={base_model.build} is unknown; use build=tiny_bert or null.")
     return name
 
 
@@ -160,7 +162,9 @@ def load_model(base_model, device: str):
         log.warning("base_model.trust_remote_code=true: %s may run code from its repository", name)
     try:
         model = SentenceTransformer(
-            name, device=device, trust_remote_code=bool(base_model.trust_remote_code),
+            name,
+            device=device,
+            trust_remote_code=bool(base_model.trust_remote_code),
             revision=base_model.get("revision"),
         )
     except OSError as err:

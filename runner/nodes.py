@@ -10,9 +10,17 @@ from llama_index.core.schema import TextNode
 
 
 def nodes_to_json(nodes: list[TextNode]) -> list[dict]:
-    return [{"id": n.node_id, "doc": n.ref_doc_id, "text": n.get_content(), "metadata": n.metadata,
-             "excluded_embed": n.excluded_embed_metadata_keys, "excluded_llm": n.excluded_llm_metadata_keys}
-            for n in nodes]
+    return [
+        {
+            "id": n.node_id,
+            "doc": n.ref_doc_id,
+            "text": n.get_content(),
+            "metadata": n.metadata,
+            "excluded_embed": n.excluded_embed_metadata_keys,
+            "excluded_llm": n.excluded_llm_metadata_keys,
+        }
+        for n in nodes
+    ]
 
 
 def nodes_from_json(rows: list[dict]) -> list[TextNode]:
@@ -20,8 +28,13 @@ def nodes_from_json(rows: list[dict]) -> list[TextNode]:
 
     nodes = []
     for r in rows:
-        n = TextNode(id_=r["id"], text=r["text"], metadata=r["metadata"],
-                     excluded_embed_metadata_keys=r["excluded_embed"], excluded_llm_metadata_keys=r["excluded_llm"])
+        n = TextNode(
+            id_=r["id"],
+            text=r["text"],
+            metadata=r["metadata"],
+            excluded_embed_metadata_keys=r["excluded_embed"],
+            excluded_llm_metadata_keys=r["excluded_llm"],
+        )
         n.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=r["doc"])
         nodes.append(n)
     return nodes

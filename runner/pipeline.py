@@ -23,20 +23,36 @@ from runner.chunk import ChunkPlan, chunk_corpus, chunks_from_json, chunks_to_js
 from runner.devices import share_machine
 from runner.errors import RagtuneError
 from runner.eval_set import EvalSet, eval_set_from_json, eval_set_to_json, held_out_eval_set, read_eval_set
-from runner.evaluate import (EvalResult, build_index, evaluate_with_engine, index_from_json, index_to_json,
-                             result_from_json, result_to_json)
+from runner.evaluate import (
+    EvalResult,
+    build_index,
+    evaluate_with_engine,
+    index_from_json,
+    index_to_json,
+    result_from_json,
+    result_to_json,
+)
 from runner.fingerprint import model_fingerprint, short_identity
 from runner.generate import generate_pairs
 from runner.ship import add_model_card, model_card, settings, settings_text
-from runner.shipping import (base_weights, before_training, data_hashes, merge_on_dev, score_guards, ship_spec,
-                             shippable_rows)
+from runner.shipping import base_weights, before_training, data_hashes, merge_on_dev, score_guards, ship_spec, shippable_rows
 from runner.verdict import decide
 from runner.load import documents_from_json, documents_to_json, load_corpus
 from runner.models import hardware, load_model, resolve_device, resolve_precision, share_over_max_length
 from runner.qa_file import EmbeddingQAFinetuneDataset, dataset_from_json, dataset_to_json, write_qa_dataset
 from runner.retrievers import depth
-from runner.report import (choices_summary, compare_metrics, flatten, metric_value, metrics_table, shipping_table,
-                           versions, wandb_metrics, write_per_query, write_results)
+from runner.report import (
+    choices_summary,
+    compare_metrics,
+    flatten,
+    metric_value,
+    metrics_table,
+    shipping_table,
+    versions,
+    wandb_metrics,
+    write_per_query,
+    write_results,
+)
 from runner.secrets import load_secrets_file, protect_logs, redact, reveal
 from runner.seq_length import choose_max_seq_length, position_limit
 from runner.split import carve_dev_pairs, split_chunks, splits_from_json, splits_to_json
@@ -69,16 +85,25 @@ def truncation_report(model, pairs, eval_set: EvalSet, length_choice: dict) -> d
         positions = position_limit(model)
         chosen = length_choice.get("max_seq_length", {})
         if len(chosen.get("candidates", ())) > 1:
-            verdict = ("kept the model's own" if chosen["chosen"] == chosen["own"] else "chose")
-            advice = (f"base_model.max_seq_length=auto {verdict} {model.max_seq_length} on the dev split "
-                      "(choices.max_seq_length); a number overrides it, or chunker.fit_window=true where ragtune chunks")
+            verdict = "kept the model's own" if chosen["chosen"] == chosen["own"] else "chose"
+            advice = (
+                f"base_model.max_seq_length=auto {verdict} {model.max_seq_length} on the dev split "
+                "(choices.max_seq_length); a number overrides it, or chunker.fit_window=true where ragtune chunks"
+            )
         elif positions > model.max_seq_length:
-            advice = (f"raise base_model.max_seq_length (this model has {positions} positions), or chunker.fit_window=true "
-                      "where ragtune chunks")
+            advice = (
+                f"raise base_model.max_seq_length (this model has {positions} positions), or chunker.fit_window=true "
+                "where ragtune chunks"
+            )
         else:
             advice = "chunker.fit_window=true where ragtune chunks, or shorter passages (the model has no more positions)"
-        log.warning("%.0f%% of passages and %.0f%% of queries are longer than max_seq_length=%d and get cut: %s.",
-                    100 * report["passages_over"], 100 * report["queries_over"], model.max_seq_length, advice)
+        log.warning(
+            "%.0f%% of passages and %.0f%% of queries are longer than max_seq_length=%d and get cut: %s.",
+            100 * report["passages_over"],
+            100 * report["queries_over"],
+            model.max_seq_length,
+            advice,
+        )
     return report
 
 
@@ -99,8 +124,9 @@ def run(cfg: DictConfig) -> float | None:
     share = share_machine(job_number())
     tracker = instantiate(cfg.logger)
     name, group = run_identity(cfg, out)
-    tracker.start(flatten(config), out, name=name, group=group, state_dir=Path(cfg.paths.root) / ".wandb",
-                  objective=cfg.optimized_metric)
+    tracker.start(
+        flatten(config), out, name=name, group=group, state_dir=Path(cfg.paths.root) / ".wandb", objective=cfg.optimized_metric
+    )
     timings: dict[str, float] = {}
     exit_code = 1
     try:
@@ -124,89 +150,165 @@ def run(cfg: DictConfig) -> float | None:
         with stage("baselines_dev", timings):  # BM25's settings, the base model's dev and eval rankings
             keys = base_keys(cfg, model, eval_set, device, precision, stages)
             before = before_training(
-                cfg, model, keys["model_id"], base, lambda: base_index(cfg, model, eval_set, keys, precision, stages),
-                dev_set, eval_set, metric, precision, lambda guard: evaluate_base(cfg, model, guard, device, precision,
-                                                                                  stages, record=False), base_dev)
+                cfg,
+                model,
+                keys["model_id"],
+                base,
+                lambda: base_index(cfg, model, eval_set, keys, precision, stages),
+                dev_set,
+                eval_set,
+                metric,
+                precision,
+                lambda guard: evaluate_base(cfg, model, guard, device, precision, stages, record=False),
+                base_dev,
+            )
         chunk_choice = {"chunk_size": chunking.record} if chunks_corpus(cfg, train_finetune) else {}
-        model_dir, tuned, merged, run_dev, choices = (None, None, None, None,
-                                                      {**chunk_choice, **length_choice, **before.records})
+        model_dir, tuned, merged, run_dev, choices = (None, None, None, None, {**chunk_choice, **length_choice, **before.records})
         base_state = base_weights(cfg, model, dev_set)
         if train_finetune:
             with stage("finetune", timings):  # within finetune.time_budget_s; the best epoch on dev
                 train, trained = instantiate(cfg.finetune), {}
-                model_dir, tuned_model = train(model=model, pairs=pairs, output_dir=out, device=device,
-                                               on_log=tracker.log, **finetune_overrides(cfg, dev_set, metric,
-                                                                                        precision, trained))
+                model_dir, tuned_model = train(
+                    model=model,
+                    pairs=pairs,
+                    output_dir=out,
+                    device=device,
+                    on_log=tracker.log,
+                    **finetune_overrides(cfg, dev_set, metric, precision, trained),
+                )
                 tuned_dev = trained.pop("dev_ranking", None)
                 choices.update(trained)
             with stage("merge", timings):  # WiSE-FT on the dev split; a merge that wins becomes model/
-                merged_model, choices["merge"], run_dev = merge_on_dev(cfg, base_state, tuned_model, before, dev_set,
-                                                                       metric, precision, model_dir, tuned_dev)
+                merged_model, choices["merge"], run_dev = merge_on_dev(
+                    cfg, base_state, tuned_model, before, dev_set, metric, precision, model_dir, tuned_dev
+                )
                 run_dev = run_dev if run_dev is not None else tuned_dev
             tracker.log_model(model_dir)
             with stage("evaluate_finetuned", timings):
                 tuned_dir = out / "finetuned_model" if merged_model is not None else model_dir
                 tuned = evaluate_with_engine(
-                    tuned_model, eval_set, cfg.evaluate, model_path=str(tuned_dir), precision=precision,
+                    tuned_model,
+                    eval_set,
+                    cfg.evaluate,
+                    model_path=str(tuned_dir),
+                    precision=precision,
                     model_id=short_identity(str(tuned_dir), model_fingerprint(str(tuned_dir))),
-                    device=device, base_model_cfg=cfg.base_model)
+                    device=device,
+                    base_model_cfg=cfg.base_model,
+                )
                 if merged_model is not None:
                     merged = evaluate_with_engine(
-                        merged_model, eval_set, cfg.evaluate, model_path=str(model_dir), precision=precision,
+                        merged_model,
+                        eval_set,
+                        cfg.evaluate,
+                        model_path=str(model_dir),
+                        precision=precision,
                         model_id=short_identity(str(model_dir), model_fingerprint(str(model_dir))),
-                        device=device, base_model_cfg=cfg.base_model)
+                        device=device,
+                        base_model_cfg=cfg.base_model,
+                    )
             run_model, run_result = (merged_model, merged) if merged_model is not None else (tuned_model, tuned)
         with stage("baselines", timings):  # BM25 and the hybrids on the eval set, their fusion chosen on dev
-            rows, fusions = shippable_rows(cfg, before, base, tuned, merged,
-                                           run_model if train_finetune else None,
-                                           run_result if train_finetune else None, dev_set, eval_set, metric,
-                                           precision, choices, run_dev)
+            rows, fusions = shippable_rows(
+                cfg,
+                before,
+                base,
+                tuned,
+                merged,
+                run_model if train_finetune else None,
+                run_result if train_finetune else None,
+                dev_set,
+                eval_set,
+                metric,
+                precision,
+                choices,
+                run_dev,
+            )
         with stage("guards", timings):
-            guards, flagged = score_guards(cfg, before, run_model if train_finetune else None,
-                                           tuned_model if train_finetune else None, merged is not None, precision, metric)
+            guards, flagged = score_guards(
+                cfg,
+                before,
+                run_model if train_finetune else None,
+                tuned_model if train_finetune else None,
+                merged is not None,
+                precision,
+                metric,
+            )
         with stage("statistics", timings):  # BCa intervals, randomization p-values, the verdict
             metrics = compare_metrics(base, tuned, cfg.evaluate.bootstrap, cfg.seed)
-            verdict = decide({r: res.per_query[metric] for r, res in rows.items()}, metric,
-                             cfg.evaluate.bootstrap, cfg.seed, flagged)
+            verdict = decide(
+                {r: res.per_query[metric] for r, res in rows.items()}, metric, cfg.evaluate.bootstrap, cfg.seed, flagged
+            )
         timings.update(stages.timings)
         metrics.update({r: res.metrics for r, res in rows.items() if r not in ("base", "finetuned")})
         metrics["vs_verdict"] = verdict.pop("vs_deploy")
         spec = ship_spec(cfg, out, verdict, model_dir, model, before, fusions, chunking.config)
         verdict["settings"] = settings(spec)
         if model_dir:
-            add_model_card(model_dir, model_card({**verdict, "vs_deploy": metrics["vs_verdict"]}, metric, config=config,
-                                                 hashes=data_hashes(pairs, dev_set, eval_set), choices=choices))
+            add_model_card(
+                model_dir,
+                model_card(
+                    {**verdict, "vs_deploy": metrics["vs_verdict"]},
+                    metric,
+                    config=config,
+                    hashes=data_hashes(pairs, dev_set, eval_set),
+                    choices=choices,
+                ),
+            )
         columns, table_rows = write_per_query(out / "per_query.csv", eval_set, rows)
         tracker.table("per_query", columns, table_rows)
         if choices.get("merge", {}).get("curve"):  # WiSE-FT: dev score against the finetuned model's share
-            tracker.table("merge_curve", ["alpha", f"dev {metric}"],
-                          [[float(a), v] for a, v in choices["merge"]["curve"].items()])
+            tracker.table(
+                "merge_curve", ["alpha", f"dev {metric}"], [[float(a), v] for a, v in choices["merge"]["curve"].items()]
+            )
         results = {
-            "metrics": metrics, "verdict": verdict, "choices": choices, "guards": guards, "retriever": spec,
-            "config": config, "timings_s": timings, "cache": cache, "counts": counts,
-            "truncation": truncation, "device": device, "precision": precision, "machine_share": share,
-            "model_dir": str(model_dir) if model_dir else None, "run_dir": str(out), "versions": versions(),
+            "metrics": metrics,
+            "verdict": verdict,
+            "choices": choices,
+            "guards": guards,
+            "retriever": spec,
+            "config": config,
+            "timings_s": timings,
+            "cache": cache,
+            "counts": counts,
+            "truncation": truncation,
+            "device": device,
+            "precision": precision,
+            "machine_share": share,
+            "model_dir": str(model_dir) if model_dir else None,
+            "run_dir": str(out),
+            "versions": versions(),
         }
         results["throughput"] = throughput(counts, timings, cfg, choices)
         if device.startswith("cuda"):
             import torch
 
-            results["gpu"] = {"name": torch.cuda.get_device_name(device),
-                              "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3)}
+            results["gpu"] = {
+                "name": torch.cuda.get_device_name(device),
+                "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3),
+            }
         write_results(out / "results.json", results)
         value = metric_value(metrics, cfg.optimized_metric)
-        tracker.summary({**wandb_metrics(metrics), "objective": value, "verdict/deploy": verdict["deploy"],
-                         "verdict/reason": verdict["reason"], "verdict/settings": settings_text(spec), **flatten(choices_summary(choices), "choices/"),
-                         **{f"timings_s/{k}": v for k, v in timings.items()},
-                         **{f"cache/{k}": v for k, v in cache.items()},
-                         **{f"counts/{k}": v for k, v in counts.items()}})
+        tracker.summary(
+            {
+                **wandb_metrics(metrics),
+                "objective": value,
+                "verdict/deploy": verdict["deploy"],
+                "verdict/reason": verdict["reason"],
+                "verdict/settings": settings_text(spec),
+                **flatten(choices_summary(choices), "choices/"),
+                **{f"timings_s/{k}": v for k, v in timings.items()},
+                **{f"cache/{k}": v for k, v in cache.items()},
+                **{f"counts/{k}": v for k, v in counts.items()},
+            }
+        )
         log.info("\n%s", metrics_table(metrics))
         log.info("\n%s", shipping_table(metrics, verdict))
         log.info("verdict: deploy %s (%s). %s", verdict["deploy"], settings_text(spec), verdict["reason"])
         log.info("results: %s", out / "results.json")
         log.info("retriever: ragtune.load_retriever(%r, documents) rebuilds it in LlamaIndex", str(out))
         if model_dir:
-            log.info("model:   %s  (LlamaIndex: Settings.embed_model = \"local:%s\")", model_dir, model_dir)
+            log.info('model:   %s  (LlamaIndex: Settings.embed_model = "local:%s")', model_dir, model_dir)
         exit_code = 0
         return value
     finally:
@@ -218,8 +320,9 @@ def reads_pairs_from_file(cfg: DictConfig) -> bool:
     return "path" in cfg.qa_generator
 
 
-def finetune_overrides(cfg: DictConfig, dev: EvalSet | None = None, metric: str = "", precision: str = "fp32",
-                       report: dict | None = None) -> dict:
+def finetune_overrides(
+    cfg: DictConfig, dev: EvalSet | None = None, metric: str = "", precision: str = "fp32", report: dict | None = None
+) -> dict:
     """Settings of `cfg.finetune` that depend on the rest of the run: hard_negatives.num=null (auto), and
     for a method with a time budget the dev scoring of its epochs and the dict it reports its choices in."""
     out = {}
@@ -230,16 +333,30 @@ def finetune_overrides(cfg: DictConfig, dev: EvalSet | None = None, metric: str 
         out["report"] = report if report is not None else {}
         if dev is not None:
             out["dev"] = DevScoring(
-                functools.partial(dev_scores, model_id="epoch", dev=dev, metric=metric, k=depth(cfg),
-                                  batch_size=cfg.evaluate.batch_size, precision=precision),
-                metric, len(dev.corpus) + len(dev.answered_query_ids()), cfg.evaluate.bootstrap, cfg.seed)
+                functools.partial(
+                    dev_scores,
+                    model_id="epoch",
+                    dev=dev,
+                    metric=metric,
+                    k=depth(cfg),
+                    batch_size=cfg.evaluate.batch_size,
+                    precision=precision,
+                ),
+                metric,
+                len(dev.corpus) + len(dev.answered_query_ids()),
+                cfg.evaluate.bootstrap,
+                cfg.seed,
+            )
     if "hard_negatives" not in cfg.finetune or cfg.finetune.hard_negatives.num is not None:
         return out
     from runner.finetune import resolve_hard_negatives
 
     from_file = reads_pairs_from_file(cfg)
-    hard = {**OmegaConf.to_container(cfg.finetune.hard_negatives, resolve=True),
-            "num": resolve_hard_negatives(None, from_file), "auto": True}
+    hard = {
+        **OmegaConf.to_container(cfg.finetune.hard_negatives, resolve=True),
+        "num": resolve_hard_negatives(None, from_file),
+        "auto": True,
+    }
     why = "pairs from a file: one mined negative each" if from_file else "pairs generated in the run: in-batch only"
     log.info("finetune: hard_negatives.num auto -> %d (%s)", hard["num"], why)
     if "report" in out:
@@ -252,9 +369,15 @@ def throughput(counts: dict, timings: dict, cfg, choices: dict | None = None) ->
     out = {}
     ft = cfg.finetune
     trained = (choices or {}).get("time_budget", {}).get("chosen")
-    seen = trained["steps"] * ft.batch_size if trained else ft.max_steps * ft.batch_size \
-        if ft.get("max_steps", -1) > 0 else counts.get("train_pairs", 0) * float(ft.get("epochs") or 0) \
-        if ft.get("epochs") != "auto" else 0
+    seen = (
+        trained["steps"] * ft.batch_size
+        if trained
+        else ft.max_steps * ft.batch_size
+        if ft.get("max_steps", -1) > 0
+        else counts.get("train_pairs", 0) * float(ft.get("epochs") or 0)
+        if ft.get("epochs") != "auto"
+        else 0
+    )
     if timings.get("finetune") and seen:
         out["train_pairs_per_s"] = round(seen / timings["finetune"], 2)
     texts = counts.get("eval_corpus", 0) + counts.get("eval_queries", 0)
@@ -286,25 +409,28 @@ def chunks_corpus(cfg: DictConfig, train_finetune: bool) -> bool:
     return generates or dev_from_chunks(cfg) or cfg.eval_set.kind == "held_out"
 
 
-def data_keys(cfg: DictConfig, stages: StageCache, train_finetune: bool = True,
-              chunking: ChunkPlan | None = None) -> dict[str, str]:
+def data_keys(
+    cfg: DictConfig, stages: StageCache, train_finetune: bool = True, chunking: ChunkPlan | None = None
+) -> dict[str, str]:
     """The keys of load, chunk, split, generate and eval_set, derived before any work: each from its
     config slice, its upstream keys, the content of the files the slice names and its code."""
     plain = functools.partial(OmegaConf.to_container, resolve=True)
     held_out = cfg.eval_set.kind == "held_out"
     chunking = chunking or chunk_plan(cfg)
     keys = {"load": stages.key("load", plain(cfg.corpus), [], (load_corpus, documents_to_json, documents_from_json))}
-    keys["chunk"] = stages.key("chunk", chunking.config, [keys["load"]],
-                               (chunk_corpus, plan_chunks, chunks_to_json, chunks_from_json))
-    keys["split"] = stages.key("split", split_settings(cfg), [keys["chunk"]],
-                               (split_chunks, splits_to_json, splits_from_json))
+    keys["chunk"] = stages.key(
+        "chunk", chunking.config, [keys["load"]], (chunk_corpus, plan_chunks, chunks_to_json, chunks_from_json)
+    )
+    keys["split"] = stages.key("split", split_settings(cfg), [keys["chunk"]], (split_chunks, splits_to_json, splits_from_json))
     if train_finetune and not reads_pairs_from_file(cfg):
-        keys["generate"] = stages.key("generate", plain(cfg.qa_generator), [keys["split"]],
-                                      (generate_pairs, dataset_to_json, dataset_from_json))
+        keys["generate"] = stages.key(
+            "generate", plain(cfg.qa_generator), [keys["split"]], (generate_pairs, dataset_to_json, dataset_from_json)
+        )
     for stage, wanted in (("dev_set", dev_from_chunks(cfg)), ("eval_set", held_out)):
         if wanted:  # questions from held-out documents, by the eval set's generator
-            keys[stage] = stages.key(stage, plain(eval_generator_cfg(cfg)), [keys["split"]],
-                                     (held_out_eval_set, eval_set_to_json, eval_set_from_json))
+            keys[stage] = stages.key(
+                stage, plain(eval_generator_cfg(cfg)), [keys["split"]], (held_out_eval_set, eval_set_to_json, eval_set_from_json)
+            )
     return keys
 
 
@@ -314,12 +440,17 @@ def dev_from_chunks(cfg: DictConfig) -> bool:
 
 
 def split_settings(cfg: DictConfig) -> dict:
-    return {**OmegaConf.to_container(cfg.split, resolve=True), "held_out": cfg.eval_set.kind == "held_out",
-            "dev_fraction": cfg.dev.fraction if dev_from_chunks(cfg) else 0.0, "dev_seed": cfg.dev.seed}
+    return {
+        **OmegaConf.to_container(cfg.split, resolve=True),
+        "held_out": cfg.eval_set.kind == "held_out",
+        "dev_fraction": cfg.dev.fraction if dev_from_chunks(cfg) else 0.0,
+        "dev_seed": cfg.dev.seed,
+    }
 
 
-def prepare_data(cfg: DictConfig, stages: StageCache, train_finetune: bool, counts: dict,
-                 chunking: ChunkPlan | None = None) -> tuple:
+def prepare_data(
+    cfg: DictConfig, stages: StageCache, train_finetune: bool, counts: dict, chunking: ChunkPlan | None = None
+) -> tuple:
     """load -> chunk -> split -> generate (and the dev and held-out eval sets), each through the stage
     cache; returns (train pairs, dev set or None, eval set) and adds each computed stage's counts to `counts`.
 
@@ -330,20 +461,38 @@ def prepare_data(cfg: DictConfig, stages: StageCache, train_finetune: bool, coun
     keys = data_keys(cfg, stages, train_finetune, chunking)
 
     def loaded():
-        return stages.run("load", keys["load"], functools.partial(load_corpus, cfg.corpus),
-                          documents_to_json, documents_from_json)
+        return stages.run(
+            "load", keys["load"], functools.partial(load_corpus, cfg.corpus), documents_to_json, documents_from_json
+        )
 
     def chunked():
-        return stages.run("chunk", keys["chunk"], functools.partial(chunk_corpus, plan=chunking),
-                          chunks_to_json, chunks_from_json, needs=(loaded,))
+        return stages.run(
+            "chunk",
+            keys["chunk"],
+            functools.partial(chunk_corpus, plan=chunking),
+            chunks_to_json,
+            chunks_from_json,
+            needs=(loaded,),
+        )
 
     @functools.cache
     def split() -> dict:
         settings = split_settings(cfg)
-        parts = stages.run("split", keys["split"], functools.partial(
-            split_chunks, val_fraction=settings["val_fraction"], seed=settings["seed"], held_out=settings["held_out"],
-            dev_fraction=settings["dev_fraction"], dev_seed=settings["dev_seed"]),
-            splits_to_json, splits_from_json, needs=(chunked,))
+        parts = stages.run(
+            "split",
+            keys["split"],
+            functools.partial(
+                split_chunks,
+                val_fraction=settings["val_fraction"],
+                seed=settings["seed"],
+                held_out=settings["held_out"],
+                dev_fraction=settings["dev_fraction"],
+                dev_seed=settings["dev_seed"],
+            ),
+            splits_to_json,
+            splits_from_json,
+            needs=(chunked,),
+        )
         counts.update(parts["counts"])
         return parts
 
@@ -355,24 +504,36 @@ def prepare_data(cfg: DictConfig, stages: StageCache, train_finetune: bool, coun
             pairs, dev_set = carve_dev_pairs(pairs, cfg.dev.fraction, cfg.dev.seed)
         pairs = pairs if train_finetune else None
     elif train_finetune:
-        pairs = stages.run("generate", keys["generate"], functools.partial(
-            generate_pairs, generator=instantiate(cfg.qa_generator), report=reports["generate"]),
-            dataset_to_json, dataset_from_json, needs=(lambda: split()["train"],),
-            keep=lambda: not reports["generate"].get("failed_chunks"))
+        pairs = stages.run(
+            "generate",
+            keys["generate"],
+            functools.partial(generate_pairs, generator=instantiate(cfg.qa_generator), report=reports["generate"]),
+            dataset_to_json,
+            dataset_from_json,
+            needs=(lambda: split()["train"],),
+            keep=lambda: not reports["generate"].get("failed_chunks"),
+        )
     sets = {}
     for stage, part in (("dev_set", "dev"), ("eval_set", "held_out")):
         if stage in keys:
-            sets[stage] = stages.run(stage, keys[stage], functools.partial(
-                held_out_eval_set, generator=instantiate(eval_generator_cfg(cfg)), report=reports[stage]),
-                eval_set_to_json, eval_set_from_json, needs=(lambda part=part: split()[part],),
-                keep=lambda stage=stage: not reports[stage].get("failed_chunks"))
+            sets[stage] = stages.run(
+                stage,
+                keys[stage],
+                functools.partial(held_out_eval_set, generator=instantiate(eval_generator_cfg(cfg)), report=reports[stage]),
+                eval_set_to_json,
+                eval_set_from_json,
+                needs=(lambda part=part: split()[part],),
+                keep=lambda stage=stage: not reports[stage].get("failed_chunks"),
+            )
     eval_set = sets.get("eval_set") or read_eval_set(cfg.eval_set, counts)
     if cfg.dev.path is not None:
         dev_set = read_eval_set(OmegaConf.create({"kind": "file", "path": cfg.dev.path}), counts, key="dev.path")
     dev_set = sets.get("dev_set", dev_set)
     if dev_set is not None and not dev_set.answered_query_ids():
-        log.warning("the dev split has no question with a relevant document; the run's choices keep their "
-                    "defaults. Raise dev.fraction or name a dev file (dev.path=DEV.json).")
+        log.warning(
+            "the dev split has no question with a relevant document; the run's choices keep their "
+            "defaults. Raise dev.fraction or name a dev file (dev.path=DEV.json)."
+        )
         dev_set = None
     for name, report in reports.items():  # e.g. generate_failed_chunks: LLM chunks skipped after retries
         counts.update({f"{name}_{k}": v for k, v in report.items()})
@@ -413,8 +574,9 @@ def run_identity(cfg: DictConfig, out: Path) -> tuple[str, str]:
     return f"{hc.job.num}:{name}", f"sweep-{sweep.parent.name}_{sweep.name}"
 
 
-def choose_length(cfg, model, pairs, dev: EvalSet | None, device: str, precision: str, metric: str,
-                  stages: StageCache) -> tuple[dict, object]:
+def choose_length(
+    cfg, model, pairs, dev: EvalSet | None, device: str, precision: str, metric: str, stages: StageCache
+) -> tuple[dict, object]:
     """`base_model.max_seq_length=auto`: the length chosen on the dev split from the training side's
     passages (a cached stage), set on the model and in `cfg`, so every later key holds the number.
     Returns ({"max_seq_length": the record} or {} when the config gives a number, the base model's dev
@@ -426,16 +588,40 @@ def choose_length(cfg, model, pairs, dev: EvalSet | None, device: str, precision
     name = str(cfg.base_model.name_or_path)
     fingerprint = model_fingerprint(name, cfg.base_model.get("revision"))
     k = depth(cfg)  # the ranking's depth: the winner's is the base model's dev ranking the hybrids choose on
-    settings = {"base_model": OmegaConf.to_container(cfg.base_model, resolve=True), "model": fingerprint, "k": k,
-                "precision": precision, "device": device, "hardware": hardware(device),
-                "batch_size": cfg.evaluate.batch_size, "metric": metric,
-                "bootstrap": cfg.evaluate.bootstrap, "seed": cfg.seed, "dev": dev.digest() if dev is not None else None,
-                "passages": hashlib.sha256(json.dumps(passages).encode()).hexdigest()}
+    settings = {
+        "base_model": OmegaConf.to_container(cfg.base_model, resolve=True),
+        "model": fingerprint,
+        "k": k,
+        "precision": precision,
+        "device": device,
+        "hardware": hardware(device),
+        "batch_size": cfg.evaluate.batch_size,
+        "metric": metric,
+        "bootstrap": cfg.evaluate.bootstrap,
+        "seed": cfg.seed,
+        "dev": dev.digest() if dev is not None else None,
+        "passages": hashlib.sha256(json.dumps(passages).encode()).hexdigest(),
+    }
     key = stages.key("max_seq_length", settings, [], (choose_max_seq_length, load_model))
-    record, ranking = stages.run("max_seq_length", key, functools.partial(
-        choose_max_seq_length, model, short_identity(name, fingerprint), dev, passages, metric, k,
-        cfg.evaluate.batch_size, precision, cfg.evaluate.bootstrap, cfg.seed),
-        lambda chosen: chosen[0], lambda record: (record, None))
+    record, ranking = stages.run(
+        "max_seq_length",
+        key,
+        functools.partial(
+            choose_max_seq_length,
+            model,
+            short_identity(name, fingerprint),
+            dev,
+            passages,
+            metric,
+            k,
+            cfg.evaluate.batch_size,
+            precision,
+            cfg.evaluate.bootstrap,
+            cfg.seed,
+        ),
+        lambda chosen: chosen[0],
+        lambda record: (record, None),
+    )
     model.max_seq_length = record["chosen"]
     cfg.base_model.max_seq_length = record["chosen"]
     log.info("max_seq_length: %s", record["reason"])
@@ -449,22 +635,37 @@ def base_keys(cfg, model, eval_set: EvalSet, device: str, precision: str, stages
     built the model object: its encode is sentence-transformers' code, at that library's version."""
     name = str(cfg.base_model.name_or_path)
     fingerprint = model_fingerprint(name, cfg.base_model.get("revision"))
-    encoder = {"base_model": OmegaConf.to_container(cfg.base_model, resolve=True), "model": fingerprint,
-               "max_seq_length": model.max_seq_length, "precision": precision, "device": device, "hardware": hardware(device),
-               "batch_size": cfg.evaluate.batch_size}
+    encoder = {
+        "base_model": OmegaConf.to_container(cfg.base_model, resolve=True),
+        "model": fingerprint,
+        "max_seq_length": model.max_seq_length,
+        "precision": precision,
+        "device": device,
+        "hardware": hardware(device),
+        "batch_size": cfg.evaluate.batch_size,
+    }
     keys = {"model_id": short_identity(name, fingerprint)}
     if cfg.evaluate.engine == "fast":
-        keys["base_embeddings"] = stages.key("base_embeddings", {**encoder, "corpus": eval_set.corpus_digest()}, [],
-                                             (build_index, index_to_json, index_from_json, load_model))
+        keys["base_embeddings"] = stages.key(
+            "base_embeddings",
+            {**encoder, "corpus": eval_set.corpus_digest()},
+            [],
+            (build_index, index_to_json, index_from_json, load_model),
+        )
     evaluate = {k: v for k, v in OmegaConf.to_container(cfg.evaluate, resolve=True).items() if k != "baselines"}
     settings = {**encoder, "eval_set": eval_set.digest(), "evaluate": evaluate}  # baselines: not this stage's
-    keys["evaluate_base"] = stages.key("evaluate_base", settings, [keys.get("base_embeddings", "")],
-                                       (evaluate_with_engine, result_to_json, result_from_json, load_model))
+    keys["evaluate_base"] = stages.key(
+        "evaluate_base",
+        settings,
+        [keys.get("base_embeddings", "")],
+        (evaluate_with_engine, result_to_json, result_from_json, load_model),
+    )
     return keys
 
 
-def evaluate_base(cfg, model, eval_set: EvalSet, device: str, precision: str, stages: StageCache,
-                  record: bool = True) -> EvalResult:
+def evaluate_base(
+    cfg, model, eval_set: EvalSet, device: str, precision: str, stages: StageCache, record: bool = True
+) -> EvalResult:
     """The base model's evaluation, from the stage cache when an earlier run made it.
 
     It depends only on the base model, the eval set and the evaluation settings, so every job of a
@@ -476,14 +677,32 @@ def evaluate_base(cfg, model, eval_set: EvalSet, device: str, precision: str, st
     cache = stages if record else StageCache(stages.root, stages.enabled)  # a guard's: not the run's status
 
     def index():
-        return cache.run("base_embeddings", keys["base_embeddings"], functools.partial(
-            build_index, model, keys["model_id"], eval_set.corpus, cfg.evaluate.batch_size, precision),
-            index_to_json, index_from_json)
+        return cache.run(
+            "base_embeddings",
+            keys["base_embeddings"],
+            functools.partial(build_index, model, keys["model_id"], eval_set.corpus, cfg.evaluate.batch_size, precision),
+            index_to_json,
+            index_from_json,
+        )
 
-    return cache.run("evaluate_base", keys["evaluate_base"], functools.partial(
-        evaluate_with_engine, model, eval_set, cfg.evaluate, model_path=str(cfg.base_model.name_or_path),
-        model_id=keys["model_id"], precision=precision, device=device, base_model_cfg=cfg.base_model),
-        result_to_json, result_from_json, needs=(index,) if fast else ())
+    return cache.run(
+        "evaluate_base",
+        keys["evaluate_base"],
+        functools.partial(
+            evaluate_with_engine,
+            model,
+            eval_set,
+            cfg.evaluate,
+            model_path=str(cfg.base_model.name_or_path),
+            model_id=keys["model_id"],
+            precision=precision,
+            device=device,
+            base_model_cfg=cfg.base_model,
+        ),
+        result_to_json,
+        result_from_json,
+        needs=(index,) if fast else (),
+    )
 
 
 def base_index(cfg, model, eval_set: EvalSet, keys: dict, precision: str, stages: StageCache):
@@ -506,15 +725,17 @@ def describe_data(out: Path, pairs, dev_set: EvalSet | None, eval_set: EvalSet, 
     counts["eval_queries"] = len(eval_set.answered_query_ids())
     counts["eval_queries_dropped"] = len(eval_set.queries) - counts["eval_queries"]  # no relevant doc
     if counts["eval_queries_dropped"]:
-        log.warning("eval set: %d queries have no relevant document and are left out of the metrics",
-                    counts["eval_queries_dropped"])
+        log.warning(
+            "eval set: %d queries have no relevant document and are left out of the metrics", counts["eval_queries_dropped"]
+        )
     counts["eval_corpus"] = len(eval_set.corpus)
     if not counts["eval_queries"]:
-        raise RagtuneError("the eval set has no query with a relevant document; give more "
-                           "held-out documents (split.val_fraction) or another eval_set.")
+        raise RagtuneError(
+            "the eval set has no query with a relevant document; give more "
+            "held-out documents (split.val_fraction) or another eval_set."
+        )
     log.info("counts: %s", counts)
 
 
 def _as_dataset(eval_set: EvalSet):
-    return EmbeddingQAFinetuneDataset(queries=eval_set.queries, corpus=eval_set.corpus,
-                                      relevant_docs=eval_set.relevant_docs)
+    return EmbeddingQAFinetuneDataset(queries=eval_set.queries, corpus=eval_set.corpus, relevant_docs=eval_set.relevant_docs)

@@ -44,9 +44,7 @@ def read_qa_dataset(path: str | Path, key: str) -> EmbeddingQAFinetuneDataset:
     for k in REQUIRED_KEYS:
         if not isinstance(data[k], dict):
             raise RagtuneError(f"{key}={path}: '{k}' is a {type(data[k]).__name__}, not an object; {hint}.")
-    dangling = sorted(
-        {d for docs in data["relevant_docs"].values() for d in docs if d not in data["corpus"]}
-    )
+    dangling = sorted({d for docs in data["relevant_docs"].values() for d in docs if d not in data["corpus"]})
     if dangling:
         raise RagtuneError(
             f"{key}={path}: relevant_docs names {len(dangling)} id(s) missing from 'corpus' "

@@ -12,8 +12,18 @@ import numpy as np
 from runner.metrics import paired_bootstrap_ci, paired_randomization_p
 from runner.atomic import write_json_atomic, write_text_atomic
 
-PACKAGES = ("ragtune", "torch", "sentence-transformers", "transformers", "llama-index-core",
-            "llama-index-finetuning", "hydra-core", "wandb", "datasets", "accelerate")
+PACKAGES = (
+    "ragtune",
+    "torch",
+    "sentence-transformers",
+    "transformers",
+    "llama-index-core",
+    "llama-index-finetuning",
+    "hydra-core",
+    "wandb",
+    "datasets",
+    "accelerate",
+)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -57,12 +67,10 @@ def compare_metrics(base, tuned, n_resamples: int, seed: int) -> dict:
     metrics["finetuned"] = tuned.metrics
     metrics["delta"] = {k: tuned.metrics[k] - base.metrics[k] for k in base.metrics}
     metrics["delta_ci95"] = {
-        k: list(paired_bootstrap_ci(base.per_query[k], tuned.per_query[k], n_resamples, seed))
-        for k in base.metrics
+        k: list(paired_bootstrap_ci(base.per_query[k], tuned.per_query[k], n_resamples, seed)) for k in base.metrics
     }
     metrics["delta_p"] = {
-        k: paired_randomization_p(base.per_query[k], tuned.per_query[k], n_resamples, seed)
-        for k in base.metrics
+        k: paired_randomization_p(base.per_query[k], tuned.per_query[k], n_resamples, seed) for k in base.metrics
     }
     return metrics
 
@@ -75,8 +83,10 @@ def write_per_query(path: Path, eval_set, rows: dict) -> tuple[list[str], list[l
     names = [r for r in ROWS if r in rows]
     base = rows["base"]
     columns = ["query_id", "query", "relevant_ids", *[f"{n}_rank" for n in names]]
-    table = [[qid, eval_set.queries[qid], " ".join(eval_set.relevant_docs[qid]),
-              *[rows[n].first_relevant_rank[i] for n in names]] for i, qid in enumerate(base.query_ids)]
+    table = [
+        [qid, eval_set.queries[qid], " ".join(eval_set.relevant_docs[qid]), *[rows[n].first_relevant_rank[i] for n in names]]
+        for i, qid in enumerate(base.query_ids)
+    ]
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(columns)
@@ -108,8 +118,14 @@ def wandb_metrics(metrics: dict) -> dict:
     for k, (low, high) in metrics.get("delta_ci95", {}).items():
         flat[f"delta_ci95_low/{k}"], flat[f"delta_ci95_high/{k}"] = low, high
     for row, c in metrics.get("vs_verdict", {}).items():
-        flat.update({f"vs_verdict/{row}/delta": c["delta"], f"vs_verdict/{row}/ci95_low": c["ci95"][0],
-                     f"vs_verdict/{row}/ci95_high": c["ci95"][1], f"vs_verdict/{row}/p": c["p"]})
+        flat.update(
+            {
+                f"vs_verdict/{row}/delta": c["delta"],
+                f"vs_verdict/{row}/ci95_low": c["ci95"][0],
+                f"vs_verdict/{row}/ci95_high": c["ci95"][1],
+                f"vs_verdict/{row}/p": c["p"],
+            }
+        )
     return flat
 
 
@@ -129,8 +145,12 @@ def metrics_table(metrics: dict) -> str:
         row = [k, f"{b:.4f}"]
         if tuned:
             low, high = metrics["delta_ci95"][k]
-            row += [f"{metrics['finetuned'][k]:.4f}", f"{metrics['delta'][k]:+.4f}",
-                    f"[{low:+.4f}, {high:+.4f}]", f"{metrics['delta_p'][k]:.3f}"]
+            row += [
+                f"{metrics['finetuned'][k]:.4f}",
+                f"{metrics['delta'][k]:+.4f}",
+                f"[{low:+.4f}, {high:+.4f}]",
+                f"{metrics['delta_p'][k]:.3f}",
+            ]
         table.add_row(*row)
     console = Console(width=110, record=True, file=io.StringIO(), color_system=None)
     console.print(table)
@@ -143,8 +163,7 @@ def shipping_table(metrics: dict, verdict: dict) -> str:
     from rich.table import Table
 
     metric = verdict["metric"]
-    table = Table(title=f"what to ship (deciding metric: {metric}; intervals vs. the verdict's retriever)",
-                  title_justify="left")
+    table = Table(title=f"what to ship (deciding metric: {metric}; intervals vs. the verdict's retriever)", title_justify="left")
     for col in ("retriever", metric, "hit_rate@10", "mrr@10", "vs. verdict", "95% CI", "p", ""):
         table.add_column(col, justify="left" if col in ("retriever", "") else "right")
     for row in ROWS:
@@ -153,9 +172,14 @@ def shipping_table(metrics: dict, verdict: dict) -> str:
         m = metrics[row]
         c = metrics.get("vs_verdict", {}).get(row)
         mark = "<- ship" if row == verdict["deploy"] else ("flagged by a guard" if row in verdict.get("flagged", {}) else "")
-        table.add_row(row, *(f"{m[k]:.4f}" if k in m else "" for k in (metric, "hit_rate@10", "mrr@10")),
-                      f"{c['delta']:+.4f}" if c else "", f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]" if c else "",
-                      f"{c['p']:.3f}" if c else "", mark)
+        table.add_row(
+            row,
+            *(f"{m[k]:.4f}" if k in m else "" for k in (metric, "hit_rate@10", "mrr@10")),
+            f"{c['delta']:+.4f}" if c else "",
+            f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]" if c else "",
+            f"{c['p']:.3f}" if c else "",
+            mark,
+        )
     console = Console(width=120, record=True, file=io.StringIO(), color_system=None)
     console.print(table)
     return console.export_text()

@@ -42,8 +42,9 @@ def choose_lexical(baselines_cfg, dev: EvalSet | None, metric: str) -> tuple[Bm2
     return settings, record
 
 
-def choose_hybrid(name: str, dense_dev: Ranking | None, lexical_dev: Ranking | None, dev: EvalSet | None,
-                  baselines_cfg, metric: str) -> tuple[Fusion, dict]:
+def choose_hybrid(
+    name: str, dense_dev: Ranking | None, lexical_dev: Ranking | None, dev: EvalSet | None, baselines_cfg, metric: str
+) -> tuple[Fusion, dict]:
     if dev is None or dense_dev is None:
         return DEFAULT_FUSION, {"chosen": DEFAULT_FUSION.as_dict(), "reason": "no dev split: LlamaIndex's defaults kept"}
     grid = fusion_grid(baselines_cfg.fusion_modes, baselines_cfg.top_k, baselines_cfg.dense_weights)
@@ -68,6 +69,7 @@ def hybrid_ranking(dense: Ranking, lexical: Ranking, fusion: Fusion) -> Ranking:
 class Before:
     """What the run knows before training: BM25's dev-chosen settings and rankings, the base model's
     rankings of the dev and eval queries (the dense side of the base hybrid), guard sets scored by the base."""
+
     bm25: Bm25Settings | None = None
     lexical_dev: Ranking | None = None
     lexical_eval: Ranking | None = None
@@ -85,15 +87,17 @@ def lexical_rankings(cfg, dev: EvalSet | None, eval_set: EvalSet, metric: str, b
         before.lexical_dev = lexical_ranking(dev, before.bm25, k)
 
 
-def rows_and_fusions(cfg, before: Before, dense: dict, dense_dev: dict, eval_set: EvalSet, dev: EvalSet | None,
-                     metric: str, choices: dict) -> tuple[dict, dict]:
+def rows_and_fusions(
+    cfg, before: Before, dense: dict, dense_dev: dict, eval_set: EvalSet, dev: EvalSet | None, metric: str, choices: dict
+) -> tuple[dict, dict]:
     """BM25's row and one hybrid per dense model (`dense`: name -> its eval Ranking; `dense_dev`: its dev
     Ranking), each hybrid's fusion chosen on dev; returns ({row: EvalResult}, {row: fusion settings})."""
     rows = {"bm25": scored(before.lexical_eval, eval_set, cfg.evaluate, metric)}
     fusions = {}
     for name, ranking in dense.items():
-        fusion, choices[f"fusion_{name}"] = choose_hybrid(name, dense_dev.get(name), before.lexical_dev, dev,
-                                                          cfg.evaluate.baselines, metric)
+        fusion, choices[f"fusion_{name}"] = choose_hybrid(
+            name, dense_dev.get(name), before.lexical_dev, dev, cfg.evaluate.baselines, metric
+        )
         rows[name] = scored(hybrid_ranking(ranking, before.lexical_eval, fusion), eval_set, cfg.evaluate, metric)
         fusions[name] = fusion.as_dict()
     return rows, fusions

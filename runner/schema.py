@@ -356,15 +356,23 @@ class Config:
 
 
 SCHEMAS = {
-    "corpus": {"python_docs": PythonDocsCorpus, "directory": DirectoryCorpus, "beir": BeirCorpus,
-               "qa_file": QaFileCorpus},
-    "chunker": {"sentence": SentenceChunker, "token": TokenChunker, "markdown": MarkdownChunker,
-                "semantic": SemanticChunker},
-    "qa_generator": {"ict": IctGenerator, "keywords": KeywordGenerator, "titles": TitleGenerator,
-                     "mixed": MixedGenerator, "file": FileGenerator, "llm": LlmGenerator},
+    "corpus": {"python_docs": PythonDocsCorpus, "directory": DirectoryCorpus, "beir": BeirCorpus, "qa_file": QaFileCorpus},
+    "chunker": {"sentence": SentenceChunker, "token": TokenChunker, "markdown": MarkdownChunker, "semantic": SemanticChunker},
+    "qa_generator": {
+        "ict": IctGenerator,
+        "keywords": KeywordGenerator,
+        "titles": TitleGenerator,
+        "mixed": MixedGenerator,
+        "file": FileGenerator,
+        "llm": LlmGenerator,
+    },
     "base_model": {"base_model": BaseModel},
-    "finetune": {"sentence_transformers": SentenceTransformersFinetune, "llama_index": LlamaIndexFinetune,
-                 "adapter": AdapterFinetune, "none": NoFinetune},
+    "finetune": {
+        "sentence_transformers": SentenceTransformersFinetune,
+        "llama_index": LlamaIndexFinetune,
+        "adapter": AdapterFinetune,
+        "none": NoFinetune,
+    },
     "eval_set": {"held_out": HeldOutEvalSet, "file": FileEvalSet, "beir": BeirEvalSet},
     "logger": {"wandb": WandbLogger, "none": NoLogger},
 }

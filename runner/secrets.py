@@ -30,7 +30,8 @@ _values: set[str] = set()
 # `api_key`, `hf_token`, `client_secret`, `Authorization`; not `max_tokens`, `tokenizer_name`.
 _CREDENTIAL = re.compile(
     r"(?:^|_)(?:api_?key|access_?key|secret_?key|private_?key|subscription_?key|secret|password|passwd|"
-    r"passphrase|credentials?|authorization|auth|cookie|token)$")
+    r"passphrase|credentials?|authorization|auth|cookie|token)$"
+)
 
 
 def is_secret_key(name: object) -> bool:
@@ -80,8 +81,10 @@ def load_secrets_file(path: str | None) -> list[str]:
         return []
     file = Path(path).expanduser()
     if not file.is_file():
-        raise RagtuneError(f"secrets_file={path} does not exist; give a file of KEY=VALUE lines "
-                           "(for example OPENAI_API_KEY=sk-...), or leave secrets_file unset and export the key.")
+        raise RagtuneError(
+            f"secrets_file={path} does not exist; give a file of KEY=VALUE lines "
+            "(for example OPENAI_API_KEY=sk-...), or leave secrets_file unset and export the key."
+        )
     names = []
     for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
         line = line.strip()
@@ -89,8 +92,7 @@ def load_secrets_file(path: str | None) -> list[str]:
             continue
         match = re.fullmatch(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)", line)
         if not match:
-            raise RagtuneError(f"secrets_file={path}, line {n}, is not KEY=VALUE (the value is not shown); "
-                               "fix that line.")
+            raise RagtuneError(f"secrets_file={path}, line {n}, is not KEY=VALUE (the value is not shown); fix that line.")
         name, value = match.group(1), match.group(2).strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]

@@ -29,8 +29,10 @@ def check(value, key: str = "base_model.max_seq_length") -> list[str]:
     if value is None or value == "auto":
         return []
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        return [f"{key}={value!r} is not a length; give a positive number of word pieces (e.g. 256), auto (chosen "
-                "on the dev split from the passages' lengths) or null (the model's own setting)"]
+        return [
+            f"{key}={value!r} is not a length; give a positive number of word pieces (e.g. 256), auto (chosen "
+            "on the dev split from the passages' lengths) or null (the model's own setting)"
+        ]
     return []
 
 
@@ -58,8 +60,18 @@ def candidates(own: int, limit: int, lengths: np.ndarray) -> list[int]:
     return out
 
 
-def choose_max_seq_length(model, model_id: str, dev, passages: list[str], metric: str, k: int, batch_size: int,
-                          precision: str, n_resamples: int, seed: int) -> tuple[dict, object]:
+def choose_max_seq_length(
+    model,
+    model_id: str,
+    dev,
+    passages: list[str],
+    metric: str,
+    k: int,
+    batch_size: int,
+    precision: str,
+    n_resamples: int,
+    seed: int,
+) -> tuple[dict, object]:
     """(the record of the choice, the base model's dev ranking (top k) at the winner, or None when
     nothing was encoded); `model.max_seq_length` is left at the winner."""
     from runner.evaluate import dev_scores
@@ -68,17 +80,32 @@ def choose_max_seq_length(model, model_id: str, dev, passages: list[str], metric
     start = time.perf_counter()
     own = int(model.max_seq_length)
     lengths = word_pieces(model, passages)
-    lengths_of = {"passages": len(lengths), "p50": int(np.median(lengths)) if len(lengths) else 0,
-                  "p95": int(np.quantile(lengths, COVER)) if len(lengths) else 0}
+    lengths_of = {
+        "passages": len(lengths),
+        "p50": int(np.median(lengths)) if len(lengths) else 0,
+        "p95": int(np.quantile(lengths, COVER)) if len(lengths) else 0,
+    }
     lengths_of["limit"] = limit = position_limit(model)
     cands = candidates(own, limit, lengths)
-    record = {"metric": metric, "own": own, "passage_lengths": lengths_of,
-              "candidates": [{"max_seq_length": n, "passages_cut": round(float((lengths > n).mean()), 4)
-                              if len(lengths) else 0.0} for n in cands]}
+    record = {
+        "metric": metric,
+        "own": own,
+        "passage_lengths": lengths_of,
+        "candidates": [
+            {"max_seq_length": n, "passages_cut": round(float((lengths > n).mean()), 4) if len(lengths) else 0.0} for n in cands
+        ],
+    }
     if len(cands) == 1 or dev is None:
-        record.update(chosen=own, dev=None, seconds=round(time.perf_counter() - start, 3),
-                      reason=(f"the model's own {own}: it holds {100 * COVER:.0f}% of the training passages"
-                              if len(cands) == 1 else f"the model's own {own}: no dev split to choose on"))
+        record.update(
+            chosen=own,
+            dev=None,
+            seconds=round(time.perf_counter() - start, 3),
+            reason=(
+                f"the model's own {own}: it holds {100 * COVER:.0f}% of the training passages"
+                if len(cands) == 1
+                else f"the model's own {own}: no dev split to choose on"
+            ),
+        )
         return record, None
     scores, rankings = {}, {}
     try:
@@ -97,14 +124,17 @@ def choose_max_seq_length(model, model_id: str, dev, passages: list[str], metric
     chosen = best["max_seq_length"] if best else own
     own_dev = record["candidates"][0]["dev"]
     if best:
-        reason = (f"{chosen} scores {best['dev']:.4f} on dev, clearly above the model's own {own} ({own_dev:.4f}; "
-                  f"{best['dev'] - own_dev:+.4f} [{best['ci95_vs_own'][0]:+.4f}, {best['ci95_vs_own'][1]:+.4f}])")
+        reason = (
+            f"{chosen} scores {best['dev']:.4f} on dev, clearly above the model's own {own} ({own_dev:.4f}; "
+            f"{best['dev'] - own_dev:+.4f} [{best['ci95_vs_own'][0]:+.4f}, {best['ci95_vs_own'][1]:+.4f}])"
+        )
     else:
-        reason = (f"the model's own {own} ({own_dev:.4f} on dev); no longer window is clearly better: "
-                  + "; ".join(f"{c['max_seq_length']} {c['dev']:.4f} [{c['ci95_vs_own'][0]:+.4f}, "
-                              f"{c['ci95_vs_own'][1]:+.4f}]" for c in record["candidates"][1:]))
+        reason = f"the model's own {own} ({own_dev:.4f} on dev); no longer window is clearly better: " + "; ".join(
+            f"{c['max_seq_length']} {c['dev']:.4f} [{c['ci95_vs_own'][0]:+.4f}, {c['ci95_vs_own'][1]:+.4f}]"
+            for c in record["candidates"][1:]
+        )
     model.max_seq_length = chosen
-    record.update(chosen=chosen, dev=round(float(scores[chosen].mean()), 5),
-                  seconds=round(time.perf_counter() - start, 3), reason=reason)
+    record.update(
+        chosen=chosen, dev=round(float(scores[chosen].mean()), 5), seconds=round(time.perf_counter() - start, 3), reason=reason
+    )
     return record, rankings[chosen]
-

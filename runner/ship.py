@@ -17,18 +17,37 @@ from runner.atomic import write_json_atomic, write_text_atomic
 RETRIEVER_FILE = "retriever.json"
 
 
-def retriever_spec(verdict: dict, *, base_model: str, model_dir: str | None, prompts: dict, max_seq_length: int | None,
-                   bm25: dict | None, fusion: dict, chunker: dict, scores: dict) -> dict:
+def retriever_spec(
+    verdict: dict,
+    *,
+    base_model: str,
+    model_dir: str | None,
+    prompts: dict,
+    max_seq_length: int | None,
+    bm25: dict | None,
+    fusion: dict,
+    chunker: dict,
+    scores: dict,
+) -> dict:
     deploy = verdict["deploy"]
     dense = None
     if deploy in ("base", "hybrid_base"):
         dense = base_model
     elif deploy in ("finetuned", "merged", "hybrid_finetuned"):
         dense = model_dir
-    return {"deploy": deploy, "reason": verdict["reason"], "metric": verdict["metric"], "score": scores.get(deploy),
-            "dense_model": dense, "query_prompt": prompts.get("query", ""), "passage_prompt": prompts.get("passage", ""),
-            "max_seq_length": max_seq_length, "bm25": bm25 if deploy in ("bm25", "hybrid_base", "hybrid_finetuned") else None,
-            "fusion": fusion.get(deploy) if deploy.startswith("hybrid") else None, "chunker": chunker}
+    return {
+        "deploy": deploy,
+        "reason": verdict["reason"],
+        "metric": verdict["metric"],
+        "score": scores.get(deploy),
+        "dense_model": dense,
+        "query_prompt": prompts.get("query", ""),
+        "passage_prompt": prompts.get("passage", ""),
+        "max_seq_length": max_seq_length,
+        "bm25": bm25 if deploy in ("bm25", "hybrid_base", "hybrid_finetuned") else None,
+        "fusion": fusion.get(deploy) if deploy.startswith("hybrid") else None,
+        "chunker": chunker,
+    }
 
 
 def settings(spec: dict) -> dict:
@@ -41,12 +60,16 @@ def settings_text(spec: dict) -> str:
     parts = [f"model {spec['dense_model']}"] if spec["dense_model"] else []
     if spec["bm25"]:
         b = spec["bm25"]
-        parts.append(f"BM25 {'with' if b['stopwords'] else 'without'} {b['language']} stopwords, "
-                     f"{'with' if b['stemming'] else 'without'} stemming")
+        parts.append(
+            f"BM25 {'with' if b['stopwords'] else 'without'} {b['language']} stopwords, "
+            f"{'with' if b['stemming'] else 'without'} stemming"
+        )
     if spec["fusion"]:
         f = spec["fusion"]
-        parts.append(f"QueryFusionRetriever mode {f['mode']}, similarity_top_k {f['top_k']}, "
-                     f"retriever_weights [{f['dense_weight']:g} dense, {1 - f['dense_weight']:g} BM25]")
+        parts.append(
+            f"QueryFusionRetriever mode {f['mode']}, similarity_top_k {f['top_k']}, "
+            f"retriever_weights [{f['dense_weight']:g} dense, {1 - f['dense_weight']:g} BM25]"
+        )
     return "; ".join(parts)
 
 
@@ -58,8 +81,10 @@ def _nodes(spec: dict, documents, nodes):
     if nodes is not None:
         return list(nodes)
     if documents is None:
-        raise ValueError("give load_retriever the documents to search (llama-index Documents, chunked the run's way) "
-                         "or nodes (already chunked; their ids are what the retriever returns)")
+        raise ValueError(
+            "give load_retriever the documents to search (llama-index Documents, chunked the run's way) "
+            "or nodes (already chunked; their ids are what the retriever returns)"
+        )
     from runner.chunk import build_parser, chunk_documents
     from runner.chunkers import fill_tiktoken_cache
 
@@ -79,44 +104,85 @@ def load_retriever(run_dir: str | Path, documents=None, *, nodes=None, device: s
         from llama_index.core import VectorStoreIndex
         from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
-        embed = HuggingFaceEmbedding(model_name=spec["dense_model"], max_length=spec["max_seq_length"],
-                                     query_instruction=spec["query_prompt"] or None,
-                                     text_instruction=spec["passage_prompt"] or None, device=device)
+        embed = HuggingFaceEmbedding(
+            model_name=spec["dense_model"],
+            max_length=spec["max_seq_length"],
+            query_instruction=spec["query_prompt"] or None,
+            text_instruction=spec["passage_prompt"] or None,
+            device=device,
+        )
         retrievers.append(VectorStoreIndex(chosen, embed_model=embed).as_retriever(similarity_top_k=k))
     if spec["bm25"]:
         import Stemmer
         from llama_index.retrievers.bm25 import BM25Retriever
 
         b = spec["bm25"]
-        retrievers.append(BM25Retriever.from_defaults(
-            nodes=chosen, similarity_top_k=k, stemmer=Stemmer.Stemmer(b["language"]),
-            skip_stemming=not b["stemming"], language=b["language"] if b["stopwords"] else None))
+        retrievers.append(
+            BM25Retriever.from_defaults(
+                nodes=chosen,
+                similarity_top_k=k,
+                stemmer=Stemmer.Stemmer(b["language"]),
+                skip_stemming=not b["stemming"],
+                language=b["language"] if b["stopwords"] else None,
+            )
+        )
     if len(retrievers) == 1:
         return retrievers[0]
     from llama_index.core.llms import MockLLM
     from llama_index.core.retrievers import QueryFusionRetriever
 
     f = spec["fusion"]
-    return QueryFusionRetriever(retrievers, mode=f["mode"], similarity_top_k=f["top_k"], num_queries=1,
-                                use_async=False, retriever_weights=[f["dense_weight"], 1 - f["dense_weight"]],
-                                llm=MockLLM())  # one query: no LLM writes extra queries
+    return QueryFusionRetriever(
+        retrievers,
+        mode=f["mode"],
+        similarity_top_k=f["top_k"],
+        num_queries=1,
+        use_async=False,
+        retriever_weights=[f["dense_weight"], 1 - f["dense_weight"]],
+        llm=MockLLM(),
+    )  # one query: no LLM writes extra queries
 
 
 def model_card(verdict: dict, metric: str, *, config: dict, hashes: dict, choices: dict) -> str:
     """A markdown section for the saved model's README: the eval table, the verdict, the settings and
     the content hashes of the data it was trained and scored on."""
-    lines = ["", "## ragtune evaluation", "", f"**Verdict: ship {verdict['deploy']}.** {verdict['reason']}", "",
-             f"| retriever | {metric} | vs. the verdict's retriever [95% CI] | p |", "|---|---|---|---|"]
+    lines = [
+        "",
+        "## ragtune evaluation",
+        "",
+        f"**Verdict: ship {verdict['deploy']}.** {verdict['reason']}",
+        "",
+        f"| retriever | {metric} | vs. the verdict's retriever [95% CI] | p |",
+        "|---|---|---|---|",
+    ]
     for name, score in verdict["scores"].items():
         c = verdict["vs_deploy"].get(name)
         vs = f"{c['delta']:+.4f} [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]" if c else "—"
         lines.append(f"| {name} | {score:.4f} | {vs} | {c['p']:.3f} |" if c else f"| {name} | {score:.4f} | {vs} | |")
-    lines += ["", "Settings chosen on the dev split:", "", "```json",
-              json.dumps({k: v.get("chosen", v.get("chosen_alpha")) for k, v in choices.items() if isinstance(v, dict)},
-                         indent=2, default=str), "```", "", "Data (SHA-256):", ""]
+    lines += [
+        "",
+        "Settings chosen on the dev split:",
+        "",
+        "```json",
+        json.dumps(
+            {k: v.get("chosen", v.get("chosen_alpha")) for k, v in choices.items() if isinstance(v, dict)}, indent=2, default=str
+        ),
+        "```",
+        "",
+        "Data (SHA-256):",
+        "",
+    ]
     lines += [f"- {name}: `{digest}`" for name, digest in hashes.items()]
-    lines += ["", "<details><summary>The run's config</summary>", "", "```json",
-              json.dumps(config, indent=2, default=str), "```", "</details>", ""]
+    lines += [
+        "",
+        "<details><summary>The run's config</summary>",
+        "",
+        "```json",
+        json.dumps(config, indent=2, default=str),
+        "```",
+        "</details>",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -22,8 +22,19 @@ from runner.verdict import TRAINED
 log = logging.getLogger("ragtune")
 
 
-def before_training(cfg, model, model_id: str, base: EvalResult, base_index, dev: EvalSet | None, eval_set: EvalSet,
-                    metric: str, precision: str, base_eval, base_dev=None) -> Before:
+def before_training(
+    cfg,
+    model,
+    model_id: str,
+    base: EvalResult,
+    base_index,
+    dev: EvalSet | None,
+    eval_set: EvalSet,
+    metric: str,
+    precision: str,
+    base_eval,
+    base_dev=None,
+) -> Before:
     """`base_index()`: the base model's eval corpus embeddings (the cached stage); `base_eval(eval_set)`:
     the base model's (cached) evaluation of another eval set, for the guards; `base_dev`: the base
     model's dev ranking when the run made it already (choosing max_seq_length)."""
@@ -47,8 +58,17 @@ def base_weights(cfg, model, dev: EvalSet | None) -> dict | None:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def merge_on_dev(cfg, base_state: dict | None, tuned_model, before: Before, dev: EvalSet | None, metric: str,
-                 precision: str, model_dir: Path, tuned_dev=None) -> tuple[object | None, dict, object]:
+def merge_on_dev(
+    cfg,
+    base_state: dict | None,
+    tuned_model,
+    before: Before,
+    dev: EvalSet | None,
+    metric: str,
+    precision: str,
+    model_dir: Path,
+    tuned_dev=None,
+) -> tuple[object | None, dict, object]:
     """WiSE-FT on the dev split; a merge that wins there is saved as `model_dir` (the finetuned model
     moves beside it, to finetuned_model/). `tuned_dev`: the finetuned model's dev ranking when training
     scored its epochs. Returns (the merged model or None, the record, the dev ranking
@@ -61,9 +81,20 @@ def merge_on_dev(cfg, base_state: dict | None, tuned_model, before: Before, dev:
         return None, {"kept": False, "reason": "finetune=adapter leaves the base weights as they are"}, None
     from runner.merge import choose_merge
 
-    merged, record, ranking = choose_merge(base_state, tuned_model, dev, cfg.merge.alphas, metric,
-                                           cfg.evaluate.batch_size, precision, depth(cfg), before.base_dense_dev,
-                                           cfg.evaluate.bootstrap, cfg.seed, tuned_dev)
+    merged, record, ranking = choose_merge(
+        base_state,
+        tuned_model,
+        dev,
+        cfg.merge.alphas,
+        metric,
+        cfg.evaluate.batch_size,
+        precision,
+        depth(cfg),
+        before.base_dense_dev,
+        cfg.evaluate.bootstrap,
+        cfg.seed,
+        tuned_dev,
+    )
     log.info("merge: %s", record["reason"])
     if merged is not None:
         model_dir = Path(model_dir)
@@ -75,9 +106,21 @@ def merge_on_dev(cfg, base_state: dict | None, tuned_model, before: Before, dev:
     return merged, record, ranking
 
 
-def shippable_rows(cfg, before: Before, base: EvalResult, tuned: EvalResult | None, merged: EvalResult | None,
-                   run_model, run_result: EvalResult | None, dev: EvalSet | None, eval_set: EvalSet, metric: str,
-                   precision: str, choices: dict, run_dev=None) -> tuple[dict, dict]:
+def shippable_rows(
+    cfg,
+    before: Before,
+    base: EvalResult,
+    tuned: EvalResult | None,
+    merged: EvalResult | None,
+    run_model,
+    run_result: EvalResult | None,
+    dev: EvalSet | None,
+    eval_set: EvalSet,
+    metric: str,
+    precision: str,
+    choices: dict,
+    run_dev=None,
+) -> tuple[dict, dict]:
     """{row: EvalResult} for every retriever the verdict weighs, and each hybrid's fusion settings.
     `run_dev`: the run's model's dev ranking when merging made it already."""
     rows = {"base": base}
@@ -92,8 +135,9 @@ def shippable_rows(cfg, before: Before, base: EvalResult, tuned: EvalResult | No
         k, batch = depth(cfg), cfg.evaluate.batch_size
         index, query_emb = run_result.dense if run_result.dense is not None else (None, None)
         dense["hybrid_finetuned"] = dense_top(run_model, "run", eval_set, k, batch, precision, index, query_emb)
-        dense_dev["hybrid_finetuned"] = run_dev if run_dev is not None or dev is None else \
-            dense_top(run_model, "run", dev, k, batch, precision)
+        dense_dev["hybrid_finetuned"] = (
+            run_dev if run_dev is not None or dev is None else dense_top(run_model, "run", dev, k, batch, precision)
+        )
     more, fusions = rows_and_fusions(cfg, before, dense, dense_dev, eval_set, dev, metric, choices)
     return {**rows, **more}, fusions
 
@@ -107,8 +151,9 @@ def guard_sets(cfg) -> dict[str, EvalSet]:
     return sets
 
 
-def score_guards(cfg, before: Before, run_model, tuned_model, merged_kept: bool, precision: str,
-                 metric: str) -> tuple[dict, dict]:
+def score_guards(
+    cfg, before: Before, run_model, tuned_model, merged_kept: bool, precision: str, metric: str
+) -> tuple[dict, dict]:
     """Each guard set scored by the base and the trained model(s); a trained model that loses more than
     `guard.tolerance` on the deciding metric, with an interval below 0, is flagged for the verdict."""
     out, flagged = {}, {}
@@ -119,15 +164,16 @@ def score_guards(cfg, before: Before, run_model, tuned_model, merged_kept: bool,
             if model is None:
                 continue
             result = evaluate_model(model, guard, cfg.evaluate, cfg.evaluate.batch_size, model_id=row, precision=precision)
-            low, high = paired_bootstrap_ci(base.per_query[metric], result.per_query[metric], cfg.evaluate.bootstrap,
-                                            cfg.seed)
+            low, high = paired_bootstrap_ci(base.per_query[metric], result.per_query[metric], cfg.evaluate.bootstrap, cfg.seed)
             delta = result.metrics[metric] - base.metrics[metric]
             hurt = delta < -cfg.guard.tolerance and high < 0
             entry[row] = {"metrics": result.metrics, "delta": delta, "ci95": [low, high], "flagged": hurt}
             if hurt:
-                why = f"guard {name}: {metric} {delta:+.4f} [{low:+.4f}, {high:+.4f}] beyond guard.tolerance={cfg.guard.tolerance}"
+                why = (
+                    f"guard {name}: {metric} {delta:+.4f} [{low:+.4f}, {high:+.4f}] beyond guard.tolerance={cfg.guard.tolerance}"
+                )
                 log.warning("%s (%s)", why, row)
-                for r in ([row, "hybrid_finetuned"] if row == ("merged" if merged_kept else "finetuned") else [row]):
+                for r in [row, "hybrid_finetuned"] if row == ("merged" if merged_kept else "finetuned") else [row]:
                     flagged[r] = why
         out[name] = entry
     assert set(flagged) <= set(TRAINED)
@@ -136,10 +182,16 @@ def score_guards(cfg, before: Before, run_model, tuned_model, merged_kept: bool,
 
 def ship_spec(cfg, out: Path, verdict: dict, model_dir, model, before: Before, fusions: dict, chunker: dict) -> dict:
     spec = retriever_spec(
-        verdict, base_model=str(cfg.base_model.name_or_path), model_dir=str(model_dir) if model_dir else None,
+        verdict,
+        base_model=str(cfg.base_model.name_or_path),
+        model_dir=str(model_dir) if model_dir else None,
         prompts={"query": cfg.base_model.query_prompt, "passage": cfg.base_model.passage_prompt},
-        max_seq_length=model.max_seq_length, bm25=before.bm25.as_dict() if before.bm25 else None,
-        fusion=fusions, chunker=chunker, scores=verdict["scores"])
+        max_seq_length=model.max_seq_length,
+        bm25=before.bm25.as_dict() if before.bm25 else None,
+        fusion=fusions,
+        chunker=chunker,
+        scores=verdict["scores"],
+    )
     write_spec(out, spec)
     return spec
 

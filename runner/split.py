@@ -10,17 +10,21 @@ from runner.errors import RagtuneError
 from runner.nodes import nodes_from_json, nodes_to_json
 
 
-def split_chunks(chunked: dict, *, val_fraction: float, seed: int, held_out: bool, dev_fraction: float = 0.0,
-                 dev_seed: int = 0) -> dict:
+def split_chunks(
+    chunked: dict, *, val_fraction: float, seed: int, held_out: bool, dev_fraction: float = 0.0, dev_seed: int = 0
+) -> dict:
     """The stage: {"train": nodes, "dev": nodes, "held_out": nodes, "counts": the chunk counts and the
     split's}. Held-out documents first (without a held-out eval set every chunk trains), then dev
     documents from what is left: the documents every choice of the run is made on."""
     nodes = chunked["nodes"]
     train, held = split_by_document(nodes, val_fraction, seed) if held_out else (nodes, [])
     train, dev = split_by_document(train, dev_fraction, dev_seed, what="the dev split") if dev_fraction else (train, [])
-    return {"train": train, "dev": dev, "held_out": held,
-            "counts": {**chunked["counts"], "train_chunks": len(train), "dev_chunks": len(dev),
-                       "held_out_chunks": len(held)}}
+    return {
+        "train": train,
+        "dev": dev,
+        "held_out": held,
+        "counts": {**chunked["counts"], "train_chunks": len(train), "dev_chunks": len(dev), "held_out_chunks": len(held)},
+    }
 
 
 def splits_to_json(parts: dict) -> dict:
@@ -47,8 +51,11 @@ def split_by_document(
         sizes[n.ref_doc_id] = sizes.get(n.ref_doc_id, 0) + 1
     doc_ids = sorted(sizes)
     if len(doc_ids) < 2:
-        fix = ("add documents, or evaluate on a file with eval_set=file eval_set.path=VAL.json" if what == "a held-out split"
-               else "add documents, name a dev file with dev.path=DEV.json, or turn the dev split off with dev.fraction=0")
+        fix = (
+            "add documents, or evaluate on a file with eval_set=file eval_set.path=VAL.json"
+            if what == "a held-out split"
+            else "add documents, name a dev file with dev.path=DEV.json, or turn the dev split off with dev.fraction=0"
+        )
         raise RagtuneError(
             f"the corpus gave {len(doc_ids)} document(s) to train on, but {what} needs at least 2 "
             f"(one to train on, one to hold out); {fix}."
@@ -91,8 +98,10 @@ def carve_dev_pairs(pairs, fraction: float, seed: int):
     for q in answered:
         groups.setdefault(root(f"q:{q}"), []).append(q)
     if len(groups) < 2:
-        raise RagtuneError(f"the training pairs form {len(groups)} group(s) of queries sharing passages, but a dev "
-                           "split needs at least 2; name a dev file with dev.path=DEV.json, or dev.fraction=0.")
+        raise RagtuneError(
+            f"the training pairs form {len(groups)} group(s) of queries sharing passages, but a dev "
+            "split needs at least 2; name a dev file with dev.path=DEV.json, or dev.fraction=0."
+        )
     order = random.Random(seed).sample(sorted(groups), len(groups))
     target, dev = fraction * len(answered), []
     for g in order[:-1]:  # the last group always trains
@@ -104,8 +113,10 @@ def carve_dev_pairs(pairs, fraction: float, seed: int):
     train_q = {q: t for q, t in pairs.queries.items() if q not in held}
     train_rel = {q: d for q, d in pairs.relevant_docs.items() if q in train_q}
     used = {d for docs in train_rel.values() for d in docs}
-    train = EmbeddingQAFinetuneDataset(queries=train_q, relevant_docs=train_rel,
-                                       corpus={d: t for d, t in pairs.corpus.items() if d in used})
-    dev_set = EvalSet({q: pairs.queries[q] for q in sorted(held)}, dict(pairs.corpus),
-                      {q: list(pairs.relevant_docs[q]) for q in sorted(held)})
+    train = EmbeddingQAFinetuneDataset(
+        queries=train_q, relevant_docs=train_rel, corpus={d: t for d, t in pairs.corpus.items() if d in used}
+    )
+    dev_set = EvalSet(
+        {q: pairs.queries[q] for q in sorted(held)}, dict(pairs.corpus), {q: list(pairs.relevant_docs[q]) for q in sorted(held)}
+    )
     return train, dev_set

@@ -55,19 +55,35 @@ class StageCache:
         start = time.perf_counter()
         deps = closure(roots_of(*code, config=config), self.code_dir)
         self.code_modules[stage] = deps.modules
-        material = {"stage": stage, "config": key_view(config), "inputs": list(inputs),
-                    "files": input_files(config), "code": deps.digest,
-                    "libraries": library_versions(deps.externals)}
+        material = {
+            "stage": stage,
+            "config": key_view(config),
+            "inputs": list(inputs),
+            "files": input_files(config),
+            "code": deps.digest,
+            "libraries": library_versions(deps.externals),
+        }
         key = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
-        self.described[key] = {"config": redact(config), "inputs": list(inputs), "files": material["files"],
-                               "code": {"modules": list(deps.modules), "digest": deps.digest},
-                               "libraries": material["libraries"]}
+        self.described[key] = {
+            "config": redact(config),
+            "inputs": list(inputs),
+            "files": material["files"],
+            "code": {"modules": list(deps.modules), "digest": deps.digest},
+            "libraries": material["libraries"],
+        }
         self.timings["cache_keys"] = round(self.timings["cache_keys"] + time.perf_counter() - start, 3)
         return key
 
-    def run(self, stage: str, key: str, compute: Callable[..., Any], dump: Callable[[Any], Any],
-            load: Callable[[Any], Any], needs: tuple[Callable[[], Any], ...] = (),
-            keep: Callable[[], bool] = lambda: True) -> Any:
+    def run(
+        self,
+        stage: str,
+        key: str,
+        compute: Callable[..., Any],
+        dump: Callable[[Any], Any],
+        load: Callable[[Any], Any],
+        needs: tuple[Callable[[], Any], ...] = (),
+        keep: Callable[[], bool] = lambda: True,
+    ) -> Any:
         """The stage's value: read from the entry, or `compute(*[need() for need in needs])`, stored
         (unless `keep()` says the value is incomplete, e.g. LLM chunks that failed and should be
         retried by the next run). The upstream `needs` run only on a miss, before this stage's clock."""
@@ -127,8 +143,11 @@ def write_entry(entry: Path, stage: str, key: str, data: Any, described: dict | 
             import numpy as np
 
             np.save(tmp / f"{name}.npy", array, allow_pickle=False)
-        (tmp / MANIFEST).write_text(json.dumps({"stage": stage, "key": key, "created": time.time(),
-                                                "arrays": sorted(arrays), **(described or {})}, default=str))
+        (tmp / MANIFEST).write_text(
+            json.dumps(
+                {"stage": stage, "key": key, "created": time.time(), "arrays": sorted(arrays), **(described or {})}, default=str
+            )
+        )
         try:
             os.rename(tmp, entry)
         except OSError:  # the entry exists: another job wrote the same key first

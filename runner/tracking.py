@@ -20,8 +20,7 @@ log = logging.getLogger("ragtune")
 class NullTracker:
     """logger=none: results.json and run.log only."""
 
-    def start(self, config: dict, run_dir: Path, name: str, group: str, state_dir: Path,
-              objective: str) -> None:
+    def start(self, config: dict, run_dir: Path, name: str, group: str, state_dir: Path, objective: str) -> None:
         pass
 
     def log(self, metrics: dict, step: int | None = None) -> None:
@@ -51,8 +50,12 @@ def wandb_credentials_present() -> bool:
         return False
 
 
-STATE_DIRS = (("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data"), ("WANDB_CONFIG_DIR", "config"),
-              ("WANDB_ARTIFACT_DIR", "artifacts"))
+STATE_DIRS = (
+    ("WANDB_CACHE_DIR", "cache"),
+    ("WANDB_DATA_DIR", "data"),
+    ("WANDB_CONFIG_DIR", "config"),
+    ("WANDB_ARTIFACT_DIR", "artifacts"),
+)
 
 
 class WandbTracker:
@@ -62,9 +65,17 @@ class WandbTracker:
     is down must never cost a run its results.
     """
 
-    def __init__(self, project: str = "ragtune", entity: str | None = None, mode: str = "auto",
-                 group: str | None = None, job_type: str = "finetune", tags: list | None = None,
-                 log_model: bool = False, init_timeout: float = 60.0):
+    def __init__(
+        self,
+        project: str = "ragtune",
+        entity: str | None = None,
+        mode: str = "auto",
+        group: str | None = None,
+        job_type: str = "finetune",
+        tags: list | None = None,
+        log_model: bool = False,
+        init_timeout: float = 60.0,
+    ):
         self.project, self.entity, self.mode = project, entity, mode
         self.group, self.job_type, self.tags = group, job_type, list(tags or [])
         self.upload_model, self.init_timeout = log_model, init_timeout
@@ -76,8 +87,7 @@ class WandbTracker:
             return self.mode
         return "online" if wandb_credentials_present() else "offline"
 
-    def start(self, config: dict, run_dir: Path, name: str, group: str, state_dir: Path,
-              objective: str) -> None:
+    def start(self, config: dict, run_dir: Path, name: str, group: str, state_dir: Path, objective: str) -> None:
         # wandb's cache, data and settings under this run's outputs/, not in the user's home directory
         # (a user's own WANDB_*_DIR wins); restored by finish, so a later run in the same process
         # (a sweep's next job, a test) gets its own paths.root, not this one's
@@ -87,16 +97,24 @@ class WandbTracker:
         import wandb
 
         mode = self._mode()
-        kwargs = dict(project=self.project, entity=self.entity, group=self.group or group,
-                      job_type=self.job_type, tags=self.tags, name=name, config=config, dir=str(run_dir),
-                      reinit="finish_previous", settings=wandb.Settings(init_timeout=self.init_timeout))
+        kwargs = dict(
+            project=self.project,
+            entity=self.entity,
+            group=self.group or group,
+            job_type=self.job_type,
+            tags=self.tags,
+            name=name,
+            config=config,
+            dir=str(run_dir),
+            reinit="finish_previous",
+            settings=wandb.Settings(init_timeout=self.init_timeout),
+        )
         try:
             self.run = wandb.init(mode=mode, **kwargs)
         except Exception as err:
             if mode != "online":
                 raise
-            log.warning("W&B online init failed (%s); logging offline instead",
-                        first_line(err))
+            log.warning("W&B online init failed (%s); logging offline instead", first_line(err))
             mode = "offline"
             self.run = wandb.init(mode=mode, **kwargs)
         # the runs table sorts by the objective; train/* curves plot against the trainer's step
@@ -104,8 +122,10 @@ class WandbTracker:
         self.run.define_metric(objective, summary="last")
         self.run.define_metric("objective", summary="last")
         if mode == "offline":
-            log.info("W&B: logging offline (no credentials, or logger.mode=offline); upload later with: "
-                     "wandb sync %s", Path(self.run.dir).parent)
+            log.info(
+                "W&B: logging offline (no credentials, or logger.mode=offline); upload later with: wandb sync %s",
+                Path(self.run.dir).parent,
+            )
 
     def log(self, metrics: dict, step: int | None = None) -> None:
         if self.run is not None:
@@ -128,8 +148,7 @@ class WandbTracker:
         if self.run is not None and self.upload_model:
             import wandb
 
-            artifact = wandb.Artifact(f"model-{self.run.id}", type="model",
-                                      metadata={"path": str(model_dir)})
+            artifact = wandb.Artifact(f"model-{self.run.id}", type="model", metadata={"path": str(model_dir)})
             artifact.add_dir(str(model_dir))
             self.run.log_artifact(artifact)
 

@@ -41,8 +41,7 @@ def config_problems(cfg: DictConfig) -> list[str]:
     if ft.get("_target_"):  # each finetune method has its own knobs: check those it has
         if "learning_rate" in ft and not ft.learning_rate > 0:
             p.append(f"finetune.learning_rate={ft.learning_rate} must be positive (try 5e-5)")
-        if ft.epochs != "auto" and (isinstance(ft.epochs, (bool, str)) or not ft.epochs > 0) \
-                and not ft.get("max_steps", -1) > 0:
+        if ft.epochs != "auto" and (isinstance(ft.epochs, (bool, str)) or not ft.epochs > 0) and not ft.get("max_steps", -1) > 0:
             p.append(f"finetune.epochs={ft.epochs} must be a positive number or auto (or set finetune.max_steps)")
         if ft.batch_size < 2:
             p.append(f"finetune.batch_size={ft.batch_size} must be at least 2: in-batch negatives need company")
@@ -62,8 +61,10 @@ def config_problems(cfg: DictConfig) -> list[str]:
             if problem := directions_problem(ft.directions):
                 p.append(problem)
         if "hard_negatives" in ft and ft.hard_negatives.num is not None and ft.hard_negatives.num < 0:
-            p.append(f"finetune.hard_negatives.num={ft.hard_negatives.num} must be 0 (in-batch negatives only), "
-                     "1 or more, or null (auto: 1 for pairs from a file)")
+            p.append(
+                f"finetune.hard_negatives.num={ft.hard_negatives.num} must be 0 (in-batch negatives only), "
+                "1 or more, or null (auto: 1 for pairs from a file)"
+            )
         if "weight_decay" in ft and ft.weight_decay < 0:
             p.append(f"finetune.weight_decay={ft.weight_decay} must be 0 or more")
         if "time_budget_s" in ft:
@@ -77,11 +78,12 @@ def config_problems(cfg: DictConfig) -> list[str]:
         if ch.chunk_overlap < 0:
             p.append(f"chunker.chunk_overlap={ch.chunk_overlap} must be at least 0")
     elif isinstance(ch.chunk_size, bool) or not isinstance(ch.chunk_size, int) or ch.chunk_size <= 0:
-        p.append(f"chunker.chunk_size={ch.chunk_size!r} must be a positive number of tiktoken tokens, or auto "
-                 "(the base model's window, in its word pieces)")
+        p.append(
+            f"chunker.chunk_size={ch.chunk_size!r} must be a positive number of tiktoken tokens, or auto "
+            "(the base model's window, in its word pieces)"
+        )
     elif not 0 <= ch.chunk_overlap < ch.chunk_size:
-        p.append(f"chunker.chunk_overlap={ch.chunk_overlap} must be at least 0 and below "
-                 f"chunker.chunk_size={ch.chunk_size}")
+        p.append(f"chunker.chunk_overlap={ch.chunk_overlap} must be at least 0 and below chunker.chunk_size={ch.chunk_size}")
     corpus_path = cfg.corpus.get("path")
     if corpus_path is not None and not Path(corpus_path).exists():
         p.append(f"corpus.path={corpus_path} does not exist; point it at your documents")
@@ -93,8 +95,10 @@ def config_problems(cfg: DictConfig) -> list[str]:
     if "remove_prob" in gen and not 0 <= gen.remove_prob <= 1:
         p.append(f"qa_generator.remove_prob={gen.remove_prob} must be in [0, 1]")
     if "min_keywords" in gen and not 1 <= gen.min_keywords <= gen.max_keywords <= gen.pool:
-        p.append(f"qa_generator.min_keywords={gen.min_keywords}, max_keywords={gen.max_keywords} and "
-                 f"pool={gen.pool} must satisfy 1 <= min_keywords <= max_keywords <= pool")
+        p.append(
+            f"qa_generator.min_keywords={gen.min_keywords}, max_keywords={gen.max_keywords} and "
+            f"pool={gen.pool} must satisfy 1 <= min_keywords <= max_keywords <= pool"
+        )
     if "path" in gen and Path(gen.path).is_dir():  # a BEIR folder: its qrels/<split>.tsv
         from runner.beir import read_beir
 
@@ -114,11 +118,15 @@ def config_problems(cfg: DictConfig) -> list[str]:
         except RagtuneError as err:
             p.append(str(err).rstrip("."))
     if cfg.eval_set.kind == "held_out" and "generators" in gen and cfg.eval_set.get("generator") is None:
-        p.append("eval_set=held_out asks the training generator for held-out questions, and a mixed generator's "
-                 "passages differ per kind of query; use eval_set=held_out_ict with it")
+        p.append(
+            "eval_set=held_out asks the training generator for held-out questions, and a mixed generator's "
+            "passages differ per kind of query; use eval_set=held_out_ict with it"
+        )
     if cfg.eval_set.kind == "held_out" and "path" in gen and cfg.eval_set.get("generator") is None:
-        p.append("eval_set=held_out generates questions from held-out documents, which qa_generator=file "
-                 "cannot do; use eval_set=file eval_set.path=VAL.json with it")
+        p.append(
+            "eval_set=held_out generates questions from held-out documents, which qa_generator=file "
+            "cannot do; use eval_set=file eval_set.path=VAL.json with it"
+        )
     p += choice_problems(cfg)
     from runner.seq_length import check as length_problems
 
@@ -134,8 +142,10 @@ def config_problems(cfg: DictConfig) -> list[str]:
         if not ks or min(ks) < 1:
             p.append(f"evaluate.{key}={ks} must list positive cut-offs")
     if cfg.evaluate.bootstrap < 1000:
-        p.append(f"evaluate.bootstrap={cfg.evaluate.bootstrap} resamples are too few for a 95% interval whose "
-                 "ends stay put; use at least 1000 (the default, 10000, costs well under a second)")
+        p.append(
+            f"evaluate.bootstrap={cfg.evaluate.bootstrap} resamples are too few for a 95% interval whose "
+            "ends stay put; use at least 1000 (the default, 10000, costs well under a second)"
+        )
     engine = cfg.evaluate.engine
     if engine not in ("fast", "llama_index"):
         p.append(f"evaluate.engine={engine} is not one of fast, llama_index")
@@ -145,12 +155,16 @@ def config_problems(cfg: DictConfig) -> list[str]:
         from runner.evaluate_llama_index import METRICS
 
         if not m or m.group(2) not in METRICS or int(m.group(3)) != k:
-            p.append(f"optimized_metric={cfg.optimized_metric} is not computed by evaluate.engine=llama_index, "
-                     f"which gives {', '.join(f'{n}@{k}' for n in METRICS)} (evaluate.llama_index_top_k={k}); "
-                     f"use optimized_metric=finetuned/ndcg@{k}")
+            p.append(
+                f"optimized_metric={cfg.optimized_metric} is not computed by evaluate.engine=llama_index, "
+                f"which gives {', '.join(f'{n}@{k}' for n in METRICS)} (evaluate.llama_index_top_k={k}); "
+                f"use optimized_metric=finetuned/ndcg@{k}"
+            )
     elif not m or f"{m.group(2)}@{m.group(3)}" not in _metric_names(cfg):
-        p.append(f"optimized_metric={cfg.optimized_metric} is not a metric this run computes; use "
-                 f"base/, finetuned/ or delta/ and one of {', '.join(sorted(_metric_names(cfg)))}")
+        p.append(
+            f"optimized_metric={cfg.optimized_metric} is not a metric this run computes; use "
+            f"base/, finetuned/ or delta/ and one of {', '.join(sorted(_metric_names(cfg)))}"
+        )
     return p
 
 
@@ -167,8 +181,10 @@ def choice_problems(cfg: DictConfig) -> list[str]:
     import Stemmer
 
     if b.language not in Stemmer.algorithms():
-        p.append(f"evaluate.baselines.language={b.language} has no Snowball stemmer; use one of "
-                 f"{', '.join(a for a in Stemmer.algorithms() if a != 'porter')}")
+        p.append(
+            f"evaluate.baselines.language={b.language} has no Snowball stemmer; use one of "
+            f"{', '.join(a for a in Stemmer.algorithms() if a != 'porter')}"
+        )
     if not b.fusion_modes or any(m not in FUSION_MODES for m in b.fusion_modes):
         p.append(f"evaluate.baselines.fusion_modes={list(b.fusion_modes)} must list some of {', '.join(FUSION_MODES)}")
     if not b.top_k or min(b.top_k) < 1:
@@ -176,15 +192,19 @@ def choice_problems(cfg: DictConfig) -> list[str]:
     if not b.dense_weights or not all(0 < w < 1 for w in b.dense_weights):
         p.append(f"evaluate.baselines.dense_weights={list(b.dense_weights)} must lie strictly between 0 and 1")
     if not all(0 < a < 1 for a in cfg.merge.alphas):
-        p.append(f"merge.alphas={list(cfg.merge.alphas)} must lie strictly between 0 (the base) and 1 (the "
-                 "finetuned model), which are always scored")
+        p.append(
+            f"merge.alphas={list(cfg.merge.alphas)} must lie strictly between 0 (the base) and 1 (the "
+            "finetuned model), which are always scored"
+        )
     if cfg.guard.tolerance < 0:
         p.append(f"guard.tolerance={cfg.guard.tolerance} must be 0 or more (try 0.01)")
     for name, spec in (cfg.guard.sets or {}).items():
         path, kind = spec.get("path"), spec.get("kind")
         if kind not in ("file", "beir") or not path:
-            p.append(f"guard.sets.{name} needs kind: file or beir and a path; for example "
-                     f"+guard.sets.{name}={{kind: beir, path: data/nfcorpus, split: test}}")
+            p.append(
+                f"guard.sets.{name} needs kind: file or beir and a path; for example "
+                f"+guard.sets.{name}={{kind: beir, path: data/nfcorpus, split: test}}"
+            )
         elif kind == "file":
             p += _file_problems(path, f"guard.sets.{name}.path")
         else:
@@ -201,6 +221,7 @@ def validate(cfg: DictConfig) -> None:
     problems = config_problems(cfg)
     if problems:
         raise RagtuneError(
-            f"the config has {len(problems)} problem(s): " + "; ".join(problems)
+            f"the config has {len(problems)} problem(s): "
+            + "; ".join(problems)
             + ". Fix them on the command line or in conf/, then run again."
         )

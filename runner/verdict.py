@@ -19,26 +19,32 @@ from runner.metrics import paired_bootstrap_ci, paired_randomization_p
 
 ORDER = ("base", "bm25", "hybrid_base", "finetuned", "merged", "hybrid_finetuned")
 TRAINED = ("finetuned", "merged", "hybrid_finetuned")
-LABELS = {"base": "the base model", "bm25": "BM25", "hybrid_base": "BM25 + the base model",
-          "finetuned": "the finetuned model", "merged": "the merged model", "hybrid_finetuned": "BM25 + the finetuned model"}
+LABELS = {
+    "base": "the base model",
+    "bm25": "BM25",
+    "hybrid_base": "BM25 + the base model",
+    "finetuned": "the finetuned model",
+    "merged": "the merged model",
+    "hybrid_finetuned": "BM25 + the finetuned model",
+}
 
 
 def compare(a: np.ndarray, b: np.ndarray, n_resamples: int, seed: int) -> dict:
     """(b - a): mean, 95% BCa interval, randomization p."""
     low, high = paired_bootstrap_ci(a, b, n_resamples, seed)
-    return {"delta": float(np.mean(b) - np.mean(a)), "ci95": [low, high],
-            "p": paired_randomization_p(a, b, n_resamples, seed)}
+    return {"delta": float(np.mean(b) - np.mean(a)), "ci95": [low, high], "p": paired_randomization_p(a, b, n_resamples, seed)}
 
 
-def decide(per_query: dict[str, np.ndarray], metric: str, n_resamples: int, seed: int,
-           flagged: dict[str, str] | None = None) -> dict:
+def decide(
+    per_query: dict[str, np.ndarray], metric: str, n_resamples: int, seed: int, flagged: dict[str, str] | None = None
+) -> dict:
     """{"deploy", "reason", "metric", "scores", "beaten_by", "flagged"} from each row's per-query values."""
     flagged = flagged or {}
     rows = [r for r in ORDER if r in per_query]
     scores = {r: float(np.mean(per_query[r])) for r in rows}
     pairs = {}
     for i, a in enumerate(rows):
-        for b in rows[i + 1:]:  # (a - b) is (b - a) mirrored: the BCa interval respects the sign flip
+        for b in rows[i + 1 :]:  # (a - b) is (b - a) mirrored: the BCa interval respects the sign flip
             pairs[(a, b)] = compare(per_query[a], per_query[b], n_resamples, seed)
             c = pairs[(a, b)]
             pairs[(b, a)] = {"delta": -c["delta"], "ci95": [-c["ci95"][1], -c["ci95"][0]], "p": c["p"]}
@@ -54,8 +60,9 @@ def decide(per_query: dict[str, np.ndarray], metric: str, n_resamples: int, seed
 
     ties = [o for o in left if o != deploy]
     worse = [o for o in rows if o != deploy and deploy in beaten_by[o]]
-    reason = [f"{LABELS[deploy]} ({deploy}): {metric} {scores[deploy]:.4f} on the eval set, and no other retriever "
-              "is clearly better"]
+    reason = [
+        f"{LABELS[deploy]} ({deploy}): {metric} {scores[deploy]:.4f} on the eval set, and no other retriever is clearly better"
+    ]
     if ties:
         reason.append(f"simpler than those it ties with ({'; '.join(vs(o) for o in ties)})")
     if worse:
@@ -63,6 +70,12 @@ def decide(per_query: dict[str, np.ndarray], metric: str, n_resamples: int, seed
     skipped = [o for o in ORDER if o in rows and o not in left and o not in worse and o != deploy]
     if skipped:
         reason.append(f"not chosen: {'; '.join(vs(o) + (' (' + flagged[o] + ')' if o in flagged else '') for o in skipped)}")
-    return {"deploy": deploy, "reason": "; ".join(reason) + ".", "metric": metric, "scores": scores,
-            "beaten_by": beaten_by, "flagged": flagged,
-            "vs_deploy": {o: pairs[(deploy, o)] for o in rows if o != deploy}}
+    return {
+        "deploy": deploy,
+        "reason": "; ".join(reason) + ".",
+        "metric": metric,
+        "scores": scores,
+        "beaten_by": beaten_by,
+        "flagged": flagged,
+        "vs_deploy": {o: pairs[(deploy, o)] for o in rows if o != deploy},
+    }

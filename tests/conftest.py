@@ -45,8 +45,12 @@ def compose(overrides: list[str], output_dir: Path, root: Path | None = None, *,
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m runner ARGS` in a subprocess, as a user would type it."""
     return subprocess.run(
-        [sys.executable, "-m", "runner", *args], cwd=cwd or ROOT, capture_output=True, text=True,
-        env={**os.environ, **(env or {})}, timeout=600,
+        [sys.executable, "-m", "runner", *args],
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
     )
 
 

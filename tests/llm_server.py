@@ -32,10 +32,19 @@ class LlmServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 if self.path.startswith("/api/show"):  # Ollama asks for the model's context window first
-                    return self._send(200, json.dumps({
-                        "modelfile": "", "parameters": "", "template": "{{ .Prompt }}", "capabilities": ["completion"],
-                        "details": {"format": "gguf", "family": "llama", "parameter_size": "8B"},
-                        "model_info": {"general.architecture": "llama", "llama.context_length": 8192}}).encode())
+                    return self._send(
+                        200,
+                        json.dumps(
+                            {
+                                "modelfile": "",
+                                "parameters": "",
+                                "template": "{{ .Prompt }}",
+                                "capabilities": ["completion"],
+                                "details": {"format": "gguf", "family": "llama", "parameter_size": "8B"},
+                                "model_info": {"general.architecture": "llama", "llama.context_length": 8192},
+                            }
+                        ).encode(),
+                    )
                 prompt = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
                 with server._lock:
                     server.requests.append(prompt)
@@ -54,18 +63,40 @@ class LlmServer:
                     if "GARBAGE" in prompt:
                         return self._send(200, b"<html>not json</html>")
                     words = prompt.split("---------------------")[1].split()[:3]
-                    text = (f"Here are two questions:\n1. What does {' '.join(words)} mean?\n"
-                            f"2) How is {words[-1]} used in practice?\n2) How is {words[-1]} used in practice?\nOk\n")
+                    text = (
+                        f"Here are two questions:\n1. What does {' '.join(words)} mean?\n"
+                        f"2) How is {words[-1]} used in practice?\n2) How is {words[-1]} used in practice?\nOk\n"
+                    )
                     if self.path.startswith("/api/chat"):  # Ollama's own API
-                        return self._send(200, json.dumps({
-                            "model": body.get("model", "m"), "created_at": "2026-01-01T00:00:00Z",
-                            "message": {"role": "assistant", "content": text}, "done": True,
-                            "done_reason": "stop", "prompt_eval_count": 1, "eval_count": 1}).encode())
-                    return self._send(200, json.dumps({
-                        "id": "x", "object": "chat.completion", "created": 0, "model": body.get("model", "m"),
-                        "choices": [{"index": 0, "finish_reason": "stop",
-                                     "message": {"role": "assistant", "content": text}}],
-                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode())
+                        return self._send(
+                            200,
+                            json.dumps(
+                                {
+                                    "model": body.get("model", "m"),
+                                    "created_at": "2026-01-01T00:00:00Z",
+                                    "message": {"role": "assistant", "content": text},
+                                    "done": True,
+                                    "done_reason": "stop",
+                                    "prompt_eval_count": 1,
+                                    "eval_count": 1,
+                                }
+                            ).encode(),
+                        )
+                    return self._send(
+                        200,
+                        json.dumps(
+                            {
+                                "id": "x",
+                                "object": "chat.completion",
+                                "created": 0,
+                                "model": body.get("model", "m"),
+                                "choices": [
+                                    {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+                                ],
+                                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                            }
+                        ).encode(),
+                    )
                 finally:
                     with server._lock:
                         server.in_flight -= 1

@@ -17,8 +17,12 @@ from runner.verdict import decide
 
 # ---- BM25 and fusion, worked out --------------------------------------------------------------------
 
-CORPUS = {"d1": "The cat sat on the mat.", "d2": "Dogs chase cats around the big old garden.",
-          "d3": "A quick brown fox.", "d4": "Cat, cat, cat and cat."}
+CORPUS = {
+    "d1": "The cat sat on the mat.",
+    "d2": "Dogs chase cats around the big old garden.",
+    "d3": "A quick brown fox.",
+    "d4": "Cat, cat, cat and cat.",
+}
 
 
 def lucene(tf: int, df: int, n: int, dl: int, avgdl: float, k1: float = 1.5, b: float = 0.75) -> float:
@@ -59,12 +63,15 @@ def _scale(scores: list[float], dist: bool) -> list[float]:
     return [(s - low) / (high - low) for s in scores]
 
 
-@pytest.mark.parametrize("mode,weight,expected", [
-    ("relative_score", 0.5, ["a", "c", "b", "d"]),  # a .5 + .167, c 0 + .5, b .25, d 0
-    ("relative_score", 0.2, ["c", "a", "b", "d"]),  # c .8, a .2 + .267, b .1, d 0
-    ("dist_based_score", 0.5, ["a", "c", "b", "d"]),
-    ("reciprocal_rerank", 0.9, ["a", "c", "b", "d"]),  # a 1/60 + 1/61 > c 1/62 + 1/60 > b 1/61 > d 1/62
-])
+@pytest.mark.parametrize(
+    "mode,weight,expected",
+    [
+        ("relative_score", 0.5, ["a", "c", "b", "d"]),  # a .5 + .167, c 0 + .5, b .25, d 0
+        ("relative_score", 0.2, ["c", "a", "b", "d"]),  # c .8, a .2 + .267, b .1, d 0
+        ("dist_based_score", 0.5, ["a", "c", "b", "d"]),
+        ("reciprocal_rerank", 0.9, ["a", "c", "b", "d"]),  # a 1/60 + 1/61 > c 1/62 + 1/60 > b 1/61 > d 1/62
+    ],
+)
 def test_each_fusion_mode_ranks_as_worked_out_by_hand(mode, weight, expected):
     fused = fuse(DENSE, LEXICAL, Fusion(mode, 4, weight))
     assert fused.ranked_ids()[0] == expected
@@ -109,15 +116,27 @@ def test_the_fast_path_ranks_exactly_as_llama_index_retrievers(tiny_model):
     for settings in (Bm25Settings(True, True), Bm25Settings(False, False)):
         lexical = Bm25(corpus, settings).search(queries, 10)
         bm25 = lambda k: BM25Retriever.from_defaults(  # noqa: E731
-            nodes=nodes, similarity_top_k=k, stemmer=Stemmer.Stemmer("english"), skip_stemming=not settings.stemming,
-            language="english" if settings.stopwords else None)
+            nodes=nodes,
+            similarity_top_k=k,
+            stemmer=Stemmer.Stemmer("english"),
+            skip_stemming=not settings.stemming,
+            language="english" if settings.stopwords else None,
+        )
         assert lexical.ranked_ids() == [[n.node.node_id for n in bm25(10).retrieve(q)] for q in queries]
-        for fusion in (Fusion("relative_score", 5, 0.3), Fusion("dist_based_score", 10, 0.6),
-                       Fusion("reciprocal_rerank", 5, 0.5)):
+        for fusion in (
+            Fusion("relative_score", 5, 0.3),
+            Fusion("dist_based_score", 10, 0.6),
+            Fusion("reciprocal_rerank", 5, 0.5),
+        ):
             retriever = QueryFusionRetriever(
-                [vectors.as_retriever(similarity_top_k=fusion.top_k), bm25(fusion.top_k)], mode=fusion.mode,
-                similarity_top_k=fusion.top_k, num_queries=1, use_async=False, llm=MockLLM(),
-                retriever_weights=[fusion.dense_weight, 1 - fusion.dense_weight])
+                [vectors.as_retriever(similarity_top_k=fusion.top_k), bm25(fusion.top_k)],
+                mode=fusion.mode,
+                similarity_top_k=fusion.top_k,
+                num_queries=1,
+                use_async=False,
+                llm=MockLLM(),
+                retriever_weights=[fusion.dense_weight, 1 - fusion.dense_weight],
+            )
             ours = fuse(dense, lexical, fusion).ranked_ids()
             assert ours == [[n.node.node_id for n in retriever.retrieve(q)] for q in queries], (settings, fusion)
             checked += len(queries)
@@ -125,6 +144,7 @@ def test_the_fast_path_ranks_exactly_as_llama_index_retrievers(tiny_model):
 
 
 # ---- the verdict ----------------------------------------------------------------------------------------
+
 
 def _noisy(base: np.ndarray, shift: float, spread: float, seed: int) -> np.ndarray:
     return base + shift + np.random.default_rng(seed).normal(0, spread, len(base))
@@ -140,8 +160,13 @@ def test_a_finetuned_model_that_is_not_clearly_better_is_not_shipped():
 
 def test_a_dense_model_is_never_recommended_over_a_clearly_better_keyword_or_hybrid_retriever():
     base = np.random.default_rng(0).random(300)
-    rows = {"base": base, "finetuned": _noisy(base, 0.05, 0.05, 1), "bm25": _noisy(base, 0.15, 0.05, 2),
-            "hybrid_base": _noisy(base, 0.2, 0.05, 3), "hybrid_finetuned": _noisy(base, 0.203, 0.2, 4)}
+    rows = {
+        "base": base,
+        "finetuned": _noisy(base, 0.05, 0.05, 1),
+        "bm25": _noisy(base, 0.15, 0.05, 2),
+        "hybrid_base": _noisy(base, 0.2, 0.05, 3),
+        "hybrid_finetuned": _noisy(base, 0.203, 0.2, 4),
+    }
     verdict = decide(rows, "ndcg@10", 2000, 0)
     assert verdict["deploy"] == "hybrid_base"  # hybrid_finetuned only ties with it: the simpler one ships
     assert set(verdict["beaten_by"]["finetuned"]) >= {"bm25", "hybrid_base"}
@@ -150,8 +175,12 @@ def test_a_dense_model_is_never_recommended_over_a_clearly_better_keyword_or_hyb
 
 def test_a_guard_regression_keeps_the_trained_rows_out():
     base = np.random.default_rng(0).random(200)
-    rows = {"base": base, "finetuned": _noisy(base, 0.1, 0.02, 1), "hybrid_finetuned": _noisy(base, 0.12, 0.02, 2),
-            "bm25": _noisy(base, -0.05, 0.02, 3)}
+    rows = {
+        "base": base,
+        "finetuned": _noisy(base, 0.1, 0.02, 1),
+        "hybrid_finetuned": _noisy(base, 0.12, 0.02, 2),
+        "bm25": _noisy(base, -0.05, 0.02, 3),
+    }
     flagged = {"finetuned": "guard general: ndcg@10 -0.05", "hybrid_finetuned": "guard general: ndcg@10 -0.05"}
     verdict = decide(rows, "ndcg@10", 2000, 0, flagged)
     assert verdict["deploy"] == "base" and "guard general" in verdict["reason"]
@@ -159,6 +188,7 @@ def test_a_guard_regression_keeps_the_trained_rows_out():
 
 
 # ---- merging ---------------------------------------------------------------------------------------------
+
 
 def test_interpolated_weights_are_the_weighted_mean_and_the_ends_are_the_models(tiny_model):
     import torch
@@ -181,6 +211,7 @@ def test_interpolated_weights_are_the_weighted_mean_and_the_ends_are_the_models(
 
 # ---- a whole run: dev choices, rows, verdict, shipping --------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def shipped(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("shipped")
@@ -199,7 +230,8 @@ def test_every_run_has_keyword_and_hybrid_rows_choices_and_a_verdict(shipped):
         assert c["ci95"][0] <= c["delta"] <= c["ci95"][1] and 0 < c["p"] <= 1
     choices = results["choices"]
     assert len(choices["bm25"]["candidates"]) == 4 and choices["bm25"]["chosen"] in [
-        {k: v for k, v in c.items() if k != "dev"} for c in choices["bm25"]["candidates"]]
+        {k: v for k, v in c.items() if k != "dev"} for c in choices["bm25"]["candidates"]
+    ]
     grid = choices["fusion_hybrid_base"]["candidates"]
     assert len(grid) == 2 * 3 * 9 + 3 and max(c["dev"] for c in grid) == choices["fusion_hybrid_base"]["dev"]
     assert set(choices["merge"]["curve"]) == {"0", "0.25", "0.5", "0.75", "1"}
@@ -255,10 +287,20 @@ def test_load_retriever_rebuilds_each_kind_and_reproduces_its_reported_score(shi
     fusions = {k.removeprefix("fusion_"): v["chosen"] for k, v in results["choices"].items() if k.startswith("fusion_")}
     for deploy in ("bm25", "hybrid_base", "hybrid_finetuned", "finetuned"):
         verdict = {**results["verdict"], "deploy": deploy}
-        write_spec(out, retriever_spec(verdict, base_model=results["config"]["base_model"]["name_or_path"],
-                                       model_dir=results["model_dir"], prompts={}, max_seq_length=spec["max_seq_length"],
-                                       bm25=spec["bm25"] or results["choices"]["bm25"]["chosen"], fusion=fusions,
-                                       chunker=spec["chunker"], scores=results["verdict"]["scores"]))
+        write_spec(
+            out,
+            retriever_spec(
+                verdict,
+                base_model=results["config"]["base_model"]["name_or_path"],
+                model_dir=results["model_dir"],
+                prompts={},
+                max_seq_length=spec["max_seq_length"],
+                bm25=spec["bm25"] or results["choices"]["bm25"]["chosen"],
+                fusion=fusions,
+                chunker=spec["chunker"],
+                scores=results["verdict"]["scores"],
+            ),
+        )
         retriever = load_retriever(out, nodes=[n.model_copy() for n in nodes])
         ranked = [[n.node.node_id for n in retriever.retrieve(es.queries[q])] for q in qids]
         score = per_query(ranked, es, qids, "ndcg@10").mean()
@@ -280,8 +322,10 @@ def test_the_readme_example_runs_on_a_tiny_corpus(tiny_model, tmp_path, monkeypa
     code = readme.split("<!-- example: load_retriever -->")[1].split("```python")[1].split("```")[0]
     monkeypatch.chdir(tmp_path)
     printed = []
-    exec(code.replace('"docs/"', repr(str(docs))).replace('"outputs/runs/<date>/<run>"', repr(str(out))),
-         {"print": lambda *a: printed.append(a)})
+    exec(
+        code.replace('"docs/"', repr(str(docs))).replace('"outputs/runs/<date>/<run>"', repr(str(out))),
+        {"print": lambda *a: printed.append(a)},
+    )
     assert len(printed) >= 3 and all(isinstance(a[0], str) for a in printed)
 
 
@@ -301,11 +345,24 @@ def test_a_guard_the_finetuned_model_gets_worse_on_is_flagged_and_keeps_it_from_
     index = build_index(st, "base", corpus, 16)
     first = index.search(encode(st, list(queries.values()), "query", 16), "base", 1)[:, 0].tolist()
     guard = tmp_path / "guard.json"
-    guard.write_text(json.dumps({"queries": queries, "corpus": corpus,
-                                 "relevant_docs": {q: [index.doc_ids[r]] for q, r in zip(queries, first)}}))
+    guard.write_text(
+        json.dumps(
+            {"queries": queries, "corpus": corpus, "relevant_docs": {q: [index.doc_ids[r]] for q, r in zip(queries, first)}}
+        )
+    )
     out = tmp_path / "run"
-    run(compose(fast(tiny_model, "logger=none", "merge.enabled=false", "finetune.learning_rate=0.05",
-                     f"+guard.sets.own_hits={{kind: file, path: '{guard}'}}"), out))
+    run(
+        compose(
+            fast(
+                tiny_model,
+                "logger=none",
+                "merge.enabled=false",
+                "finetune.learning_rate=0.05",
+                f"+guard.sets.own_hits={{kind: file, path: '{guard}'}}",
+            ),
+            out,
+        )
+    )
     results = json.loads((out / "results.json").read_text())
     g = results["guards"]["own_hits"]
     assert g["base"]["ndcg@10"] == pytest.approx(1.0) and g["finetuned"]["flagged"] is True
@@ -324,9 +381,11 @@ def test_the_nanobeir_recipe_writes_a_beir_folder_the_guards_read(tmp_path):
     spec = importlib.util.spec_from_file_location("nanobeir_guard", ROOT / "scripts" / "nanobeir_guard.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    tables = {"corpus": [{"_id": "d1", "text": "Fish oil and the heart."}, {"_id": "d2", "text": "Vitamin D."}],
-              "queries": [{"_id": "q1", "text": "omega-3 and heart disease"}, {"_id": "q2", "text": "vitamins"}],
-              "qrels": [{"query-id": "q1", "corpus-id": "d1"}, {"query-id": "q2", "corpus-id": ["d2", "d1"]}]}
+    tables = {
+        "corpus": [{"_id": "d1", "text": "Fish oil and the heart."}, {"_id": "d2", "text": "Vitamin D."}],
+        "queries": [{"_id": "q1", "text": "omega-3 and heart disease"}, {"_id": "q2", "text": "vitamins"}],
+        "qrels": [{"query-id": "q1", "corpus-id": "d1"}, {"query-id": "q2", "corpus-id": ["d2", "d1"]}],
+    }
     asked = []
     load = lambda dataset, subset, split: asked.append((dataset, subset, split)) or tables[subset]  # noqa: E731
     folder = module.write_beir("NanoNFCorpus", tmp_path / "nano", load=load)

@@ -33,9 +33,9 @@ def _padded(batches, lengths):
 
 def test_each_row_once_no_duplicate_text_and_less_padding():
     data = _dataset()
-    sampler = LengthGroupedNoDuplicatesBatchSampler(data, batch_size=16, drop_last=False,
-                                                    generator=torch.Generator(), seed=7,
-                                                    lengths=text_lengths(data))
+    sampler = LengthGroupedNoDuplicatesBatchSampler(
+        data, batch_size=16, drop_last=False, generator=torch.Generator(), seed=7, lengths=text_lengths(data)
+    )
     batches = _epoch(sampler, 0)
     assert sorted(i for b in batches for i in b) == list(range(len(data)))
     for b in batches:
@@ -43,7 +43,7 @@ def test_each_row_once_no_duplicate_text_and_less_padding():
         assert len(set(texts)) == len(texts)
     lengths = [len(p) for p in data["positive"]]
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(7)).tolist()
-    random_batches = [order[i:i + 16] for i in range(0, len(order), 16)]
+    random_batches = [order[i : i + 16] for i in range(0, len(order), 16)]
     assert _padded(batches, lengths) < 0.8 * _padded(random_batches, lengths)
     # the first batch holds the longest passage, so an out-of-memory shows at step one
     assert max(lengths[i] for i in batches[0]) == max(lengths)
@@ -53,9 +53,9 @@ def test_seeded_and_different_each_epoch():
     data = _dataset()
 
     def sampler():
-        return LengthGroupedNoDuplicatesBatchSampler(data, batch_size=16, drop_last=True,
-                                                     generator=torch.Generator(), seed=3,
-                                                     lengths=text_lengths(data))
+        return LengthGroupedNoDuplicatesBatchSampler(
+            data, batch_size=16, drop_last=True, generator=torch.Generator(), seed=3, lengths=text_lengths(data)
+        )
 
     first, again = _epoch(sampler(), 0), _epoch(sampler(), 0)
     assert first == again
@@ -71,9 +71,13 @@ def test_lengths_are_tokens_as_the_model_sees_them(tiny_model):
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(tiny_model), device="cpu")
-    data = Dataset.from_dict({"anchor": ["a", "b", "c"],
-                              "positive": ["short", " ".join(["word"] * 40), " ".join(["word"] * 400)],
-                              "negative": [" ".join(["word"] * 30), "x", "y"]})
+    data = Dataset.from_dict(
+        {
+            "anchor": ["a", "b", "c"],
+            "positive": ["short", " ".join(["word"] * 40), " ".join(["word"] * 400)],
+            "negative": [" ".join(["word"] * 30), "x", "y"],
+        }
+    )
     lengths = text_lengths(data, model.tokenizer, max_length=64)
     # the longest passage column counts; a passage past max_length is cut there (and ties with others cut)
     assert lengths[0] == len(model.tokenizer(" ".join(["word"] * 30))["input_ids"])

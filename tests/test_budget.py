@@ -68,7 +68,8 @@ def test_when_the_pace_picks_up_the_run_grows_back_toward_the_plan_but_never_pas
         clock.step_end(state, SimpleNamespace(should_training_stop=False), scheduler)
     # at step 7: 7 s spent, 1.0 s a step on average: 7 more fit -> 14 steps
     assert state.max_steps == 14 and record["gave_up"] == [
-        "steps 20 -> 14 (5.00 -> 3.50 epochs): 1.0 s a step measured over 6 steps"]
+        "steps 20 -> 14 (5.00 -> 3.50 epochs): 1.0 s a step measured over 6 steps"
+    ]
     assert scheduler.lr_lambdas[0].keywords["num_training_steps"] == 14
     clock = budget.Clock(100.0, 0.0, steps_per_epoch=8, record={}, warmup_ratio=0.1)
     state, control = drive(clock, [1.0, 2.0, 3.0, 3.1, 3.2], max_steps=5)
@@ -166,8 +167,15 @@ def test_an_earlier_epoch_is_kept_only_when_clearly_better_on_dev():
 
 def test_a_run_whose_budget_cannot_fit_an_epoch_stops_with_the_message_and_keeps_the_pairs(tiny_model, tmp_path):
     out = tmp_path / "run"
-    args = fast(tiny_model, "logger=none", "finetune.max_steps=-1", "finetune.batch_size=2",
-                "finetune.time_budget_s=0.05", f"hydra.run.dir={out}", f"paths.root={tmp_path}")
+    args = fast(
+        tiny_model,
+        "logger=none",
+        "finetune.max_steps=-1",
+        "finetune.batch_size=2",
+        "finetune.time_budget_s=0.05",
+        f"hydra.run.dir={out}",
+        f"paths.root={tmp_path}",
+    )
     done = run_cli(*args)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "finetune.time_budget_s=0.05 cannot fit one epoch" in done.stderr + done.stdout
@@ -183,11 +191,15 @@ def test_with_negatives_planned_a_probe_times_plain_steps_on_a_copy_and_mining_f
     from runner.qa_file import EmbeddingQAFinetuneDataset
 
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda omicron".split()
-    corpus = {f"d{i}": f"{w} is the subject of passage {i}, " + " ".join(words[(i + j) % 12] for j in range(30))
-              for i, w in enumerate(words * 2)}
-    pairs = EmbeddingQAFinetuneDataset(queries={f"q{i}": f"what about {corpus[d].split()[0]} {i}?"
-                                                for i, d in enumerate(corpus)},
-                                       corpus=corpus, relevant_docs={f"q{i}": [d] for i, d in enumerate(corpus)})
+    corpus = {
+        f"d{i}": f"{w} is the subject of passage {i}, " + " ".join(words[(i + j) % 12] for j in range(30))
+        for i, w in enumerate(words * 2)
+    }
+    pairs = EmbeddingQAFinetuneDataset(
+        queries={f"q{i}": f"what about {corpus[d].split()[0]} {i}?" for i, d in enumerate(corpus)},
+        corpus=corpus,
+        relevant_docs={f"q{i}": [d] for i, d in enumerate(corpus)},
+    )
     model = SentenceTransformer(str(tiny_model), device="cpu")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     probed = {}
@@ -201,9 +213,17 @@ def test_with_negatives_planned_a_probe_times_plain_steps_on_a_copy_and_mining_f
     budget.probe_step_seconds = spy
     try:
         report = {}
-        train_sentence_transformers(model, pairs, tmp_path, batch_size=4, epochs=1, precision="fp32",
-                                    hard_negatives={"num": 1, "relative_margin": 0.0, "range_max": 10},
-                                    time_budget_s=3600, report=report)
+        train_sentence_transformers(
+            model,
+            pairs,
+            tmp_path,
+            batch_size=4,
+            epochs=1,
+            precision="fp32",
+            hard_negatives={"num": 1, "relative_margin": 0.0, "range_max": 10},
+            time_budget_s=3600,
+            report=report,
+        )
     finally:
         budget.probe_step_seconds = original
     record = report["time_budget"]
@@ -217,14 +237,30 @@ def test_every_auto_is_recorded_with_its_setting_and_what_it_chose(tiny_model, t
     from conftest import compose
 
     out = tmp_path / "run"
-    run(compose(fast(tiny_model, "logger=none", "base_model.max_seq_length=auto", "chunker.chunk_size=400", "chunker.fit_window=false",
-                     "finetune.max_steps=-1", "finetune.epochs=auto"), out))
+    run(
+        compose(
+            fast(
+                tiny_model,
+                "logger=none",
+                "base_model.max_seq_length=auto",
+                "chunker.chunk_size=400",
+                "chunker.fit_window=false",
+                "finetune.max_steps=-1",
+                "finetune.epochs=auto",
+            ),
+            out,
+        )
+    )
     results = json.loads((out / "results.json").read_text())
     choices, config = results["choices"], results["config"]
-    autos = {"max_seq_length": config["base_model"]["max_seq_length"], "chunk_size": config["chunker"]["chunk_size"],
-             "time_budget": config["finetune"]["time_budget_s"], "epochs": config["finetune"]["best_epoch"],
-             "hard_negatives": config["finetune"]["hard_negatives"]["num"],
-             "batches": config["finetune"]["group_by_length"]}
+    autos = {
+        "max_seq_length": config["base_model"]["max_seq_length"],
+        "chunk_size": config["chunker"]["chunk_size"],
+        "time_budget": config["finetune"]["time_budget_s"],
+        "epochs": config["finetune"]["best_epoch"],
+        "hard_negatives": config["finetune"]["hard_negatives"]["num"],
+        "batches": config["finetune"]["group_by_length"],
+    }
     assert set(autos) <= set(choices), sorted(choices)
     assert autos["max_seq_length"] == "auto" and isinstance(choices["max_seq_length"]["chosen"], int)
     assert choices["time_budget"]["setting"] == "auto" and choices["time_budget"]["budget_s"] == 900.0
@@ -256,7 +292,16 @@ def test_epochs_auto_plans_from_the_number_of_pairs():
     from runner.epochs import planned
 
     assert [planned("auto", pairs, 32)[0] for pairs in (40, 188, 320, 321, 480, 506, 992, 993, 8000)] == [
-        4, 4, 4, 3, 3, 2, 2, 1, 1]
+        4,
+        4,
+        4,
+        3,
+        3,
+        2,
+        2,
+        1,
+        1,
+    ]
     epochs, record = planned("auto", 506, 32)
     assert record == {"setting": "auto", "planned": 2.0, "pairs": 506, "steps_per_epoch": 16, "reason": record["reason"]}
     assert "506 pairs make 16 steps an epoch" in record["reason"]

@@ -40,6 +40,7 @@ def markdown_docs(folder: Path, n: int = 6) -> Path:
 
 # ---- input files by content -----------------------------------------------------------------------
 
+
 def test_the_reported_case_edited_documents_reach_the_pairs_and_the_eval_set(tiny_model, tmp_path):
     """The issue's reproduction: append a paragraph of new words to every file, run the same command."""
     docs = markdown_docs(tmp_path / "docs", 8)
@@ -97,8 +98,11 @@ def test_a_touched_file_with_the_same_content_keeps_its_key(tmp_path):
 
 def test_files_named_by_corpus_pairs_and_eval_configs_are_keyed_by_content(tmp_path):
     pairs = tmp_path / "pairs.json"
-    data = {"queries": {"q1": "what is a loop"}, "corpus": {"d1": "A loop repeats. It ends.", "d2": "Other."},
-            "relevant_docs": {"q1": ["d1"]}}
+    data = {
+        "queries": {"q1": "what is a loop"},
+        "corpus": {"d1": "A loop repeats. It ends.", "d2": "Other."},
+        "relevant_docs": {"q1": ["d1"]},
+    }
     pairs.write_text(json.dumps(data))
     beir = tmp_path / "beir"
     beir.mkdir()
@@ -120,11 +124,24 @@ def test_pairs_and_eval_files_edited_in_place_are_read_again(tiny_model, tmp_pat
     half = len(qids) // 2
     for name, part in (("train.json", qids[:half]), ("val.json", qids[half:])):
         used = {d for q in part for d in ds["relevant_docs"][q]}
-        (tmp_path / name).write_text(json.dumps({
-            "queries": {q: ds["queries"][q] for q in part}, "relevant_docs": {q: ds["relevant_docs"][q] for q in part},
-            "corpus": {d: t for d, t in ds["corpus"].items() if d in used or name == "val.json"}}))
-    args = fast(tiny_model, "logger=none", "qa_generator=file", f"qa_generator.path={tmp_path / 'train.json'}",
-                "eval_set=file", f"eval_set.path={tmp_path / 'val.json'}", "finetune.batch_size=4")
+        (tmp_path / name).write_text(
+            json.dumps(
+                {
+                    "queries": {q: ds["queries"][q] for q in part},
+                    "relevant_docs": {q: ds["relevant_docs"][q] for q in part},
+                    "corpus": {d: t for d, t in ds["corpus"].items() if d in used or name == "val.json"},
+                }
+            )
+        )
+    args = fast(
+        tiny_model,
+        "logger=none",
+        "qa_generator=file",
+        f"qa_generator.path={tmp_path / 'train.json'}",
+        "eval_set=file",
+        f"eval_set.path={tmp_path / 'val.json'}",
+        "finetune.batch_size=4",
+    )
     root = tmp_path / "outputs"
     run(compose(args, tmp_path / "run1", root))
     for name in ("train.json", "val.json"):
@@ -175,6 +192,7 @@ def test_the_base_evaluation_follows_the_model_files_and_a_hub_models_commit(tin
 
 # ---- code: derived from the imports, every module covered ------------------------------------------
 
+
 def _traced_runs(monkeypatch, tiny_model, tmp_path, configs: list[list[str]]) -> dict[str, tuple[set, set]]:
     """Run the pipeline on each config with a profiler on while each stage computes; return, per
     stage, (runner files that ran, runner files in its key)."""
@@ -213,15 +231,28 @@ def test_every_runner_module_a_stage_runs_is_in_that_stages_key(tiny_model, tmp_
     runner files run while each stage computes (and encodes its entry); each must be in its key."""
     docs = markdown_docs(tmp_path / "docs")
     with LlmServer() as server:
-        traced = _traced_runs(monkeypatch, tiny_model, tmp_path, [
-            ["base_model.max_seq_length=auto", "chunker.chunk_size=400", "chunker.fit_window=false"],  # long chunks: the window is chosen
-            ["corpus=directory", f"corpus.path={docs}", "chunker=markdown", "qa_generator=keywords",
-             "eval_set=held_out_ict"],
-            ["qa_generator=llm", f"qa_generator.llm.api_base={server.url}", "qa_generator.llm.model=m",
-             "qa_generator.backoff_s=0.01", "finetune.batch_size=4", "evaluate.engine=llama_index"],
-        ])
-    assert set(traced) >= {"load", "chunk", "split", "generate", "eval_set", "base_embeddings", "evaluate_base",
-                           "max_seq_length"}
+        traced = _traced_runs(
+            monkeypatch,
+            tiny_model,
+            tmp_path,
+            [
+                [
+                    "base_model.max_seq_length=auto",
+                    "chunker.chunk_size=400",
+                    "chunker.fit_window=false",
+                ],  # long chunks: the window is chosen
+                ["corpus=directory", f"corpus.path={docs}", "chunker=markdown", "qa_generator=keywords", "eval_set=held_out_ict"],
+                [
+                    "qa_generator=llm",
+                    f"qa_generator.llm.api_base={server.url}",
+                    "qa_generator.llm.model=m",
+                    "qa_generator.backoff_s=0.01",
+                    "finetune.batch_size=4",
+                    "evaluate.engine=llama_index",
+                ],
+            ],
+        )
+    assert set(traced) >= {"load", "chunk", "split", "generate", "eval_set", "base_embeddings", "evaluate_base", "max_seq_length"}
     for stage, (ran, keyed) in traced.items():
         assert ran, stage
         assert ran <= keyed, f"{stage} ran {sorted(ran - keyed)} but its key does not cover them"
@@ -269,8 +300,11 @@ def test_a_module_added_tomorrow_is_in_the_key_of_the_stage_that_imports_it(tmp_
     (copy / "tomorrow.py").write_text("def helper(text):\n    return text.strip()\n")
     assert keys(cfg, copy) == before  # nobody imports it yet
     chunk = copy / "chunk.py"
-    chunk.write_text(chunk.read_text().replace(
-        "    fill_tiktoken_cache()\n", "    fill_tiktoken_cache()\n    from runner.tomorrow import helper  # noqa: F401\n"))
+    chunk.write_text(
+        chunk.read_text().replace(
+            "    fill_tiktoken_cache()\n", "    fill_tiktoken_cache()\n    from runner.tomorrow import helper  # noqa: F401\n"
+        )
+    )
     with_import = keys(cfg, copy)
     assert with_import["chunk"] != before["chunk"] and with_import["load"] == before["load"]
     (copy / "tomorrow.py").write_text("def helper(text):\n    return text.lower()\n")
@@ -278,6 +312,7 @@ def test_a_module_added_tomorrow_is_in_the_key_of_the_stage_that_imports_it(tmp_
 
 
 # ---- library and Python versions -------------------------------------------------------------------
+
 
 def test_a_library_or_python_upgrade_changes_the_keys_of_the_stages_that_use_it(tmp_path, monkeypatch):
     cfg = compose([], tmp_path / "run")
@@ -318,6 +353,7 @@ def test_a_library_or_python_upgrade_changes_the_keys_of_the_stages_that_use_it(
 
 # ---- config: every leaf, secrets hashed, nothing folded out -----------------------------------------
 
+
 def _leaves(tree, prefix=""):
     if isinstance(tree, dict):
         for k, v in tree.items():
@@ -341,19 +377,28 @@ def _other(value):
 
 
 GROUP_OF_STAGE = {"load": "corpus", "chunk": "chunker", "split": "split", "split ": "dev", "generate": "qa_generator"}
-OPTIONS = [[], ["corpus=directory", "corpus.path=DOCS"], ["chunker=token"], ["chunker=markdown"], ["chunker=semantic"],
-           ["qa_generator=keywords"], ["qa_generator=titles"], ["qa_generator=ict_titles"],
-           ["qa_generator=llm", "qa_generator.llm.model=m"], ["qa_generator=llm", "qa_generator/llm=openai"],
-           ["qa_generator=llm", "qa_generator/llm=ollama", "qa_generator.llm.model=m"],
-           ["qa_generator=llm", "qa_generator/llm=huggingface", "qa_generator.llm.model_name=m"],
-           ["eval_set=held_out_ict", "qa_generator=keywords"]]
+OPTIONS = [
+    [],
+    ["corpus=directory", "corpus.path=DOCS"],
+    ["chunker=token"],
+    ["chunker=markdown"],
+    ["chunker=semantic"],
+    ["qa_generator=keywords"],
+    ["qa_generator=titles"],
+    ["qa_generator=ict_titles"],
+    ["qa_generator=llm", "qa_generator.llm.model=m"],
+    ["qa_generator=llm", "qa_generator/llm=openai"],
+    ["qa_generator=llm", "qa_generator/llm=ollama", "qa_generator.llm.model=m"],
+    ["qa_generator=llm", "qa_generator/llm=huggingface", "qa_generator.llm.model_name=m"],
+    ["eval_set=held_out_ict", "qa_generator=keywords"],
+]
 
 
 def _set_other(cfg, path: str, value) -> None:
     """Set the leaf at `path` to another value its schema accepts."""
     from omegaconf.errors import ValidationError
 
-    for candidate in ([_other(value)] if value is not None else [1, "x", ["x"], True]):
+    for candidate in [_other(value)] if value is not None else [1, "x", ["x"], True]:
         try:
             with open_dict(cfg):
                 OmegaConf.update(cfg, path, candidate, merge=False)
@@ -387,8 +432,18 @@ def test_every_leaf_of_each_stage_slice_changes_its_key(tmp_path, overrides):
 def test_max_tokens_is_shown_and_keyed_and_the_api_key_is_hashed_never_written(tmp_path, monkeypatch):
     from runner.secrets import is_secret_key, redact
 
-    for name in ("api_key", "apiKey", "hf_token", "token", "access_token", "Authorization", "client_secret",
-                 "password", "x-api-key", "aws_secret_access_key"):
+    for name in (
+        "api_key",
+        "apiKey",
+        "hf_token",
+        "token",
+        "access_token",
+        "Authorization",
+        "client_secret",
+        "password",
+        "x-api-key",
+        "aws_secret_access_key",
+    ):
         assert is_secret_key(name), name
     for name in ("max_tokens", "max_new_tokens", "tokenizer_name", "num_output_tokens", "key_words", "secret_name"):
         assert not is_secret_key(name), name
@@ -408,7 +463,8 @@ def test_max_tokens_is_shown_and_keyed_and_the_api_key_is_hashed_never_written(t
         assert key != base and value not in json.dumps(stages.described[key])
         base = key
     assert redact({"llm": {"max_tokens": 3, "api_key": "sk-x", "default_headers": {"Authorization": "Bearer y"}}}) == {
-        "llm": {"max_tokens": 3, "api_key": "***redacted***", "default_headers": {"Authorization": "***redacted***"}}}
+        "llm": {"max_tokens": 3, "api_key": "***redacted***", "default_headers": {"Authorization": "***redacted***"}}
+    }
 
 
 def test_llm_answers_are_kept_raw_and_keyed_by_every_setting(tmp_path):
@@ -418,9 +474,11 @@ def test_llm_answers_are_kept_raw_and_keyed_by_every_setting(tmp_path):
     from test_llm_generator import nodes
 
     with LlmServer() as server:
+
         def ask(max_tokens: int):
-            llm = OpenAILike(model="m", api_base=server.url, api_key="k", is_chat_model=True, max_tokens=max_tokens,
-                             max_retries=0, timeout=10)
+            llm = OpenAILike(
+                model="m", api_base=server.url, api_key="k", is_chat_model=True, max_tokens=max_tokens, max_retries=0, timeout=10
+            )
             return llm_pairs(nodes("a", "b"), llm=llm, cache_dir=str(tmp_path), backoff_s=0.01)
 
         first = ask(256)
@@ -437,6 +495,7 @@ def test_llm_answers_are_kept_raw_and_keyed_by_every_setting(tmp_path):
 
 # ---- seeing and managing the cache --------------------------------------------------------------------
 
+
 def test_the_cache_command_lists_shows_prunes_and_clears(tmp_path):
     import os
     import subprocess
@@ -445,8 +504,10 @@ def test_the_cache_command_lists_shows_prunes_and_clears(tmp_path):
     from runner.stage_cache import write_entry
 
     root = tmp_path / "cache"
-    made = {"config": {"_target_": "runner.load.load_directory", "path": "/data/docs"},
-            "files": {"/data/docs": {"sha256": "ab" * 32, "files": 3}}}
+    made = {
+        "config": {"_target_": "runner.load.load_directory", "path": "/data/docs"},
+        "files": {"/data/docs": {"sha256": "ab" * 32, "files": 3}},
+    }
     write_entry(root / "load" / "k-old", "load", "k-old", {"rows": [1] * 1000}, made)
     write_entry(root / "load" / "k-new", "load", "k-new", {"rows": [2]}, made)
     write_entry(root / "chunk" / "k-chunk", "chunk", "k-chunk", {"nodes": []}, {"config": {"chunk_size": 96}})
@@ -457,7 +518,9 @@ def test_the_cache_command_lists_shows_prunes_and_clears(tmp_path):
     ragtune = Path(sys.executable).parent / "ragtune"
 
     def cache(*args, via=(sys.executable, "-m", "runner.cache")):
-        r = subprocess.run([*via, "--dir", str(root), *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        r = subprocess.run(
+            [*via, "--dir", str(root), *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+        )
         return r.returncode, r.stdout + r.stderr
 
     rc, out = cache("list")
@@ -466,7 +529,11 @@ def test_the_cache_command_lists_shows_prunes_and_clears(tmp_path):
     rc, out = cache("list", "--json", via=(str(ragtune), "cache"))  # the console script routes `cache` here
     rows = json.loads(out)
     assert rc == 0 and {(r["stage"], r["key"], r["complete"]) for r in rows} == {
-        ("load", "k-old", True), ("load", "k-new", True), ("chunk", "k-chunk", True), ("chunk", ".k-chunk.tmp123", False)}
+        ("load", "k-old", True),
+        ("load", "k-new", True),
+        ("chunk", "k-chunk", True),
+        ("chunk", ".k-chunk.tmp123", False),
+    }
     rc, out = cache("show", "k-new")
     assert rc == 0 and json.loads(out)["config"]["path"] == "/data/docs"
     rc, out = cache("prune", "--older-than", "7d")
@@ -485,8 +552,10 @@ def test_make_clean_keeps_results_models_and_the_cache():
 
     from conftest import ROOT
 
-    commands = {target: subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True).stdout
-                for target in ("clean", "clean-cache", "clean-outputs")}
+    commands = {
+        target: subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True).stdout
+        for target in ("clean", "clean-cache", "clean-outputs")
+    }
     assert ".venv" in commands["clean"] and "outputs" not in commands["clean"]
     assert "runner.cache clear" in commands["clean-cache"] and "rm -rf outputs" not in commands["clean-cache"]
     assert "rm -rf outputs" in commands["clean-outputs"]

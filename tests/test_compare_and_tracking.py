@@ -17,10 +17,18 @@ from wandb_records import read_records, run_contents
 def fake_run(root: Path, job: int, lr: float, base: float, tuned: float) -> None:
     d = root / f"{job}_finetune.learning_rate={lr}"
     d.mkdir(parents=True)
-    metrics = {"base": {"ndcg@10": base}, "finetuned": {"ndcg@10": tuned}, "delta": {"ndcg@10": tuned - base},
-               "delta_ci95": {"ndcg@10": [tuned - base - 0.01, tuned - base + 0.01]}}
-    config = {"seed": 42, "optimized_metric": "finetuned/ndcg@10", "paths": {"output_dir": str(d)},
-              "finetune": {"learning_rate": lr, "epochs": 1}}
+    metrics = {
+        "base": {"ndcg@10": base},
+        "finetuned": {"ndcg@10": tuned},
+        "delta": {"ndcg@10": tuned - base},
+        "delta_ci95": {"ndcg@10": [tuned - base - 0.01, tuned - base + 0.01]},
+    }
+    config = {
+        "seed": 42,
+        "optimized_metric": "finetuned/ndcg@10",
+        "paths": {"output_dir": str(d)},
+        "finetune": {"learning_rate": lr, "epochs": 1},
+    }
     (d / "results.json").write_text(json.dumps({"metrics": metrics, "config": config}))
 
 
@@ -49,8 +57,14 @@ def test_compare_cli_says_when_there_is_nothing_to_compare(tmp_path):
 
 def test_a_sweep_gets_one_wandb_run_per_job_grouped_and_named_and_ends_with_the_table(tmp_path):
     sweep = tmp_path / "sweep"
-    r = run_cli("-m", "debug=fast", "logger.mode=offline", "finetune.learning_rate=1e-3,3e-3",
-                f"hydra.sweep.dir={sweep}", f"paths.root={tmp_path / 'outputs'}")
+    r = run_cli(
+        "-m",
+        "debug=fast",
+        "logger.mode=offline",
+        "finetune.learning_rate=1e-3,3e-3",
+        f"hydra.sweep.dir={sweep}",
+        f"paths.root={tmp_path / 'outputs'}",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 runs ranked by finetuned/ndcg@10" in r.stdout
     assert (sweep / "compare.csv").is_file() and (sweep / "base_vs_finetuned.png").is_file()
@@ -67,8 +81,13 @@ def test_api_keys_never_land_in_run_files_and_wandb_stays_out_of_home(tmp_path):
     secrets = {"WANDB_API_KEY": "wandbfakekey" + "1" * 28, "OPENAI_API_KEY": "sk-fake-openai-key-123456"}
     home = tmp_path / "home"
     home.mkdir()
-    r = run_cli("debug=fast", "logger.mode=offline", f"hydra.run.dir={tmp_path / 'run'}",
-                f"paths.root={tmp_path / 'outputs'}", env={**secrets, "HOME": str(home)})
+    r = run_cli(
+        "debug=fast",
+        "logger.mode=offline",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"paths.root={tmp_path / 'outputs'}",
+        env={**secrets, "HOME": str(home)},
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert not [p for p in home.rglob("*") if "wandb" in str(p)]
     assert (tmp_path / "outputs" / ".wandb").is_dir()
@@ -86,8 +105,14 @@ def test_online_init_failure_falls_back_to_offline_and_keeps_results(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {"WANDB_BASE_URL": f"http://127.0.0.1:{port}", "WANDB_API_KEY": "x" * 40}
-    r = run_cli("debug=fast", "logger.mode=online", "logger.init_timeout=3", f"hydra.run.dir={tmp_path / 'run'}",
-                f"paths.root={tmp_path / 'outputs'}", env=env)
+    r = run_cli(
+        "debug=fast",
+        "logger.mode=online",
+        "logger.init_timeout=3",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"paths.root={tmp_path / 'outputs'}",
+        env=env,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "logging offline instead" in (tmp_path / "run" / "run.log").read_text()
     assert json.loads((tmp_path / "run" / "results.json").read_text())["metrics"]["finetuned"]
@@ -96,8 +121,13 @@ def test_online_init_failure_falls_back_to_offline_and_keeps_results(tmp_path):
 
 
 def test_log_model_stores_the_model_as_an_artifact(tmp_path):
-    r = run_cli("debug=fast", "logger.mode=offline", "logger.log_model=true", f"hydra.run.dir={tmp_path / 'run'}",
-                f"paths.root={tmp_path / 'outputs'}")
+    r = run_cli(
+        "debug=fast",
+        "logger.mode=offline",
+        "logger.log_model=true",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"paths.root={tmp_path / 'outputs'}",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     (run_file,) = (tmp_path / "run").glob("wandb/offline-run-*/run-*.wandb")
     artifacts = [rec.artifact for rec in read_records(run_file) if rec.WhichOneof("record_type") == "artifact"]

@@ -13,16 +13,19 @@ import pytest
 from conftest import ROOT, compose, run_cli
 from runner.validate import config_problems
 
-OPTIONS = sorted(p.relative_to(ROOT / "conf") for p in (ROOT / "conf").glob("*/*.yaml")
-                 if p.parent.name != "debug_finetune")  # chosen by config.yaml, not by users
+OPTIONS = sorted(
+    p.relative_to(ROOT / "conf") for p in (ROOT / "conf").glob("*/*.yaml") if p.parent.name != "debug_finetune"
+)  # chosen by config.yaml, not by users
 
 
 @pytest.mark.parametrize("option", OPTIONS, ids=str)
 def test_every_option_composes(option: Path, tmp_path):
     group, name = option.parent.name, option.stem
-    extra = {"qa_generator=file": ["qa_generator.path=x.json", "eval_set=file", "eval_set.path=y.json"],
-             "experiment=labelled": ["qa_generator.path=x.json", "eval_set=file", "eval_set.path=y.json"],
-             "eval_set=file": ["eval_set.path=y.json"]}.get(f"{group}={name}", [])
+    extra = {
+        "qa_generator=file": ["qa_generator.path=x.json", "eval_set=file", "eval_set.path=y.json"],
+        "experiment=labelled": ["qa_generator.path=x.json", "eval_set=file", "eval_set.path=y.json"],
+        "eval_set=file": ["eval_set.path=y.json"],
+    }.get(f"{group}={name}", [])
     cfg = compose([f"{group}={name}", *extra], tmp_path)
     assert cfg.seed == 42
     text = (ROOT / "conf" / option).read_text()
@@ -57,18 +60,22 @@ def test_defaults_are_the_documented_ones(tmp_path):
 
 
 def test_composing_the_config_imports_no_torch():
-    code = ("import sys; sys.argv = ['runner', '--cfg', 'job'];"
-            "from runner.__main__ import main\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    code = (
+        "import sys; sys.argv = ['runner', '--cfg', 'job'];"
+        "from runner.__main__ import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "finetune:" in out.stdout and out.stdout.strip().endswith("NO-TORCH")
 
 
 def test_validate_reports_every_problem_at_once(tmp_path):
-    cfg = compose(["finetune.learning_rate=-1", "chunker.chunk_overlap=200", "split.val_fraction=1.5",
-                   "optimized_metric=finetuned/ndcg@7"], tmp_path)
+    cfg = compose(
+        ["finetune.learning_rate=-1", "chunker.chunk_overlap=200", "split.val_fraction=1.5", "optimized_metric=finetuned/ndcg@7"],
+        tmp_path,
+    )
     problems = config_problems(cfg)
     assert len(problems) == 4
     assert any("finetune.learning_rate=-1" in p for p in problems)
@@ -78,16 +85,29 @@ def test_validate_reports_every_problem_at_once(tmp_path):
 
 
 def test_loss_knobs_are_checked_before_any_work(tmp_path):
-    cfg = compose(["finetune.scale=0", "finetune.hardness_strength=-1", "finetune.directions=[doc_to_query]",
-                   "finetune.hard_negatives.num=-1"], tmp_path)
+    cfg = compose(
+        [
+            "finetune.scale=0",
+            "finetune.hardness_strength=-1",
+            "finetune.directions=[doc_to_query]",
+            "finetune.hard_negatives.num=-1",
+        ],
+        tmp_path,
+    )
     problems = config_problems(cfg)
     assert len(problems) == 4
     assert any("finetune.hard_negatives.num=-1 must be 0" in p and "null (auto" in p for p in problems)
     assert any("finetune.scale=0" in p for p in problems)
     assert any("finetune.hardness_strength=-1" in p for p in problems)
     assert any("finetune.directions=['doc_to_query'] must include query_to_doc" in p for p in problems)
-    assert config_problems(compose(["finetune.directions=[query_to_doc,doc_to_query]", "finetune.scale=50",
-                                    "finetune.hardness_strength=9"], tmp_path)) == []
+    assert (
+        config_problems(
+            compose(
+                ["finetune.directions=[query_to_doc,doc_to_query]", "finetune.scale=50", "finetune.hardness_strength=9"], tmp_path
+            )
+        )
+        == []
+    )
 
 
 def assert_clean_failure(result: subprocess.CompletedProcess, *needles: str) -> str:
@@ -175,22 +195,26 @@ def test_the_wheel_carries_conf_and_runs_from_any_folder(tmp_path):
     from a folder outside the checkout: the configs are found inside the package."""
     wheel_dir, target, elsewhere = tmp_path / "wheel", tmp_path / "site", tmp_path / "elsewhere"
     elsewhere.mkdir()
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheel_dir), str(ROOT)],
-                           capture_output=True, text=True)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheel_dir), str(ROOT)], capture_output=True, text=True
+    )
     assert built.returncode == 0, built.stderr
     wheel = next(wheel_dir.glob("ragtune-*.whl"))
     import zipfile
 
     names = zipfile.ZipFile(wheel).namelist()
     assert "runner/conf/config.yaml" in names and "runner/conf/chunker/sentence.yaml" in names
-    assert subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
-                           str(wheel)], capture_output=True).returncode == 0
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)], capture_output=True
+        ).returncode
+        == 0
+    )
     env = {**os.environ, "PYTHONPATH": str(target)}
     code = "import runner.__main__ as m; print(m.CONF_DIR)"
     where = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True)
     assert where.stdout.strip() == str((target / "runner" / "conf").resolve()), where.stderr
-    job = subprocess.run([sys.executable, "-m", "runner", "--cfg", "job"], cwd=elsewhere, env=env, capture_output=True,
-                         text=True)
+    job = subprocess.run([sys.executable, "-m", "runner", "--cfg", "job"], cwd=elsewhere, env=env, capture_output=True, text=True)
     assert job.returncode == 0 and "_target_: runner.load.load_python_docs" in job.stdout, job.stderr
 
 

@@ -16,19 +16,23 @@ from runner.errors import RagtuneError
 from runner.load import load_beir_corpus, load_directory, load_qa_file_corpus
 from runner.pipeline import run
 
-TEXT = ("Retrieval augmented generation finds passages that answer a question. "
-        "An embedding model maps questions and passages to vectors. "
-        "Finetuning moves the vectors of matching pairs closer together. ")
+TEXT = (
+    "Retrieval augmented generation finds passages that answer a question. "
+    "An embedding model maps questions and passages to vectors. "
+    "Finetuning moves the vectors of matching pairs closer together. "
+)
 
 
 def minimal_pdf(text: str) -> bytes:
     """A one-page PDF with `text` in Helvetica, written by hand (no PDF library needed to make it)."""
     stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-               b"/Resources << /Font << /F1 5 0 R >> >> >>",
-               b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
-               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
     out, offsets = b"%PDF-1.4\n", []
     for i, body in enumerate(objects, 1):
         offsets.append(len(out))
@@ -82,7 +86,8 @@ def test_directory_without_readable_files_is_a_clear_error(tmp_path):
 def test_beir_and_qa_file_corpora(tmp_path):
     (tmp_path / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "title": "T", "text": "body"}) + "\n")
     assert [(d.id_, d.text, d.metadata) for d in load_beir_corpus(str(tmp_path)).documents] == [
-        ("d1", "T body", {"title": "T"})]  # the title rides along for qa_generator=titles
+        ("d1", "T body", {"title": "T"})
+    ]  # the title rides along for qa_generator=titles
     qa = tmp_path / "qa.json"
     qa.write_text(json.dumps({"queries": {"q": "?"}, "corpus": {"n1": "one", "n2": "two"}, "relevant_docs": {"q": ["n1"]}}))
     assert [d.id_ for d in load_qa_file_corpus(str(qa)).documents] == ["n1", "n2"]
@@ -106,8 +111,21 @@ def test_every_corpus_and_chunker_runs_end_to_end(chunker, docs_dir, tiny_model,
     for extra in range(4):  # enough documents for a held-out split
         (docs_dir / f"more{extra}.md").write_text(f"# Doc {extra}\n\n" + TEXT * (extra + 2))
     out = tmp_path / "run"
-    run(compose(fast(tiny_model, "logger=none", "corpus=directory", f"corpus.path={docs_dir}", f"chunker={chunker}",
-                     "corpus.max_documents=null", "finetune.batch_size=2", "split.val_fraction=0.3"), out))
+    run(
+        compose(
+            fast(
+                tiny_model,
+                "logger=none",
+                "corpus=directory",
+                f"corpus.path={docs_dir}",
+                f"chunker={chunker}",
+                "corpus.max_documents=null",
+                "finetune.batch_size=2",
+                "split.val_fraction=0.3",
+            ),
+            out,
+        )
+    )
     results = json.loads((out / "results.json").read_text())
     assert results["counts"]["skipped_files"] == 3 and results["counts"]["documents"] == 8
     assert results["metrics"]["finetuned"]
@@ -115,26 +133,46 @@ def test_every_corpus_and_chunker_runs_end_to_end(chunker, docs_dir, tiny_model,
 
 @pytest.mark.parametrize("corpus", ["beir", "qa_file"])
 def test_beir_and_qa_file_corpora_run_end_to_end(corpus, tiny_model, tmp_path):
-    sentences = [f"Topic {i}: retrieval passage number {i} explains embeddings and vectors in detail. "
-                 f"It also covers finetuning step {i} with matching pairs of questions and passages." for i in range(8)]
+    sentences = [
+        f"Topic {i}: retrieval passage number {i} explains embeddings and vectors in detail. "
+        f"It also covers finetuning step {i} with matching pairs of questions and passages."
+        for i in range(8)
+    ]
     if corpus == "beir":
         path = tmp_path / "beir"
         path.mkdir()
-        (path / "corpus.jsonl").write_text("\n".join(
-            json.dumps({"_id": f"d{i}", "title": f"Title number {i}", "text": t}) for i, t in enumerate(sentences)))
+        (path / "corpus.jsonl").write_text(
+            "\n".join(json.dumps({"_id": f"d{i}", "title": f"Title number {i}", "text": t}) for i, t in enumerate(sentences))
+        )
     else:
         path = tmp_path / "qa.json"
-        path.write_text(json.dumps({"queries": {"q": "?"}, "relevant_docs": {"q": ["d0"]},
-                                    "corpus": {f"d{i}": t for i, t in enumerate(sentences)}}))
+        path.write_text(
+            json.dumps(
+                {"queries": {"q": "?"}, "relevant_docs": {"q": ["d0"]}, "corpus": {f"d{i}": t for i, t in enumerate(sentences)}}
+            )
+        )
     out = tmp_path / "run"
-    run(compose(fast(tiny_model, "logger=none", f"corpus={corpus}", f"corpus.path={path}", "finetune.batch_size=2",
-                     "split.val_fraction=0.3"), out))
+    run(
+        compose(
+            fast(
+                tiny_model,
+                "logger=none",
+                f"corpus={corpus}",
+                f"corpus.path={path}",
+                "finetune.batch_size=2",
+                "split.val_fraction=0.3",
+            ),
+            out,
+        )
+    )
     results = json.loads((out / "results.json").read_text())
     assert results["counts"]["documents"] == 6 and results["metrics"]["finetuned"]  # debug=fast keeps 6
 
 
-@pytest.mark.parametrize("option,prompts", [("bge_small", ("Represent this sentence", "")),
-                                            ("e5_small", ("query: ", "passage: ")), ("gte_small", ("", ""))])
+@pytest.mark.parametrize(
+    "option,prompts",
+    [("bge_small", ("Represent this sentence", "")), ("e5_small", ("query: ", "passage: ")), ("gte_small", ("", ""))],
+)
 def test_hub_models_compose_with_their_prefixes_and_run_where_cached(option, prompts, tmp_path):
     from huggingface_hub import try_to_load_from_cache
 
@@ -149,8 +187,15 @@ def test_hub_models_compose_with_their_prefixes_and_run_where_cached(option, pro
 def test_a_hub_id_that_is_not_available_offline_fails_at_once(tmp_path):
     from conftest import run_cli
 
-    r = run_cli("debug=fast", "logger=none", "base_model.name_or_path=nobody/no-such-model", "base_model.build=null",
-                f"hydra.run.dir={tmp_path}", f"paths.root={tmp_path / 'o'}", env={"HF_HUB_OFFLINE": "1"})
+    r = run_cli(
+        "debug=fast",
+        "logger=none",
+        "base_model.name_or_path=nobody/no-such-model",
+        "base_model.build=null",
+        f"hydra.run.dir={tmp_path}",
+        f"paths.root={tmp_path / 'o'}",
+        env={"HF_HUB_OFFLINE": "1"},
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "base_model.name_or_path=nobody/no-such-model could not be loaded" in r.stdout + r.stderr
     assert "[chunk]" not in (tmp_path / "run.log").read_text()  # before any work
@@ -160,8 +205,11 @@ def test_prefixes_reach_training_evaluation_and_the_saved_model(tiny_model, tmp_
     from sentence_transformers import SentenceTransformer
 
     out = tmp_path / "run"
-    run(compose(fast(tiny_model, "logger=none", "base_model.query_prompt='query: '",
-                     "base_model.passage_prompt='passage: '"), out))
+    run(
+        compose(
+            fast(tiny_model, "logger=none", "base_model.query_prompt='query: '", "base_model.passage_prompt='passage: '"), out
+        )
+    )
     saved = json.loads((out / "model" / "config_sentence_transformers.json").read_text())
     assert saved["prompts"] == {"query": "query: ", "document": "passage: "}
     assert SentenceTransformer(str(out / "model"), device="cpu").prompts["query"] == "query: "
@@ -180,8 +228,7 @@ def test_documents_chunk_the_same_after_a_load_cache_round_trip():
     assert fresh[0].metadata["title"] == 'The "assert" statement'
 
 
-def test_a_tiktoken_cache_dir_without_cl100k_gets_llama_index_copy_instead_of_a_download(tmp_path, monkeypatch,
-                                                                                          caplog):
+def test_a_tiktoken_cache_dir_without_cl100k_gets_llama_index_copy_instead_of_a_download(tmp_path, monkeypatch, caplog):
     """GPU images set TIKTOKEN_CACHE_DIR to a folder without cl100k_base: offline, llama-index's
     splitters then fail on a download. The runner adds llama-index's own file, under tiktoken's name."""
     import hashlib
@@ -199,9 +246,15 @@ def test_a_tiktoken_cache_dir_without_cl100k_gets_llama_index_copy_instead_of_a_
     # tiktoken itself (a fresh process, hash-checked) now reads cl100k_base from that folder
     import subprocess
     import sys
+
     code = "import tiktoken; print(len(tiktoken.get_encoding('cl100k_base').encode('retrieval finetuning')))"
-    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TIKTOKEN_CACHE_DIR": str(cache)},
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "TIKTOKEN_CACHE_DIR": str(cache)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and int(done.stdout) > 0, done.stderr[-500:]
 
     blocker = tmp_path / "a_file"
@@ -217,8 +270,16 @@ def test_chunk_size_auto_fits_the_base_models_window_in_its_word_pieces(tiny_mod
     from runner.models import load_model, word_pieces
     from runner.pipeline import chunk_plan
 
-    cfg = compose(fast(tiny_model, "logger=none", "chunker.chunk_size=auto", "base_model.max_seq_length=64",
-                       "base_model.passage_prompt=passage: "), tmp_path)
+    cfg = compose(
+        fast(
+            tiny_model,
+            "logger=none",
+            "chunker.chunk_size=auto",
+            "base_model.max_seq_length=64",
+            "base_model.passage_prompt=passage: ",
+        ),
+        tmp_path,
+    )
     model = load_model(cfg.base_model, "cpu")
     plan = chunk_plan(cfg, model)
     prompt = len(model.tokenizer("passage: ", add_special_tokens=False)["input_ids"])
@@ -229,13 +290,30 @@ def test_chunk_size_auto_fits_the_base_models_window_in_its_word_pieces(tiny_mod
     assert lengths.max() <= plan.record["chosen"] and lengths.max() >= 0.8 * plan.record["chosen"]
     # the same number in tiktoken tokens (the unit of a number) makes chunks the model would cut ...
     size = plan.record["chosen"]
-    loose = compose(fast(tiny_model, "logger=none", f"chunker.chunk_size={size}", "chunker.fit_window=false",
-                         "base_model.max_seq_length=64", "base_model.passage_prompt=passage: "), tmp_path)
+    loose = compose(
+        fast(
+            tiny_model,
+            "logger=none",
+            f"chunker.chunk_size={size}",
+            "chunker.fit_window=false",
+            "base_model.max_seq_length=64",
+            "base_model.passage_prompt=passage: ",
+        ),
+        tmp_path,
+    )
     cut = chunk_corpus(load_corpus(loose.corpus), chunk_plan(loose, model))["nodes"]
     assert (word_pieces(model, [n.get_content() for n in cut]) - 2).max() > size
     # ... unless fit_window (the default) splits them again at the window
-    fitted = compose(fast(tiny_model, "logger=none", f"chunker.chunk_size={size}", "base_model.max_seq_length=64",
-                          "base_model.passage_prompt=passage: "), tmp_path)
+    fitted = compose(
+        fast(
+            tiny_model,
+            "logger=none",
+            f"chunker.chunk_size={size}",
+            "base_model.max_seq_length=64",
+            "base_model.passage_prompt=passage: ",
+        ),
+        tmp_path,
+    )
     fitted_plan = chunk_plan(fitted, model)
     assert fitted_plan.record["window_cap"] == size and fitted_plan.record["unit"] == "tiktoken tokens"
     capped = chunk_corpus(load_corpus(fitted.corpus), fitted_plan)["nodes"]
@@ -264,7 +342,9 @@ def test_chunk_size_auto_is_recorded_keyed_on_the_tokenizer_and_shipped(tiny_mod
 
 
 def test_a_chunk_size_auto_that_leaves_no_room_is_a_clear_error(tiny_model, tmp_path):
-    cfg = compose(fast(tiny_model, "logger=none", "chunker.chunk_size=auto", "base_model.max_seq_length=16",
-                       "chunker.chunk_overlap=16"), tmp_path / "run")
+    cfg = compose(
+        fast(tiny_model, "logger=none", "chunker.chunk_size=auto", "base_model.max_seq_length=16", "chunker.chunk_overlap=16"),
+        tmp_path / "run",
+    )
     with pytest.raises(RagtuneError, match=r"chunker.chunk_size=auto leaves 14 word pieces.*chunk_overlap=16"):
         run(cfg)

@@ -56,8 +56,16 @@ def test_per_query_csv_has_a_row_per_eval_query(fast_run):
     out, _, results = fast_run
     rows = list(csv.DictReader((out / "per_query.csv").open()))
     assert len(rows) == results["counts"]["eval_queries"]
-    assert set(rows[0]) >= {"query_id", "query", "relevant_ids", "base_rank", "finetuned_rank", "bm25_rank",
-                            "hybrid_base_rank", "hybrid_finetuned_rank"}
+    assert set(rows[0]) >= {
+        "query_id",
+        "query",
+        "relevant_ids",
+        "base_rank",
+        "finetuned_rank",
+        "bm25_rank",
+        "hybrid_base_rank",
+        "hybrid_finetuned_rank",
+    }
     hits = sum(1 for r in rows if r["base_rank"] and int(r["base_rank"]) == 1)
     assert hits / len(rows) == pytest.approx(results["metrics"]["base"]["hit_rate@1"])
 
@@ -94,15 +102,25 @@ def test_wandb_offline_run_holds_config_metrics_and_loss(fast_run):
 def test_train_on_one_file_and_evaluate_on_another(fast_run, tiny_model, tmp_path):
     src, _, _ = fast_run
     out = tmp_path / "files"
-    cfg = compose(fast(tiny_model, "qa_generator=file", f"qa_generator.path={src / 'train_pairs.json'}",
-                       "eval_set=file", f"eval_set.path={src / 'eval_set.json'}", "logger=none"), out)
+    cfg = compose(
+        fast(
+            tiny_model,
+            "qa_generator=file",
+            f"qa_generator.path={src / 'train_pairs.json'}",
+            "eval_set=file",
+            f"eval_set.path={src / 'eval_set.json'}",
+            "logger=none",
+        ),
+        out,
+    )
     run(cfg)
     results = json.loads((out / "results.json").read_text())
     assert "load" not in results["timings_s"]  # neither corpus nor chunker is needed
     train = json.loads((src / "train_pairs.json").read_text())
     # pairs from a file: a dev split of whole passage groups is carved out of them, the rest trains
-    assert results["counts"]["train_pairs"] + results["counts"]["dev_queries"] == \
-        sum(len(v) for v in train["relevant_docs"].values())
+    assert results["counts"]["train_pairs"] + results["counts"]["dev_queries"] == sum(
+        len(v) for v in train["relevant_docs"].values()
+    )
     assert results["counts"]["dev_corpus"] == len(train["corpus"])  # dev queries search every passage
     # the same eval set and the same base model: the same base metrics as the run that wrote it
     assert results["metrics"]["base"] == pytest.approx(fast_run[2]["metrics"]["base"])
@@ -112,8 +130,9 @@ def test_train_on_one_file_and_evaluate_on_another(fast_run, tiny_model, tmp_pat
 def test_finetune_none_evaluates_the_base_model_alone(fast_run, tiny_model, tmp_path):
     src, _, _ = fast_run
     out = tmp_path / "base_only"
-    value = run(compose(fast(tiny_model, "finetune=none", "eval_set=file",
-                             f"eval_set.path={src / 'eval_set.json'}", "logger=none"), out))
+    value = run(
+        compose(fast(tiny_model, "finetune=none", "eval_set=file", f"eval_set.path={src / 'eval_set.json'}", "logger=none"), out)
+    )
     results = json.loads((out / "results.json").read_text())
     assert set(results["metrics"]) == {"base", "bm25", "hybrid_base", "vs_verdict"} and results["model_dir"] is None
     assert results["verdict"]["deploy"] in ("base", "bm25", "hybrid_base")
@@ -122,8 +141,7 @@ def test_finetune_none_evaluates_the_base_model_alone(fast_run, tiny_model, tmp_
 
 
 def test_debug_fast_runs_from_the_command_line(tmp_path):
-    r = run_cli("debug=fast", "logger.mode=offline", f"hydra.run.dir={tmp_path}",
-                f"paths.root={tmp_path / 'outputs'}")
+    r = run_cli("debug=fast", "logger.mode=offline", f"hydra.run.dir={tmp_path}", f"paths.root={tmp_path / 'outputs'}")
     assert r.returncode == 0, r.stdout + r.stderr
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["metrics"]["finetuned"]) == METRICS
@@ -135,8 +153,11 @@ def test_debug_fast_runs_from_the_command_line(tmp_path):
 def test_wandb_run_holds_the_per_query_table(fast_run):
     out, _, results = fast_run
     (run_file,) = out.glob("wandb/offline-run-*/run-*.wandb")
-    logged = [{k.split("/", 1)[1]: v for k, v in h.items() if k.startswith("per_query/")}
-              for h in run_contents(run_file)["history"] if "per_query/_type" in h]
+    logged = [
+        {k.split("/", 1)[1]: v for k, v in h.items() if k.startswith("per_query/")}
+        for h in run_contents(run_file)["history"]
+        if "per_query/_type" in h
+    ]
     assert len(logged) == 1 and logged[0]["_type"] == "table-file"
     assert logged[0]["nrows"] == results["counts"]["eval_queries"]
     assert logged[0]["ncols"] == 3 + len(results["verdict"]["scores"])  # a rank column per retriever
@@ -154,18 +175,30 @@ def test_second_run_reuses_the_base_corpus_embeddings(fast_run, tiny_model, tmp_
     run(compose(fast(tiny_model, "logger=none", "finetune.learning_rate=3e-3"), out, root=src / "outputs"))
     again = json.loads((out / "results.json").read_text())
     # every shared stage hits; with pairs and eval set cached, nothing upstream is even read
-    assert again["cache"] == {"generate": "hit", "dev_set": "hit", "eval_set": "hit", "evaluate_base": "hit", "base_embeddings": "hit"}
+    assert again["cache"] == {
+        "generate": "hit",
+        "dev_set": "hit",
+        "eval_set": "hit",
+        "evaluate_base": "hit",
+        "base_embeddings": "hit",
+    }
     assert not {"load", "chunk", "split", "generate", "dev_set", "eval_set"} & set(again["timings_s"])
     assert again["counts"]["train_pairs"] == first["counts"]["train_pairs"]
     assert (out / "train_pairs.json").read_text() == (src / "train_pairs.json").read_text()
     assert again["metrics"]["base"] == pytest.approx(first["metrics"]["base"], abs=1e-6)
     assert again["metrics"]["finetuned"] != first["metrics"]["finetuned"]  # its own training
     chunked = tmp_path / "rechunk"
-    run(compose(fast(tiny_model, "logger=none", "finetune=none", "chunker.chunk_size=80"), chunked,
-                root=src / "outputs"))
+    run(compose(fast(tiny_model, "logger=none", "finetune=none", "chunker.chunk_size=80"), chunked, root=src / "outputs"))
     re = json.loads((chunked / "results.json").read_text())["cache"]
-    assert re == {"load": "hit", "chunk": "miss", "split": "miss", "dev_set": "miss", "eval_set": "miss",
-                  "evaluate_base": "miss", "base_embeddings": "miss"}
+    assert re == {
+        "load": "hit",
+        "chunk": "miss",
+        "split": "miss",
+        "dev_set": "miss",
+        "eval_set": "miss",
+        "evaluate_base": "miss",
+        "base_embeddings": "miss",
+    }
     off = tmp_path / "off"
     run(compose(fast(tiny_model, "logger=none", "finetune=none", "cache.enabled=false"), off, root=src / "outputs"))
     assert set(json.loads((off / "results.json").read_text())["cache"].values()) == {"off"}
@@ -176,17 +209,19 @@ def test_beir_eval_set_and_llama_index_engine_run_end_to_end(fast_run, tiny_mode
     evals = json.loads((src / "eval_set.json").read_text())
     beir = tmp_path / "beir"
     (beir / "qrels").mkdir(parents=True)
-    (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "title": "", "text": t}) + "\n"
-                                               for d, t in evals["corpus"].items()))
-    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n"
-                                                for q, t in evals["queries"].items()))
-    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
-        f"{q}\t{d}\t1\n" for q, ds in evals["relevant_docs"].items() for d in ds))
+    (beir / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": d, "title": "", "text": t}) + "\n" for d, t in evals["corpus"].items())
+    )
+    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in evals["queries"].items()))
+    (beir / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, ds in evals["relevant_docs"].items() for d in ds)
+    )
     fast_out, li_out = tmp_path / "fast", tmp_path / "li"
     run(compose(fast(tiny_model, "logger=none", "eval_set=beir", f"eval_set.path={beir}"), fast_out))
     # the default optimized_metric (finetuned/ndcg@10) needs no second flag with this engine
-    value = run(compose(fast(tiny_model, "logger=none", "eval_set=beir", f"eval_set.path={beir}",
-                             "evaluate.engine=llama_index"), li_out))
+    value = run(
+        compose(fast(tiny_model, "logger=none", "eval_set=beir", f"eval_set.path={beir}", "evaluate.engine=llama_index"), li_out)
+    )
     f = json.loads((fast_out / "results.json").read_text())["metrics"]
     li = json.loads((li_out / "results.json").read_text())["metrics"]
     assert set(li["base"]) == {"hit_rate@10", "mrr@10", "precision@10", "recall@10", "ndcg@10"}
@@ -220,20 +255,49 @@ def test_experiment_quick_composes_and_runs_under_debug(tiny_model, tmp_path):
 def test_train_on_a_beir_split_and_evaluate_on_another(tiny_model, tmp_path):
     beir = tmp_path / "beir"
     (beir / "qrels").mkdir(parents=True)
-    topics = ["loops", "classes", "imports", "exceptions", "generators", "decorators", "lists", "strings",
-              "files", "threads", "sockets", "tests"]
-    (beir / "corpus.jsonl").write_text("\n".join(json.dumps(
-        {"_id": f"d{i}", "title": t, "text": f"A passage on Python {t}: how {t} work and when to use {t}."})
-        for i, t in enumerate(topics)))
-    (beir / "queries.jsonl").write_text("\n".join(json.dumps({"_id": f"q{i}", "text": f"how do {t} work"})
-                                                  for i, t in enumerate(topics)))
+    topics = [
+        "loops",
+        "classes",
+        "imports",
+        "exceptions",
+        "generators",
+        "decorators",
+        "lists",
+        "strings",
+        "files",
+        "threads",
+        "sockets",
+        "tests",
+    ]
+    (beir / "corpus.jsonl").write_text(
+        "\n".join(
+            json.dumps({"_id": f"d{i}", "title": t, "text": f"A passage on Python {t}: how {t} work and when to use {t}."})
+            for i, t in enumerate(topics)
+        )
+    )
+    (beir / "queries.jsonl").write_text(
+        "\n".join(json.dumps({"_id": f"q{i}", "text": f"how do {t} work"}) for i, t in enumerate(topics))
+    )
     head = "query-id\tcorpus-id\tscore\n"
     (beir / "qrels" / "train.tsv").write_text(head + "".join(f"q{i}\td{i}\t1\n" for i in range(8)) + "q8\td8\t0\n")
     (beir / "qrels" / "test.tsv").write_text(head + "".join(f"q{i}\td{i}\t1\n" for i in range(8, 12)))
     out = tmp_path / "run"
-    run(compose(fast(tiny_model, "logger=none", "qa_generator=file", f"qa_generator.path={beir}",
-                     "qa_generator.split=train", "eval_set=beir", f"eval_set.path={beir}", "finetune.batch_size=4",
-                     "dev.fraction=0"), out))  # every judged pair trains
+    run(
+        compose(
+            fast(
+                tiny_model,
+                "logger=none",
+                "qa_generator=file",
+                f"qa_generator.path={beir}",
+                "qa_generator.split=train",
+                "eval_set=beir",
+                f"eval_set.path={beir}",
+                "finetune.batch_size=4",
+                "dev.fraction=0",
+            ),
+            out,
+        )
+    )  # every judged pair trains
     results = json.loads((out / "results.json").read_text())
     pairs = json.loads((out / "train_pairs.json").read_text())
     assert pairs["relevant_docs"] == {f"q{i}": [f"d{i}"] for i in range(8)}  # grade 0 is not a pair
@@ -246,8 +310,9 @@ def test_ict_and_titles_together_train_on_both_kinds_of_query(fast_run, tiny_mod
 
     assert any("held_out_ict" in p for p in config_problems(compose(["qa_generator=ict_titles"], tmp_path)))
     out = tmp_path / "mixed"
-    run(compose(fast(tiny_model, "qa_generator=ict_titles", "eval_set=held_out_ict", "logger=none"), out,
-                fast_run[0] / "outputs"))
+    run(
+        compose(fast(tiny_model, "qa_generator=ict_titles", "eval_set=held_out_ict", "logger=none"), out, fast_run[0] / "outputs")
+    )
     pairs = json.loads((out / "train_pairs.json").read_text())
     titles = {q: t for q, t in pairs["queries"].items() if q.endswith("/title")}
     assert titles and len(titles) < len(pairs["queries"])  # both kinds

@@ -19,8 +19,7 @@ from runner.metrics import per_query_metrics
 from runner.load import load_python_docs
 from runner.schema import EvaluateConfig
 
-KS = dict(hit_rate_at_k=[1, 3, 5, 10], precision_recall_at_k=[1, 5, 10], mrr_at_k=[5, 10],
-          ndcg_at_k=[5, 10], map_at_k=[10, 100])
+KS = dict(hit_rate_at_k=[1, 3, 5, 10], precision_recall_at_k=[1, 5, 10], mrr_at_k=[5, 10], ndcg_at_k=[5, 10], map_at_k=[10, 100])
 
 
 def eval_set_with_several_relevant_docs() -> EvalSet:
@@ -40,11 +39,17 @@ def test_metrics_equal_information_retrieval_evaluator(tiny_model):
     cfg = OmegaConf.merge(OmegaConf.structured(EvaluateConfig), KS)
     ours = evaluate_model(model, es, cfg, batch_size=8).metrics
     ir = InformationRetrievalEvaluator(
-        es.queries, es.corpus, {q: set(d) for q, d in es.relevant_docs.items()},
-        accuracy_at_k=KS["hit_rate_at_k"], precision_recall_at_k=KS["precision_recall_at_k"],
-        mrr_at_k=KS["mrr_at_k"], ndcg_at_k=KS["ndcg_at_k"], map_at_k=KS["map_at_k"],
+        es.queries,
+        es.corpus,
+        {q: set(d) for q, d in es.relevant_docs.items()},
+        accuracy_at_k=KS["hit_rate_at_k"],
+        precision_recall_at_k=KS["precision_recall_at_k"],
+        mrr_at_k=KS["mrr_at_k"],
+        ndcg_at_k=KS["ndcg_at_k"],
+        map_at_k=KS["map_at_k"],
         score_functions={"cosine": lambda a, b: torch.nn.functional.normalize(a) @ torch.nn.functional.normalize(b).T},
-        show_progress_bar=False, batch_size=8,
+        show_progress_bar=False,
+        batch_size=8,
     )
     theirs = ir.compute_metrices(model)["cosine"]
     assert len(ours) == 4 + 2 * 3 + 2 + 2 + 2
@@ -65,8 +70,7 @@ def test_ties_rank_by_ascending_corpus_row():
 
 def write_beir(root, grades: dict[str, dict[str, int]], docs: dict[str, str], queries: dict[str, str]):
     (root / "qrels").mkdir(parents=True)
-    (root / "corpus.jsonl").write_text("\n".join(
-        json.dumps({"_id": d, "title": f"T{d}", "text": t}) for d, t in docs.items()))
+    (root / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": d, "title": f"T{d}", "text": t}) for d, t in docs.items()))
     (root / "queries.jsonl").write_text("\n".join(json.dumps({"_id": q, "text": t}) for q, t in queries.items()))
     lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{g}" for q, gs in grades.items() for d, g in gs.items()]
     (root / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n")
@@ -93,8 +97,16 @@ def test_beir_qrels_naming_missing_documents_are_refused(tmp_path):
 
 def test_graded_ndcg_uses_the_grades_and_the_rest_counts_grade_above_zero():
     # ranked b a c; grades a=2, b=1: DCG = 1/log2(2) + 2/log2(3); ideal = 2/log2(2) + 1/log2(3)
-    m = per_query_metrics([["b", "a", "c"]], [{"a", "b"}], grades=[{"a": 2.0, "b": 1.0}],
-                          hit_rate_at_k=(1,), precision_recall_at_k=(2,), mrr_at_k=(3,), ndcg_at_k=(3,), map_at_k=(3,))
+    m = per_query_metrics(
+        [["b", "a", "c"]],
+        [{"a", "b"}],
+        grades=[{"a": 2.0, "b": 1.0}],
+        hit_rate_at_k=(1,),
+        precision_recall_at_k=(2,),
+        mrr_at_k=(3,),
+        ndcg_at_k=(3,),
+        map_at_k=(3,),
+    )
     assert m["ndcg@3"][0] == pytest.approx((1 + 2 / np.log2(3)) / (2 + 1 / np.log2(3)))
     assert m["hit_rate@1"][0] == 1 and m["recall@2"][0] == 1 and m["mrr@3"][0] == 1
     binary = per_query_metrics([["b", "a", "c"]], [{"a", "b"}], grades=[{"a": 1.0, "b": 1.0}], ndcg_at_k=(3,))

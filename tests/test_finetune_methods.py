@@ -13,8 +13,13 @@ from runner.errors import RagtuneError
 from runner.pipeline import run
 
 
-@pytest.mark.parametrize("loss", [["finetune.loss=cached_mnrl", "finetune.mini_batch_size=2"],
-                                  ["finetune.loss=matryoshka", "finetune.matryoshka_dims=[64,32]"]])
+@pytest.mark.parametrize(
+    "loss",
+    [
+        ["finetune.loss=cached_mnrl", "finetune.mini_batch_size=2"],
+        ["finetune.loss=matryoshka", "finetune.matryoshka_dims=[64,32]"],
+    ],
+)
 def test_losses_train_and_save_a_model(loss, tiny_model, tmp_path):
     out = tmp_path / "run"
     run(compose(fast(tiny_model, "logger=none", *loss), out))
@@ -29,17 +34,24 @@ def test_loss_knobs_reach_sentence_transformers_loss(tiny_model, tmp_path):
     from runner.finetune import build_loss
 
     model = SentenceTransformer(str(tiny_model), device="cpu")
-    loss = build_loss(model, "mnrl", 32, [64], scale=50.0, directions=["query_to_doc", "doc_to_query"],
-                      hardness_strength=9.0)
-    assert (loss.scale, loss.directions, loss.hardness_mode, loss.hardness_strength) == \
-        (50.0, ("query_to_doc", "doc_to_query"), "in_batch_negatives", 9.0)
+    loss = build_loss(model, "mnrl", 32, [64], scale=50.0, directions=["query_to_doc", "doc_to_query"], hardness_strength=9.0)
+    assert (loss.scale, loss.directions, loss.hardness_mode, loss.hardness_strength) == (
+        50.0,
+        ("query_to_doc", "doc_to_query"),
+        "in_batch_negatives",
+        9.0,
+    )
     cached = build_loss(model, "cached_mnrl", 4, [64], scale=30.0)
     assert (cached.scale, cached.mini_batch_size, cached.hardness_mode) == (30.0, 4, None)
     inner = build_loss(model, "matryoshka", 32, [64, 32], directions=["query_to_doc", "doc_to_query"]).loss
     assert inner.directions == ("query_to_doc", "doc_to_query")
     out = tmp_path / "run"
-    run(compose(fast(tiny_model, "logger=none", "finetune.directions=[query_to_doc,doc_to_query]",
-                     "finetune.hardness_strength=9"), out))
+    run(
+        compose(
+            fast(tiny_model, "logger=none", "finetune.directions=[query_to_doc,doc_to_query]", "finetune.hardness_strength=9"),
+            out,
+        )
+    )
     assert json.loads((out / "results.json").read_text())["metrics"]["finetuned"]
 
 
@@ -54,11 +66,17 @@ def test_consistency_filter_keeps_pairs_whose_passage_the_base_model_finds():
     cats = "Cats sleep up to sixteen hours a day and hunt at dawn and dusk."
     lists = "A list comprehension builds a Python list from an iterable in one expression."
     stocks = "Stock prices fell sharply after the central bank raised interest rates."
-    rows = Dataset.from_dict({
-        "anchor": ["how long do cats sleep", "python list comprehension", "why cats hunt at dawn",
-                   "what happened to stock prices"],
-        "positive": [cats, lists, stocks, stocks],  # the third query does not find its passage
-    })
+    rows = Dataset.from_dict(
+        {
+            "anchor": [
+                "how long do cats sleep",
+                "python list comprehension",
+                "why cats hunt at dawn",
+                "what happened to stock prices",
+            ],
+            "positive": [cats, lists, stocks, stocks],  # the third query does not find its passage
+        }
+    )
     kept = consistent_rows(rows, model, top_k=1, batch_size=8)
     assert kept["anchor"] == ["how long do cats sleep", "python list comprehension", "what happened to stock prices"]
     assert len(consistent_rows(rows, model, top_k=3, batch_size=8)) == 4
@@ -68,10 +86,12 @@ def test_consistency_filter_in_a_run_and_its_clear_error(tiny_model, tmp_path, c
     with caplog.at_level(logging.INFO, logger="ragtune"):
         run(compose(fast(tiny_model, "logger=none", "finetune.filter_top_k=50"), tmp_path / "run"))
     assert "pairs kept by the consistency filter (passage in the base model's top 50)" in caplog.text
-    with pytest.raises(RagtuneError, match=r"the consistency filter kept \d+ of \d+ pairs, fewer than "
-                                           r"finetune.batch_size=\d+; raise finetune.filter_top_k"):
-        run(compose(fast(tiny_model, "logger=none", "finetune.filter_top_k=1", "finetune.batch_size=20"),
-                    tmp_path / "run2"))
+    with pytest.raises(
+        RagtuneError,
+        match=r"the consistency filter kept \d+ of \d+ pairs, fewer than "
+        r"finetune.batch_size=\d+; raise finetune.filter_top_k",
+    ):
+        run(compose(fast(tiny_model, "logger=none", "finetune.filter_top_k=1", "finetune.batch_size=20"), tmp_path / "run2"))
 
 
 @pytest.mark.parametrize("varied, expected", [(False, "random batches"), (True, "length-grouped batches")])
@@ -83,8 +103,9 @@ def test_group_by_length_auto_groups_only_where_it_pays(varied, expected, tiny_m
 
     words = [3 if varied and i % 2 else 60 for i in range(32)]  # half short, half long passages, or all long
     corpus = {f"d{i}": " ".join([f"w{i}"] * n) for i, n in enumerate(words)}
-    pairs = EmbeddingQAFinetuneDataset(queries={f"q{i}": f"query {i}" for i in range(32)}, corpus=corpus,
-                                       relevant_docs={f"q{i}": [f"d{i}"] for i in range(32)})
+    pairs = EmbeddingQAFinetuneDataset(
+        queries={f"q{i}": f"query {i}" for i in range(32)}, corpus=corpus, relevant_docs={f"q{i}": [f"d{i}"] for i in range(32)}
+    )
     model = SentenceTransformer(str(tiny_model), device="cpu")
     with caplog.at_level(logging.INFO, logger="ragtune"):
         train_sentence_transformers(model, pairs, tmp_path, batch_size=8, max_steps=1, precision="fp32")
@@ -94,8 +115,18 @@ def test_group_by_length_auto_groups_only_where_it_pays(varied, expected, tiny_m
 def test_hard_negatives_are_mined_with_a_margin(tiny_model, tmp_path, caplog):
     out = tmp_path / "run"
     with caplog.at_level(logging.INFO, logger="ragtune"):
-        run(compose(fast(tiny_model, "logger=none", "finetune.hard_negatives.num=1", "finetune.group_by_length=true",
-                         "finetune.hard_negatives.relative_margin=0.01"), out))
+        run(
+            compose(
+                fast(
+                    tiny_model,
+                    "logger=none",
+                    "finetune.hard_negatives.num=1",
+                    "finetune.group_by_length=true",
+                    "finetune.hard_negatives.relative_margin=0.01",
+                ),
+                out,
+            )
+        )
     assert "mined hard negative(s) each" in caplog.text
     assert "length-grouped batches" in caplog.text  # the grouped sampler over (anchor, positive, negative) rows
     assert json.loads((out / "results.json").read_text())["metrics"]["finetuned"]
@@ -115,8 +146,13 @@ def test_hard_negatives_auto_mines_for_pairs_from_a_file_and_not_for_generated_o
     assert json.loads((generated / "results.json").read_text())["config"]["finetune"]["hard_negatives"]["num"] is None
 
     caplog.clear()
-    from_file = ["qa_generator=file", f"qa_generator.path={generated / 'train_pairs.json'}",
-                 "eval_set=file", f"eval_set.path={generated / 'eval_set.json'}", "logger=none"]
+    from_file = [
+        "qa_generator=file",
+        f"qa_generator.path={generated / 'train_pairs.json'}",
+        "eval_set=file",
+        f"eval_set.path={generated / 'eval_set.json'}",
+        "logger=none",
+    ]
     with caplog.at_level(logging.INFO, logger="ragtune"):
         run(compose(fast(tiny_model, *from_file, "finetune.hard_negatives.relative_margin=0.01"), tmp_path / "file"))
     assert "hard_negatives.num auto -> 1 (pairs from a file" in caplog.text
@@ -137,8 +173,11 @@ def test_hard_negatives_auto_mines_for_pairs_from_a_file_and_not_for_generated_o
 
 def test_matryoshka_dims_larger_than_the_model_is_a_clear_error(tiny_model, tmp_path):
     with pytest.raises(RagtuneError, match=r"matryoshka_dims=\[384, 64\] must be .* at most the model's 64"):
-        run(compose(fast(tiny_model, "logger=none", "finetune.loss=matryoshka", "finetune.matryoshka_dims=[384,64]"),
-                    tmp_path / "run"))
+        run(
+            compose(
+                fast(tiny_model, "logger=none", "finetune.loss=matryoshka", "finetune.matryoshka_dims=[384,64]"), tmp_path / "run"
+            )
+        )
 
 
 def _weights(path):
@@ -175,8 +214,9 @@ def test_adapter_is_evaluated_as_llamaindex_would_load_it(kind, tiny_model, tmp_
     results = json.loads((out / "results.json").read_text())
     assert results["model_dir"] == str(out / "adapter") and results["metrics"]["finetuned"]
     cls = LinearLayer if kind == "linear" else TwoLayerNN
-    li = AdapterEmbeddingModel(HuggingFaceEmbedding(model_name=str(tiny_model), max_length=128, device="cpu"),
-                               str(out / "adapter"), adapter_cls=cls)
+    li = AdapterEmbeddingModel(
+        HuggingFaceEmbedding(model_name=str(tiny_model), max_length=128, device="cpu"), str(out / "adapter"), adapter_cls=cls
+    )
     ours = AdapterEncoder(SentenceTransformer(str(tiny_model), device="cpu"), cls.load(str(out / "adapter")))
     query = "How does the assert statement work?"
     a = np.asarray(li.get_query_embedding(query))
@@ -187,8 +227,14 @@ def test_adapter_is_evaluated_as_llamaindex_would_load_it(kind, tiny_model, tmp_
 def test_the_llama_index_engine_evaluates_an_adapter_like_the_fast_path(tiny_model, tmp_path):
     fast_out, li_out = tmp_path / "fast", tmp_path / "li"
     run(compose(fast(tiny_model, "logger=none", "finetune=adapter"), fast_out))
-    run(compose(fast(tiny_model, "logger=none", "finetune=adapter", "evaluate.engine=llama_index",
-                     "optimized_metric=finetuned/mrr@10"), li_out))
+    run(
+        compose(
+            fast(
+                tiny_model, "logger=none", "finetune=adapter", "evaluate.engine=llama_index", "optimized_metric=finetuned/mrr@10"
+            ),
+            li_out,
+        )
+    )
     f = json.loads((fast_out / "results.json").read_text())["metrics"]["finetuned"]
     li = json.loads((li_out / "results.json").read_text())["metrics"]["finetuned"]
     assert li["mrr@10"] == pytest.approx(f["mrr@10"], abs=1e-6) and li["hit_rate@10"] == pytest.approx(f["hit_rate@10"])

@@ -24,8 +24,7 @@ def test_auto_picks_cuda_and_bf16_where_the_gpu_has_it():
 
 def test_a_bf16_run_on_cuda_trains_evaluates_and_reports_gpu_memory(tiny_model, tmp_path):
     out = tmp_path / "run"
-    run(compose(fast(tiny_model, "logger=none", "device=cuda", "precision=bf16", "finetune.dataloader_num_workers=2"),
-                out))
+    run(compose(fast(tiny_model, "logger=none", "device=cuda", "precision=bf16", "finetune.dataloader_num_workers=2"), out))
     results = json.loads((out / "results.json").read_text())
     assert results["device"] == "cuda" and results["precision"] == "bf16"
     assert results["gpu"]["peak_memory_gib"] > 0 and results["throughput"]["train_pairs_per_s"] > 0

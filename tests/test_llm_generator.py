@@ -26,21 +26,31 @@ def nodes(*markers: str) -> list[TextNode]:
 
 
 def client(server: LlmServer) -> OpenAILike:
-    return OpenAILike(model="test-model", api_base=server.url, api_key="not-needed", is_chat_model=True,
-                      max_retries=0, timeout=10)
+    return OpenAILike(
+        model="test-model", api_base=server.url, api_key="not-needed", is_chat_model=True, max_retries=0, timeout=10
+    )
 
 
 def test_clean_questions_drops_preamble_numbering_short_lines_and_duplicates():
-    text = "Sure! Here are 3 questions:\n\n1. What is a generator?\n2) What is a generator?\n- Why use yield here?\nOk\n**Q3:** How do iterators end?"
+    text = (
+        "Sure! Here are 3 questions:\n\n1. What is a generator?\n2) What is a generator?\n- Why use yield here?\nOk\n"
+        "**Q3:** How do iterators end?"
+    )
     assert clean_questions(text, 5) == ["What is a generator?", "Why use yield here?", "How do iterators end?"]
     assert clean_questions(text, 1) == ["What is a generator?"]
 
 
 def test_questions_come_concurrently_and_failures_are_retried_then_skipped(tmp_path):
     with LlmServer() as server:
-        ds = llm_pairs(nodes("SLOW", "SLOW", "SLOW", "SLOW", "SLOW", "FAIL500", "GARBAGE", "plain"),
-                       llm=client(server), num_questions_per_chunk=2, max_concurrency=8, retries=1,
-                       backoff_s=0.01, cache_dir=str(tmp_path))
+        ds = llm_pairs(
+            nodes("SLOW", "SLOW", "SLOW", "SLOW", "SLOW", "FAIL500", "GARBAGE", "plain"),
+            llm=client(server),
+            num_questions_per_chunk=2,
+            max_concurrency=8,
+            retries=1,
+            backoff_s=0.01,
+            cache_dir=str(tmp_path),
+        )
     assert server.max_in_flight >= 4  # parallel requests, not one chunk at a time
     failing = [p for p in server.requests if "FAIL500" in p or "GARBAGE" in p]
     assert len(failing) == 4  # each failing chunk: the first try and one retry
@@ -77,10 +87,22 @@ def test_the_runner_uses_the_llm_generator_from_the_command_line_config(tiny_mod
     monkeypatch.setenv("OPENAI_API_KEY", secret)
     out = tmp_path / "run"
     with LlmServer() as server:
-        run(compose(fast(tiny_model, "logger=none", "qa_generator=llm", "qa_generator/llm=openai_like",
-                         f"qa_generator.llm.api_base={server.url}", "qa_generator.llm.model=test-model",
-                         "qa_generator.num_questions_per_chunk=2", "qa_generator.backoff_s=0.01",
-                         "finetune.batch_size=4"), out))
+        run(
+            compose(
+                fast(
+                    tiny_model,
+                    "logger=none",
+                    "qa_generator=llm",
+                    "qa_generator/llm=openai_like",
+                    f"qa_generator.llm.api_base={server.url}",
+                    "qa_generator.llm.model=test-model",
+                    "qa_generator.num_questions_per_chunk=2",
+                    "qa_generator.backoff_s=0.01",
+                    "finetune.batch_size=4",
+                ),
+                out,
+            )
+        )
     results = json.loads((out / "results.json").read_text())
     assert results["counts"]["train_pairs"] > 10 and results["metrics"]["finetuned"]
     assert results["config"]["qa_generator"]["llm"]["api_key"] == "***redacted***"
@@ -102,15 +124,24 @@ def tiny_instruct_model(path) -> str:
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
-    fast_tok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="[EOS]",
-                                       pad_token="[EOS]")
+    fast_tok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="[EOS]", pad_token="[EOS]")
     fast_tok.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
     fast_tok.save_pretrained(path)
     import torch
 
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_positions=4096, n_embd=32, n_layer=1, n_head=2,
-                                       eos_token_id=1, bos_token_id=1, pad_token_id=1))
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(vocab),
+            n_positions=4096,
+            n_embd=32,
+            n_layer=1,
+            n_head=2,
+            eos_token_id=1,
+            bos_token_id=1,
+            pad_token_id=1,
+        )
+    )
     with torch.no_grad():  # never end early: the [EOS] logit can't win
         model.lm_head.weight[1].fill_(0.0)
         model.transformer.wte.weight[1].fill_(0.0)
@@ -121,10 +152,23 @@ def tiny_instruct_model(path) -> str:
 def test_a_local_transformers_model_generates_questions_through_its_chat_template(tiny_model, tmp_path):
     llm_dir = tiny_instruct_model(tmp_path / "tiny-instruct")
     out = tmp_path / "run"
-    run(compose(fast(tiny_model, "logger=none", "qa_generator=llm", "qa_generator/llm=huggingface",
-                     f"qa_generator.llm.model_name={llm_dir}", "qa_generator.llm.max_new_tokens=8",
-                     "qa_generator.llm.device_map=cpu", "qa_generator.max_chunks=6",
-                     "qa_generator.num_questions_per_chunk=1", "finetune.batch_size=2"), out))
+    run(
+        compose(
+            fast(
+                tiny_model,
+                "logger=none",
+                "qa_generator=llm",
+                "qa_generator/llm=huggingface",
+                f"qa_generator.llm.model_name={llm_dir}",
+                "qa_generator.llm.max_new_tokens=8",
+                "qa_generator.llm.device_map=cpu",
+                "qa_generator.max_chunks=6",
+                "qa_generator.num_questions_per_chunk=1",
+                "finetune.batch_size=2",
+            ),
+            out,
+        )
+    )
     results = json.loads((out / "results.json").read_text())
     pairs = json.loads((out / "train_pairs.json").read_text())
     assert 1 <= len(pairs["queries"]) <= 6 and results["metrics"]["finetuned"]
@@ -135,8 +179,17 @@ def test_a_local_transformers_model_generates_questions_through_its_chat_templat
 def test_experiment_seed_guide_is_the_llama_index_guide_end_to_end(tiny_model, tmp_path):
     out = tmp_path / "run"
     with LlmServer() as server:
-        cfg = compose(fast(tiny_model, "experiment=seed_guide", "logger=none", f"qa_generator.llm.api_base={server.url}",
-                           "qa_generator.llm.model=test-model", "qa_generator.backoff_s=0.01"), out)
+        cfg = compose(
+            fast(
+                tiny_model,
+                "experiment=seed_guide",
+                "logger=none",
+                f"qa_generator.llm.api_base={server.url}",
+                "qa_generator.llm.model=test-model",
+                "qa_generator.backoff_s=0.01",
+            ),
+            out,
+        )
         assert cfg.qa_generator.num_questions_per_chunk == 2 and cfg.finetune.epochs == 2
         assert cfg.finetune._target_.endswith("train_llama_index_engine") and cfg.evaluate.engine == "llama_index"
         assert compose(["experiment=seed_guide"], out).chunker.chunk_size == 1024  # debug=fast shrinks it
@@ -152,10 +205,25 @@ def test_the_openai_and_ollama_options_run_against_the_local_server(option, tiny
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-real")
     out = tmp_path / "run"
     with LlmServer() as server:
-        endpoint = {"openai": [f"+qa_generator.llm.api_base={server.url}"],
-                    "ollama": [f"qa_generator.llm.base_url={server.base}", "qa_generator.llm.model=llama3.1"]}[option]
-        run(compose(fast(tiny_model, "logger=none", "qa_generator=llm", f"qa_generator/llm={option}", *endpoint,
-                         "qa_generator.max_chunks=4", "qa_generator.backoff_s=0.01", "finetune.batch_size=2"), out))
+        endpoint = {
+            "openai": [f"+qa_generator.llm.api_base={server.url}"],
+            "ollama": [f"qa_generator.llm.base_url={server.base}", "qa_generator.llm.model=llama3.1"],
+        }[option]
+        run(
+            compose(
+                fast(
+                    tiny_model,
+                    "logger=none",
+                    "qa_generator=llm",
+                    f"qa_generator/llm={option}",
+                    *endpoint,
+                    "qa_generator.max_chunks=4",
+                    "qa_generator.backoff_s=0.01",
+                    "finetune.batch_size=2",
+                ),
+                out,
+            )
+        )
     pairs = json.loads((out / "train_pairs.json").read_text())
     assert len(pairs["queries"]) >= 4 and all(q.startswith(("What does", "How is")) for q in pairs["queries"].values())
     assert len(server.requests) >= 4

@@ -30,12 +30,19 @@ def clean_failure(r: subprocess.CompletedProcess, *needles: str) -> str:
 
 # ---- corpus and config -------------------------------------------------------------------------
 
+
 def test_a_corpus_of_one_document_cannot_be_split(tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "only.txt").write_text("One document about retrieval. It has two sentences only. " * 20)
-    r = run_cli("debug=fast", "logger=none", "corpus=directory", f"corpus.path={docs}",
-                f"hydra.run.dir={tmp_path / 'run'}", f"paths.root={tmp_path / 'outputs'}")
+    r = run_cli(
+        "debug=fast",
+        "logger=none",
+        "corpus=directory",
+        f"corpus.path={docs}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"paths.root={tmp_path / 'outputs'}",
+    )
     clean_failure(r, "gave 1 document(s) to train on, but a held-out split needs at least 2")
 
 
@@ -62,8 +69,7 @@ def test_device_and_precision_requests_the_hardware_cannot_honour_are_clear_erro
 def test_auto_precision_on_a_cpu_is_bf16_only_where_the_cpu_has_bf16_instructions(tmp_path, monkeypatch):
     from runner import models
 
-    for flags, expected in (("fpu avx512f avx512_bf16 amx_tile", "bf16"), ("fpu amx_bf16", "bf16"),
-                            ("fpu avx2 avx512f", "fp32")):
+    for flags, expected in (("fpu avx512f avx512_bf16 amx_tile", "bf16"), ("fpu amx_bf16", "bf16"), ("fpu avx2 avx512f", "fp32")):
         info = tmp_path / "cpuinfo"
         info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
         monkeypatch.setattr(models, "CPUINFO", str(info))
@@ -78,13 +84,15 @@ def test_device_cuda_without_a_gpu_fails_before_any_work(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    r = run_cli("debug=fast", "logger=none", "device=cuda", f"hydra.run.dir={tmp_path / 'run'}",
-                f"paths.root={tmp_path / 'outputs'}")
+    r = run_cli(
+        "debug=fast", "logger=none", "device=cuda", f"hydra.run.dir={tmp_path / 'run'}", f"paths.root={tmp_path / 'outputs'}"
+    )
     clean_failure(r, "device=cuda was asked for")
     assert not (tmp_path / "outputs" / "cache").exists()  # failed before loading anything
 
 
 # ---- eval sets -------------------------------------------------------------------------------
+
 
 def test_eval_queries_without_a_relevant_document_are_dropped_and_counted(fast_pairs, tiny_model, tmp_path):
     data = json.loads(fast_pairs.read_text())
@@ -108,13 +116,20 @@ def fast_pairs(tiny_model, tmp_path_factory) -> Path:
 
 # ---- LLM generator ---------------------------------------------------------------------------
 
+
 def test_llm_failures_are_counted_and_an_incomplete_generation_is_retried_next_run(tiny_model, tmp_path):
     from runner import generate_llm
 
     out, root = tmp_path / "run1", tmp_path / "outputs"
-    args = ("logger=none", "qa_generator=llm", "qa_generator.backoff_s=0.01", "qa_generator.retries=1",
-            "qa_generator.max_concurrency=1",  # one chunk at a time: the first three are the bad ones
-            "qa_generator.llm.model=m", "finetune.batch_size=4")
+    args = (
+        "logger=none",
+        "qa_generator=llm",
+        "qa_generator.backoff_s=0.01",
+        "qa_generator.retries=1",
+        "qa_generator.max_concurrency=1",  # one chunk at a time: the first three are the bad ones
+        "qa_generator.llm.model=m",
+        "finetune.batch_size=4",
+    )
     with LlmServer() as server:
         calls = {"n": 0}
         real = generate_llm.clean_questions
@@ -136,11 +151,14 @@ def test_llm_failures_are_counted_and_an_incomplete_generation_is_retried_next_r
     second = json.loads((tmp_path / "run2" / "results.json").read_text())
     assert len(server.requests) - sent == 3  # only the failed chunks were asked again
     assert second["counts"]["generate_failed_chunks"] == 0 and second["cache"]["eval_set"] == "hit"
-    assert second["counts"]["train_pairs"] > first["counts"]["train_pairs"] or \
-        second["counts"]["eval_queries"] > first["counts"]["eval_queries"]
+    assert (
+        second["counts"]["train_pairs"] > first["counts"]["train_pairs"]
+        or second["counts"]["eval_queries"] > first["counts"]["eval_queries"]
+    )
 
 
 # ---- training --------------------------------------------------------------------------------
+
 
 def test_out_of_memory_says_what_to_lower():
     import torch
@@ -189,6 +207,7 @@ def test_a_nan_loss_stops_training_and_saves_no_model(tiny_model, tmp_path, monk
 
 # ---- faults ----------------------------------------------------------------------------------
 
+
 def _wait_for(path: Path, text: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     end = time.time() + timeout
     while time.time() < end:
@@ -204,8 +223,13 @@ def test_kill_9_during_finetuning_then_the_same_command_completes_like_an_unkill
     clean = run_cli(*args, f"hydra.run.dir={tmp_path / 'clean'}", f"paths.root={tmp_path / 'clean_outputs'}")
     assert clean.returncode == 0, clean.stderr
     job = [*args, f"hydra.run.dir={tmp_path / 'job'}", f"paths.root={tmp_path / 'outputs'}"]
-    proc = subprocess.Popen([sys.executable, "-m", "runner", *job], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", *job],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         _wait_for(tmp_path / "job" / "run.log", "[finetune] ...", proc)
         time.sleep(1.0)
@@ -217,8 +241,13 @@ def test_kill_9_during_finetuning_then_the_same_command_completes_like_an_unkill
     assert again.returncode == 0, again.stderr
     results = json.loads((tmp_path / "job" / "results.json").read_text())
     reference = json.loads((tmp_path / "clean" / "results.json").read_text())
-    assert results["cache"] == {"generate": "hit", "dev_set": "hit", "eval_set": "hit", "evaluate_base": "hit",
-                                "base_embeddings": "hit"}  # nothing upstream even read
+    assert results["cache"] == {
+        "generate": "hit",
+        "dev_set": "hit",
+        "eval_set": "hit",
+        "evaluate_base": "hit",
+        "base_embeddings": "hit",
+    }  # nothing upstream even read
     for group in ("base", "finetuned"):
         for name, value in reference["metrics"][group].items():
             assert results["metrics"][group][name] == pytest.approx(value, abs=1e-6), (group, name)
@@ -239,8 +268,7 @@ while True:
 
 def test_kill_9_while_cache_entries_are_written_leaves_no_trusted_half_entry(tmp_path):
     for delay in (0.3, 0.7, 1.1):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
@@ -258,6 +286,7 @@ def test_kill_9_while_cache_entries_are_written_leaves_no_trusted_half_entry(tmp
 
 # ---- security --------------------------------------------------------------------------------
 
+
 def test_a_key_from_a_secrets_file_reaches_the_server_and_nowhere_else(tmp_path):
     key = "sk-from-file-0123456789abcdef"
     secrets = tmp_path / "secrets.env"
@@ -266,29 +295,50 @@ def test_a_key_from_a_secrets_file_reaches_the_server_and_nowhere_else(tmp_path)
     with LlmServer() as server:
         server.echo_auth_once = True  # a server that quotes the key in an error: the log must not
         r = subprocess.run(
-            [sys.executable, "-m", "runner", "debug=fast", "logger.mode=offline", "qa_generator=llm",
-             f"qa_generator.llm.api_base={server.url}", "qa_generator.llm.model=m", "qa_generator.backoff_s=0.01",
-             "finetune.batch_size=4", f"secrets_file={secrets}", f"hydra.run.dir={tmp_path / 'run'}",
-             f"paths.root={tmp_path / 'outputs'}"],
-            cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+            [
+                sys.executable,
+                "-m",
+                "runner",
+                "debug=fast",
+                "logger.mode=offline",
+                "qa_generator=llm",
+                f"qa_generator.llm.api_base={server.url}",
+                "qa_generator.llm.model=m",
+                "qa_generator.backoff_s=0.01",
+                "finetune.batch_size=4",
+                f"secrets_file={secrets}",
+                f"hydra.run.dir={tmp_path / 'run'}",
+                f"paths.root={tmp_path / 'outputs'}",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
     assert r.returncode == 0, r.stdout + r.stderr
     assert server.auth == {f"Bearer {key}"}
     log = (tmp_path / "run" / "run.log").read_text()
     assert "invalid key Bearer ***redacted***" in log  # the server's error, masked
-    files = [f for f in (tmp_path / "run").rglob("*") if f.is_file()] + \
-            [f for f in (tmp_path / "outputs").rglob("*") if f.is_file()]
+    files = [f for f in (tmp_path / "run").rglob("*") if f.is_file()] + [
+        f for f in (tmp_path / "outputs").rglob("*") if f.is_file()
+    ]
     assert any(f.suffix == ".wandb" for f in files)
     for f in files:
         assert key.encode() not in f.read_bytes(), f
     assert key not in r.stdout + r.stderr
-    shown = run_cli("qa_generator=llm", "qa_generator.llm.model=m", "--cfg", "job", "--resolve",
-                    env={"OPENAI_API_KEY": key})
+    shown = run_cli("qa_generator=llm", "qa_generator.llm.model=m", "--cfg", "job", "--resolve", env={"OPENAI_API_KEY": key})
     assert shown.returncode == 0 and key not in shown.stdout and "***redacted***" in shown.stdout
 
 
 def test_a_missing_secrets_file_is_a_clear_error(tmp_path):
-    r = run_cli("debug=fast", "logger=none", f"secrets_file={tmp_path / 'nope.env'}",
-                f"hydra.run.dir={tmp_path / 'run'}", f"paths.root={tmp_path / 'outputs'}")
+    r = run_cli(
+        "debug=fast",
+        "logger=none",
+        f"secrets_file={tmp_path / 'nope.env'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"paths.root={tmp_path / 'outputs'}",
+    )
     clean_failure(r, "secrets_file=", "KEY=VALUE")
 
 

@@ -12,19 +12,33 @@ from runner.eval_set import EvalSet
 from runner.pipeline import run
 from runner.seq_length import candidates, check, choose_max_seq_length
 
-FILLER = ("The committee reviewed the annual report and the attached schedules in the usual order, noting that "
-          "nothing in the general section had changed since the previous filing and that the figures were "
-          "presented on the same basis as before. ") * 7
-TOPICS = ["volcanic ash grounded every flight in the northern region", "the bakery switched to sourdough starters",
-          "a copper mine flooded after the spring storms", "the orchestra premiered a symphony for glass harmonica",
-          "rainfall doubled the salmon run in the river delta", "the ferry company bought three electric vessels",
-          "a chess prodigy won the regional championship", "lithium prices fell after the new refinery opened",
-          "the museum returned a bronze statue to its origin", "wildfire smoke closed schools for a week",
-          "the railway replaced its signalling with radio control", "a honeybee virus spread through the valley farms",
-          "the satellite imaged an iceberg the size of a city", "tram drivers voted to strike over night shifts",
-          "the vineyard lost its harvest to hail", "a startup printed houses from recycled plastic",
-          "the glacier retreated two kilometres in a decade", "hospital wait times fell after the new clinic opened",
-          "the bridge was closed for corrosion repairs", "an antique map sold for a record sum"]
+FILLER = (
+    "The committee reviewed the annual report and the attached schedules in the usual order, noting that "
+    "nothing in the general section had changed since the previous filing and that the figures were "
+    "presented on the same basis as before. "
+) * 7
+TOPICS = [
+    "volcanic ash grounded every flight in the northern region",
+    "the bakery switched to sourdough starters",
+    "a copper mine flooded after the spring storms",
+    "the orchestra premiered a symphony for glass harmonica",
+    "rainfall doubled the salmon run in the river delta",
+    "the ferry company bought three electric vessels",
+    "a chess prodigy won the regional championship",
+    "lithium prices fell after the new refinery opened",
+    "the museum returned a bronze statue to its origin",
+    "wildfire smoke closed schools for a week",
+    "the railway replaced its signalling with radio control",
+    "a honeybee virus spread through the valley farms",
+    "the satellite imaged an iceberg the size of a city",
+    "tram drivers voted to strike over night shifts",
+    "the vineyard lost its harvest to hail",
+    "a startup printed houses from recycled plastic",
+    "the glacier retreated two kilometres in a decade",
+    "hospital wait times fell after the new clinic opened",
+    "the bridge was closed for corrosion repairs",
+    "an antique map sold for a record sum",
+]
 
 
 def _dev() -> EvalSet:
@@ -51,8 +65,7 @@ def test_a_longer_window_is_chosen_when_the_answer_lies_past_the_models_own(mini
     model = load_model(minilm, "cpu")
     assert model.max_seq_length == 256
     dev = _dev()
-    record, ranking = choose_max_seq_length(model, "minilm", dev, list(dev.corpus.values()), "ndcg@10", 10, 16,
-                                            "fp32", 1000, 0)
+    record, ranking = choose_max_seq_length(model, "minilm", dev, list(dev.corpus.values()), "ndcg@10", 10, 16, "fp32", 1000, 0)
     by_length = {c["max_seq_length"]: c for c in record["candidates"]}
     assert list(by_length) == [256, 384] and 256 < record["passage_lengths"]["p95"] <= 384
     assert by_length[256]["passages_cut"] == 1.0 and by_length[384]["passages_cut"] == 0.0
@@ -66,15 +79,27 @@ def test_short_passages_keep_the_models_own_window_without_encoding_anything(min
 
     model = load_model(minilm, "cpu")
     dev = EvalSet({"q": "cats"}, {"p": "A cat sat on the mat."}, {"q": ["p"]})
-    record, ranking = choose_max_seq_length(model, "minilm", dev, ["A cat sat on the mat."] * 20, "ndcg@10", 10, 16,
-                                            "fp32", 1000, 0)
-    assert ranking is None and record["chosen"] == 256 and record["dev"] is None and record["candidates"] == [
-        {"max_seq_length": 256, "passages_cut": 0.0}] and "holds 95%" in record["reason"]
+    record, ranking = choose_max_seq_length(
+        model, "minilm", dev, ["A cat sat on the mat."] * 20, "ndcg@10", 10, 16, "fp32", 1000, 0
+    )
+    assert (
+        ranking is None
+        and record["chosen"] == 256
+        and record["dev"] is None
+        and record["candidates"] == [{"max_seq_length": 256, "passages_cut": 0.0}]
+        and "holds 95%" in record["reason"]
+    )
 
 
 def test_auto_in_a_run_is_recorded_saved_with_the_model_and_cached(tiny_model, tmp_path):
-    overrides = fast(tiny_model, "logger=none", "base_model.max_seq_length=auto", "chunker.chunk_size=400", "chunker.fit_window=false",
-                     "chunker.chunk_overlap=0")
+    overrides = fast(
+        tiny_model,
+        "logger=none",
+        "base_model.max_seq_length=auto",
+        "chunker.chunk_size=400",
+        "chunker.fit_window=false",
+        "chunker.chunk_overlap=0",
+    )
     root = tmp_path / "outputs"
     run(compose(overrides, tmp_path / "a", root))
     results = json.loads((tmp_path / "a" / "results.json").read_text())
@@ -100,8 +125,17 @@ def minilm():
 
     from runner.schema import _minilm_path
 
-    return OmegaConf.create({"name_or_path": _minilm_path(), "revision": None, "max_seq_length": "auto",
-                             "query_prompt": "", "passage_prompt": "", "trust_remote_code": False, "build": None})
+    return OmegaConf.create(
+        {
+            "name_or_path": _minilm_path(),
+            "revision": None,
+            "max_seq_length": "auto",
+            "query_prompt": "",
+            "passage_prompt": "",
+            "trust_remote_code": False,
+            "build": None,
+        }
+    )
 
 
 def test_a_bad_window_is_a_clear_config_error(tiny_model, tmp_path):

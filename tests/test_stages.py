@@ -110,8 +110,10 @@ def test_keyword_queries_are_a_chunks_distinctive_words_in_text_order():
     other = "The import statement loads a module and binds its name in the local namespace. " * 2
     nodes = [node("a", 0), node("b", 0, other), node("tiny", 0, "Just two.")]
     ds = keyword_pairs(nodes, num_questions_per_chunk=3, min_keywords=2, max_keywords=4, pool=6, seed=1)
-    assert ds.model_dump() == keyword_pairs(nodes, num_questions_per_chunk=3, min_keywords=2, max_keywords=4,
-                                            pool=6, seed=1).model_dump()
+    assert (
+        ds.model_dump()
+        == keyword_pairs(nodes, num_questions_per_chunk=3, min_keywords=2, max_keywords=4, pool=6, seed=1).model_dump()
+    )
     assert "tiny#0000" not in ds.corpus  # one candidate word ("two"): no query
     assert ds.corpus["a#0000"] == TEXT
     for qid, query in ds.queries.items():
@@ -147,8 +149,7 @@ def test_mixed_pairs_keep_each_generators_passage_under_its_own_id():
     for n in nodes:
         n.metadata["title"] = "Assertions at run time"
     ict = ict_pairs(nodes, remove_prob=1.0, seed=3)
-    ds = mixed_pairs(nodes, generators={"ict": lambda ns: ict_pairs(ns, remove_prob=1.0, seed=3),
-                                        "titles": title_pairs})
+    ds = mixed_pairs(nodes, generators={"ict": lambda ns: ict_pairs(ns, remove_prob=1.0, seed=3), "titles": title_pairs})
     assert set(ds.queries) == set(ict.queries) | {"a/title", "b/title"}
     for qid in ict.queries:  # ICT's passage (query sentence cut) under the chunk id
         assert ds.corpus[ds.relevant_docs[qid][0]] == ict.corpus[ict.relevant_docs[qid][0]]
@@ -161,8 +162,9 @@ def test_metrics_on_a_hand_made_example():
     # query 3: relevant {q}, ranked r s t -> no hit
     ranked = [["c", "a", "b"], ["x", "z", "y"], ["r", "s", "t"]]
     relevant = [{"a"}, {"x", "y"}, {"q"}]
-    m = per_query_metrics(ranked, relevant, hit_rate_at_k=(1, 3), precision_recall_at_k=(2,),
-                          mrr_at_k=(3,), ndcg_at_k=(3,), map_at_k=(3,))
+    m = per_query_metrics(
+        ranked, relevant, hit_rate_at_k=(1, 3), precision_recall_at_k=(2,), mrr_at_k=(3,), ndcg_at_k=(3,), map_at_k=(3,)
+    )
     assert m["hit_rate@1"].tolist() == [0, 1, 0]
     assert m["hit_rate@3"].tolist() == [1, 1, 0]
     assert m["precision@2"].tolist() == [0.5, 0.5, 0]
@@ -198,8 +200,9 @@ def test_the_interval_is_scipy_bca_seeded_and_steady_across_seeds():
     moved = rng.random(150) < 0.3
     tuned[moved] = np.clip(base[moved] + rng.normal(0.08, 0.3, moved.sum()), 0, 1)
     ours = paired_bootstrap_ci(base, tuned, seed=7)
-    ref = stats.bootstrap((tuned - base,), np.mean, n_resamples=10_000, method="BCa", vectorized=True,
-                          batch=1000, rng=np.random.default_rng(7)).confidence_interval
+    ref = stats.bootstrap(
+        (tuned - base,), np.mean, n_resamples=10_000, method="BCa", vectorized=True, batch=1000, rng=np.random.default_rng(7)
+    ).confidence_interval
     assert ours == pytest.approx((ref.low, ref.high), abs=1e-12)
     assert paired_bootstrap_ci(base, tuned, seed=7) == ours  # seeded
     lows = [paired_bootstrap_ci(base, tuned, seed=s)[0] for s in range(5)]

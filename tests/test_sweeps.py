@@ -23,8 +23,14 @@ def results(sweep: Path) -> dict[str, dict]:
 
 def test_grid_sweep_runs_every_job_once_and_shares_the_stages(tmp_path):
     sweep = tmp_path / "sweep"
-    r = run_cli("-m", *FAST, "finetune.learning_rate=1e-3,3e-3", "finetune.max_steps=2,3",
-                f"hydra.sweep.dir={sweep}", f"paths.root={tmp_path / 'outputs'}")
+    r = run_cli(
+        "-m",
+        *FAST,
+        "finetune.learning_rate=1e-3,3e-3",
+        "finetune.max_steps=2,3",
+        f"hydra.sweep.dir={sweep}",
+        f"paths.root={tmp_path / 'outputs'}",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     runs = results(sweep)
     assert sorted(name.split("_")[0] for name in runs) == ["0", "1", "2", "3"]
@@ -34,14 +40,27 @@ def test_grid_sweep_runs_every_job_once_and_shares_the_stages(tmp_path):
     assert set(first["cache"].values()) == {"miss"}
     for name, r in runs.items():
         if not name.startswith("0_"):  # every later job: only its own finetune and finetuned eval
-            assert r["cache"] == {"generate": "hit", "dev_set": "hit", "eval_set": "hit", "evaluate_base": "hit", "base_embeddings": "hit"}, name
+            assert r["cache"] == {
+                "generate": "hit",
+                "dev_set": "hit",
+                "eval_set": "hit",
+                "evaluate_base": "hit",
+                "base_embeddings": "hit",
+            }, name
     assert (sweep / "compare.csv").is_file()
 
 
 def test_joblib_launcher_runs_jobs_in_parallel_with_a_share_of_the_cores(tmp_path):
     sweep = tmp_path / "sweep"
-    r = run_cli("-m", *FAST, "finetune.learning_rate=1e-3,3e-3", "hydra/launcher=joblib",
-                "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}", f"paths.root={tmp_path / 'outputs'}")
+    r = run_cli(
+        "-m",
+        *FAST,
+        "finetune.learning_rate=1e-3,3e-3",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir={sweep}",
+        f"paths.root={tmp_path / 'outputs'}",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     runs = results(sweep)
     assert len(runs) == 2
@@ -51,18 +70,29 @@ def test_joblib_launcher_runs_jobs_in_parallel_with_a_share_of_the_cores(tmp_pat
 
 def test_submitit_local_runs_the_jobs_as_subprocesses(tmp_path):
     sweep = tmp_path / "sweep"
-    r = run_cli("-m", *FAST, "finetune.learning_rate=1e-3,3e-3", "hydra/launcher=submitit_local",
-                f"hydra.sweep.dir={sweep}", f"paths.root={tmp_path / 'outputs'}")
+    r = run_cli(
+        "-m",
+        *FAST,
+        "finetune.learning_rate=1e-3,3e-3",
+        "hydra/launcher=submitit_local",
+        f"hydra.sweep.dir={sweep}",
+        f"paths.root={tmp_path / 'outputs'}",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert len(results(sweep)) == 2
     assert list((sweep / ".submitit").glob("*/*_submitted.pkl"))  # submitit's own job records
 
 
 def optuna_cli(tmp_path: Path, n_trials: int, *more: str) -> subprocess.CompletedProcess:
-    return run_cli("hparams_search=optuna", *FAST, f"hydra.sweeper.n_trials={n_trials}",
-                   "hydra.sweeper.params={finetune.learning_rate:'tag(log, interval(1e-4, 3e-3))',"
-                   "finetune.batch_size:'choice(8, 16, 32)'}",  # debug=fast trains on about 40 pairs
-                   f"paths.root={tmp_path}", *more)
+    return run_cli(
+        "hparams_search=optuna",
+        *FAST,
+        f"hydra.sweeper.n_trials={n_trials}",
+        "hydra.sweeper.params={finetune.learning_rate:'tag(log, interval(1e-4, 3e-3))',"
+        "finetune.batch_size:'choice(8, 16, 32)'}",  # debug=fast trains on about 40 pairs
+        f"paths.root={tmp_path}",
+        *more,
+    )
 
 
 def test_optuna_search_is_seeded_persistent_and_resumes_to_its_total(tmp_path):
@@ -83,8 +113,9 @@ def test_optuna_search_is_seeded_persistent_and_resumes_to_its_total(tmp_path):
 
 def test_optuna_records_a_failing_trial_and_goes_on(tmp_path):
     # batch_size 1000 is more than the debug run's pairs: that trial fails with a clear error
-    r = optuna_cli(tmp_path, 4, "hydra.sweeper.params={finetune.batch_size:'choice(4, 1000)'}",
-                   "hydra.sweeper.max_failure_rate=1.0")
+    r = optuna_cli(
+        tmp_path, 4, "hydra.sweeper.params={finetune.batch_size:'choice(4, 1000)'}", "hydra.sweeper.max_failure_rate=1.0"
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     study = optuna.load_study(study_name="debug", storage=f"sqlite:///{tmp_path / 'optuna' / 'debug' / 'study.db'}")
     states = {t.params["finetune.batch_size"]: t.state.name for t in study.trials}
@@ -94,10 +125,14 @@ def test_optuna_records_a_failing_trial_and_goes_on(tmp_path):
 
 def test_resume_skips_finished_jobs_after_a_kill(tmp_path):
     sweep = tmp_path / "sweep"
-    args = ["-m", *FAST, "finetune.max_steps=2,400", f"hydra.sweep.dir={sweep}", f"paths.root={tmp_path / 'o'}",
-            "resume=true"]
-    proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    args = ["-m", *FAST, "finetune.max_steps=2,400", f"hydra.sweep.dir={sweep}", f"paths.root={tmp_path / 'o'}", "resume=true"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not list(sweep.glob("0_*/results.json")):
         time.sleep(0.2)

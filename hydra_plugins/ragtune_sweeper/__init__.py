@@ -24,7 +24,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
         impl = self.sweeper
         storage = impl.storage
         if isinstance(storage, str) and storage.startswith("sqlite:///"):
-            Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            Path(storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         done = 0
         if storage and impl.study_name:
             try:
@@ -38,8 +38,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
                     else:
                         done += 1
         todo = max(0, impl.n_trials - done)
-        log.info("optuna study %s: %d trial(s) done, %d to run for n_trials=%d",
-                 impl.study_name, done, todo, impl.n_trials)
+        log.info("optuna study %s: %d trial(s) done, %d to run for n_trials=%d", impl.study_name, done, todo, impl.n_trials)
         impl.n_trials, impl.job_idx = todo, done
         if done:
             _advance_seed(impl.sampler, done)
