@@ -32,8 +32,8 @@ class ChunkPlan:
 
 
 def plan_chunks(chunker_cfg, model, model_id: str, revision: Optional[str] = None) -> ChunkPlan:
-    """Resolve `chunker.chunk_size: auto` against the loaded base model (`model_id` names its tokenizer
-    in the cache key, `revision` its hub revision); a number passes through."""
+    """Resolve `chunker.chunk_size: auto` and `chunker.fit_window` against the loaded base model (`model_id`
+    names its tokenizer in the cache key, `revision` its hub revision); a number without fit_window passes."""
     from omegaconf import OmegaConf
 
     config = OmegaConf.to_container(chunker_cfg, resolve=True)
@@ -53,6 +53,14 @@ def plan_chunks(chunker_cfg, model, model_id: str, revision: Optional[str] = Non
         + (f", {prompt} for the passage prompt" if prompt else "")
         + ")"
     )
+    overlap = config.get("chunk_overlap", 0) if config.get("chunk_size") == "auto" else 0
+    if size <= max(overlap, 0):
+        raise RagtuneError(
+            f"chunker.chunk_size={config.get('chunk_size')} with the base model's window leaves {size} word pieces a "
+            f"chunk (the model reads {window}, less {special} special tokens and {prompt} for the passage prompt), not "
+            f"more than chunker.chunk_overlap={overlap}; give a longer base_model.max_seq_length, a smaller "
+            "chunk_overlap, or chunker.fit_window=false with a number of tiktoken tokens."
+        )
     if config.get("chunk_size") != "auto":  # a number, and a cap at the window
         config.update(fit_window={"chunk_size": size, "unit": "word pieces", "tokenizer": named})
         chosen = config["chunk_size"]
@@ -66,14 +74,6 @@ def plan_chunks(chunker_cfg, model, model_id: str, revision: Optional[str] = Non
                 "window_cap": size,
                 "reason": f"{chosen} tiktoken tokens; {room}: a longer chunk is split again at {size} of them",
             },
-        )
-    overlap = config.get("chunk_overlap", 0)
-    if size <= max(overlap, 0):
-        raise RagtuneError(
-            f"chunker.chunk_size=auto leaves {size} word pieces a chunk (the model reads {window}, less {special} "
-            f"special tokens and {prompt} for the passage prompt), not more than chunker.chunk_overlap={overlap}; "
-            "give chunker.chunk_size a number of tiktoken tokens, a smaller chunk_overlap, or a longer "
-            "base_model.max_seq_length."
         )
     config.update(chunk_size=size, unit="word pieces", tokenizer=named)
     record = {

@@ -346,5 +346,12 @@ def test_a_chunk_size_auto_that_leaves_no_room_is_a_clear_error(tiny_model, tmp_
         fast(tiny_model, "logger=none", "chunker.chunk_size=auto", "base_model.max_seq_length=16", "chunker.chunk_overlap=16"),
         tmp_path / "run",
     )
-    with pytest.raises(RagtuneError, match=r"chunker.chunk_size=auto leaves 14 word pieces.*chunk_overlap=16"):
+    with pytest.raises(
+        RagtuneError,
+        match=r"chunker.chunk_size=auto with the base model's window leaves 14 word pieces"
+        r".*chunk_overlap=16",
+    ):
         run(cfg)
+    tiny = compose(fast(tiny_model, "logger=none", "base_model.max_seq_length=2"), tmp_path / "tiny")  # fit_window
+    with pytest.raises(RagtuneError, match=r"chunker.chunk_size=96 with the base model's window leaves 0 word pieces"):
+        run(tiny)
