@@ -559,3 +559,21 @@ def test_make_clean_keeps_results_models_and_the_cache():
     assert ".venv" in commands["clean"] and "outputs" not in commands["clean"]
     assert "runner.cache clear" in commands["clean-cache"] and "rm -rf outputs" not in commands["clean-cache"]
     assert "rm -rf outputs" in commands["clean-outputs"]
+
+
+def test_the_chunk_key_follows_the_window_and_the_tokenizer_it_fits_chunks_to(tiny_model, tmp_path):
+    """fit_window (and chunk_size=auto) size chunks by the base model's window in its word pieces: the
+    window and the model's tokenizer decide the chunks, so both reach the chunk stage's key."""
+    chunk = lambda *o: keys(compose(fast(tiny_model, "logger=none", *o), tmp_path / "run"))["chunk"]  # noqa: E731
+    base = chunk("base_model.max_seq_length=64")
+    assert chunk("base_model.max_seq_length=48") != base  # another window
+    assert chunk("base_model.max_seq_length=64", "base_model.passage_prompt=passage: ") != base  # less room
+    assert chunk("base_model.max_seq_length=64", "chunker.chunk_size=auto") != base
+    other = tmp_path / "other-model"
+    shutil.copytree(tiny_model, other)
+    config = json.loads((other / "tokenizer_config.json").read_text())
+    (other / "tokenizer_config.json").write_text(json.dumps({**config, "do_lower_case": False}))  # another tokenizer
+    assert chunk("base_model.max_seq_length=64", f"base_model.name_or_path={other}") != base
+    # without fit_window a number of tiktoken tokens does not depend on the model
+    loose = chunk("base_model.max_seq_length=64", "chunker.fit_window=false")
+    assert chunk("base_model.max_seq_length=48", "chunker.fit_window=false") == loose
