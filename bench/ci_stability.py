@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from runner.metrics import paired_bootstrap_ci, paired_randomization_p
+from runner.infra.metrics import paired_bootstrap_ci, paired_randomization_p
 
 
 def ndcg_at_10(rank: str) -> float:

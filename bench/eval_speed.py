@@ -27,10 +27,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def eval_set(n_queries: int):
     from llama_index.core.node_parser import SentenceSplitter
 
-    from runner.chunk import chunk_documents, drop_duplicate_chunks
-    from runner.evaluate import EvalSet
-    from runner.generate import ict_pairs
-    from runner.load import load_python_docs
+    from runner.stages.chunk.chunking import chunk_documents, drop_duplicate_chunks
+    from runner.stages.evaluate.scoring import EvalSet
+    from runner.stages.generate.generators import ict_pairs
+    from runner.stages.load.corpus import load_python_docs
 
     nodes, _ = drop_duplicate_chunks(
         chunk_documents(load_python_docs().documents, SentenceSplitter(chunk_size=128, chunk_overlap=16))
@@ -52,8 +52,8 @@ def big_corpus_probe(n: int) -> None:
     from omegaconf import OmegaConf
     from sentence_transformers import SentenceTransformer
 
-    from runner.evaluate import EvalSet, evaluate_model
-    from runner.schema import EvaluateConfig, _minilm_path
+    from runner.stages.evaluate.scoring import EvalSet, evaluate_model
+    from runner.config import EvaluateConfig, _minilm_path
 
     model = SentenceTransformer(_minilm_path(), device="cpu")
     model.max_seq_length = 32
@@ -80,9 +80,9 @@ def main() -> None:
     from omegaconf import OmegaConf
     from sentence_transformers import SentenceTransformer
 
-    from runner.evaluate import build_index, encode, evaluate_model
-    from runner.evaluate_llama_index import evaluate_with_llama_index
-    from runner.schema import EvaluateConfig, _minilm_path
+    from runner.stages.evaluate.scoring import build_index, encode, evaluate_model
+    from runner.stages.evaluate.llama_index_eval import evaluate_with_llama_index
+    from runner.config import EvaluateConfig, _minilm_path
 
     es = eval_set(args.queries)
     cfg = OmegaConf.structured(EvaluateConfig)

@@ -53,7 +53,7 @@ def zscore(x: np.ndarray) -> np.ndarray:
 
 
 def ndcg10(scores: np.ndarray, doc_ids: list[str], grades: list[dict]) -> np.ndarray:
-    from runner.metrics import per_query_metrics
+    from runner.infra.metrics import per_query_metrics
 
     top = np.argsort(-scores, axis=1)[:, :10]
     ranked = [[doc_ids[j] for j in row] for row in top]
@@ -62,7 +62,7 @@ def ndcg10(scores: np.ndarray, doc_ids: list[str], grades: list[dict]) -> np.nda
 
 def embed(model, texts: list[str], kind: str) -> np.ndarray:
     """The runner's own encoding (bf16, normalised, the model's prompts for `kind`), as numpy."""
-    from runner.evaluate import encode
+    from runner.stages.evaluate.scoring import encode
 
     return encode(model, texts, kind, batch_size=64, precision="bf16").cpu().numpy()
 
@@ -78,7 +78,7 @@ def load_model():
 
 
 def split_data(data: Path, split: str):
-    from runner.beir import read_beir
+    from runner.data.beir import read_beir
 
     beir = read_beir(data, split)
     doc_ids = sorted(beir["corpus"])
@@ -146,10 +146,10 @@ def distill(a) -> None:
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer import losses
 
-    from runner.chunk import chunk_documents
-    from runner.generate import ict_pairs
-    from runner.load import load_beir_corpus
-    from runner.metrics import paired_bootstrap_ci
+    from runner.stages.chunk.chunking import chunk_documents
+    from runner.stages.generate.generators import ict_pairs
+    from runner.stages.load.corpus import load_beir_corpus
+    from runner.infra.metrics import paired_bootstrap_ci
 
     model = load_model()
     nodes = chunk_documents(load_beir_corpus(str(a.data), a.docs).documents, SentenceSplitter(chunk_size=128, chunk_overlap=16))

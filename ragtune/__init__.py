@@ -5,6 +5,6 @@ retriever = ragtune.load_retriever("outputs/runs/<date>/<run>", documents)
 """
 
 from runner import __version__
-from runner.ship import load_retriever
+from runner.stages.ship.retriever import load_retriever
 
 __all__ = ["__version__", "load_retriever"]

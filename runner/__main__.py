@@ -12,8 +12,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from runner.errors import RagtuneError
-from runner.schema import register
+from runner.infra.errors import RagtuneError
+from runner.config import register
 
 register()
 

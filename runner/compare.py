@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from runner.report import flatten, metric_value
+from runner.report.results import flatten, metric_value
 
 log = logging.getLogger("ragtune")
 IGNORED = ("paths.", "logger.", "hydra.")
@@ -182,7 +182,7 @@ def plot(out: Path, runs: list[dict], metric: str) -> list[Path]:
     plt.close(fig)
     curves = [(run_label(r), r["choices"]["merge"]) for r in ranked if r.get("choices", {}).get("merge", {}).get("curve")]
     if curves:  # WiSE-FT: the dev score along the line from the base (0) to the finetuned model (1)
-        from runner.merge import curve_arrays
+        from runner.stages.evaluate.merge import curve_arrays
 
         fig, ax = plt.subplots(figsize=(6, 4))
         for label, record in curves[:12]:

@@ -19,11 +19,12 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from runner.chunk import ChunkPlan, chunk_corpus, chunks_from_json, chunks_to_json, plan_chunks
-from runner.devices import share_machine
-from runner.errors import RagtuneError
-from runner.eval_set import EvalSet, eval_set_from_json, eval_set_to_json, held_out_eval_set, read_eval_set
-from runner.evaluate import (
+from runner.stages.chunk.chunking import ChunkPlan, chunk_corpus, chunks_from_json, chunks_to_json, plan_chunks
+from runner.infra.devices import share_machine
+from runner.infra.errors import RagtuneError
+from runner.data.eval_set import EvalSet, eval_set_from_json, eval_set_to_json
+from runner.stages.evaluate.eval_sets import held_out_eval_set, read_eval_set
+from runner.stages.evaluate.scoring import (
     EvalResult,
     build_index,
     evaluate_with_engine,
@@ -32,16 +33,24 @@ from runner.evaluate import (
     result_from_json,
     result_to_json,
 )
-from runner.fingerprint import model_fingerprint, short_identity
-from runner.generate import generate_pairs
-from runner.ship import add_model_card, model_card, settings, settings_text
-from runner.shipping import base_weights, before_training, data_hashes, merge_on_dev, score_guards, ship_spec, shippable_rows
-from runner.verdict import decide
-from runner.load import documents_from_json, documents_to_json, load_corpus
-from runner.models import hardware, load_model, resolve_device, resolve_precision, share_over_max_length
-from runner.qa_file import EmbeddingQAFinetuneDataset, dataset_from_json, dataset_to_json, write_qa_dataset
-from runner.retrievers import depth
-from runner.report import (
+from runner.infra.fingerprint import model_fingerprint, short_identity
+from runner.stages.generate.generators import generate_pairs
+from runner.stages.ship.retriever import add_model_card, model_card, settings, settings_text
+from runner.stages.ship.steps import (
+    base_weights,
+    before_training,
+    data_hashes,
+    merge_on_dev,
+    score_guards,
+    ship_spec,
+    shippable_rows,
+)
+from runner.stages.ship.verdict import decide
+from runner.stages.load.corpus import documents_from_json, documents_to_json, load_corpus
+from runner.infra.models import hardware, load_model, resolve_device, resolve_precision, share_over_max_length
+from runner.data.pairs import EmbeddingQAFinetuneDataset, dataset_from_json, dataset_to_json, write_qa_dataset
+from runner.stages.evaluate.retrievers import depth
+from runner.report.results import (
     choices_summary,
     compare_metrics,
     flatten,
@@ -53,11 +62,11 @@ from runner.report import (
     write_per_query,
     write_results,
 )
-from runner.secrets import load_secrets_file, protect_logs, redact, reveal
-from runner.seq_length import choose_max_seq_length, position_limit
-from runner.split import carve_dev_pairs, split_chunks, splits_from_json, splits_to_json
-from runner.stage_cache import StageCache
-from runner.validate import validate
+from runner.infra.secrets import load_secrets_file, protect_logs, redact, reveal
+from runner.stages.evaluate.seq_length import choose_max_seq_length, position_limit
+from runner.stages.split.splitting import carve_dev_pairs, split_chunks, splits_from_json, splits_to_json
+from runner.infra.stage_cache import StageCache
+from runner.checks import validate
 
 log = logging.getLogger("ragtune")
 TRUNCATION_WARN = 0.05
@@ -327,8 +336,8 @@ def finetune_overrides(
     for a method with a time budget the dev scoring of its epochs and the dict it reports its choices in."""
     out = {}
     if "time_budget_s" in cfg.finetune:
-        from runner.evaluate import dev_scores
-        from runner.finetune import DevScoring
+        from runner.stages.evaluate.scoring import dev_scores
+        from runner.stages.finetune.trainer import DevScoring
 
         out["report"] = report if report is not None else {}
         if dev is not None:
@@ -349,7 +358,7 @@ def finetune_overrides(
             )
     if "hard_negatives" not in cfg.finetune or cfg.finetune.hard_negatives.num is not None:
         return out
-    from runner.finetune import resolve_hard_negatives
+    from runner.stages.finetune.trainer import resolve_hard_negatives
 
     from_file = reads_pairs_from_file(cfg)
     hard = {

@@ -19,7 +19,7 @@ os.environ.pop("WANDB_API_KEY", None)
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A 2-layer BERT with MiniLM's tokenizer, built locally (the same builder debug=fast uses)."""
-    from runner.models import build_tiny_bert
+    from runner.infra.models import build_tiny_bert
 
     return build_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert")
 
@@ -31,7 +31,7 @@ def compose(overrides: list[str], output_dir: Path, root: Path | None = None, *,
     from hydra import compose as hydra_compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from runner.schema import register
+    from runner.config import register
 
     register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import compose, fast
-from runner.baselines import Bm25, Bm25Settings, Fusion, Ranking, dense_ranking, fuse
+from runner.stages.evaluate.baselines import Bm25, Bm25Settings, Fusion, Ranking, dense_ranking, fuse
 from runner.pipeline import run
-from runner.verdict import decide
+from runner.stages.ship.verdict import decide
 
 
 # ---- BM25 and fusion, worked out --------------------------------------------------------------------
@@ -102,8 +102,8 @@ def test_the_fast_path_ranks_exactly_as_llama_index_retrievers(tiny_model):
     from llama_index.retrievers.bm25 import BM25Retriever
     from sentence_transformers import SentenceTransformer
 
-    from runner.evaluate import build_index, encode
-    from runner.load import load_python_docs
+    from runner.stages.evaluate.scoring import build_index, encode
+    from runner.stages.load.corpus import load_python_docs
 
     docs = load_python_docs(max_documents=30).documents
     corpus = {f"d{i:03d}": d.text[:400] for i, d in enumerate(docs)}
@@ -194,7 +194,7 @@ def test_interpolated_weights_are_the_weighted_mean_and_the_ends_are_the_models(
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from runner.merge import interpolated
+    from runner.stages.evaluate.merge import interpolated
 
     base = SentenceTransformer(str(tiny_model), device="cpu")
     tuned = SentenceTransformer(str(tiny_model), device="cpu")
@@ -274,9 +274,9 @@ def test_no_choice_reads_the_eval_set(tiny_model, tmp_path):
 def test_load_retriever_rebuilds_each_kind_and_reproduces_its_reported_score(shipped):
     from llama_index.core.schema import TextNode
 
-    from runner.choices import per_query
-    from runner.eval_set import EvalSet
-    from runner.ship import load_retriever, retriever_spec, write_spec
+    from runner.stages.evaluate.choices import per_query
+    from runner.data.eval_set import EvalSet
+    from runner.stages.ship.retriever import load_retriever, retriever_spec, write_spec
 
     out, results = shipped
     evals = json.loads((out / "eval_set.json").read_text())
@@ -334,8 +334,8 @@ def test_a_guard_the_finetuned_model_gets_worse_on_is_flagged_and_keeps_it_from_
     training moved loses there, beyond guard.tolerance; the verdict names the guard and ships no trained row."""
     from sentence_transformers import SentenceTransformer
 
-    from runner.evaluate import build_index, encode
-    from runner.load import load_python_docs
+    from runner.stages.evaluate.scoring import build_index, encode
+    from runner.stages.load.corpus import load_python_docs
 
     docs = load_python_docs(max_documents=80).documents
     corpus = {f"g{i:03d}": d.text[:300] for i, d in enumerate(docs[40:])}
@@ -376,7 +376,7 @@ def test_the_nanobeir_recipe_writes_a_beir_folder_the_guards_read(tmp_path):
     import importlib.util
 
     from conftest import ROOT
-    from runner.beir import read_beir
+    from runner.data.beir import read_beir
 
     spec = importlib.util.spec_from_file_location("nanobeir_guard", ROOT / "scripts" / "nanobeir_guard.py")
     module = importlib.util.module_from_spec(spec)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-from runner.batching import MEGABATCH, LengthGroupedNoDuplicatesBatchSampler, real_token_share, text_lengths
+from runner.stages.finetune.batching import MEGABATCH, LengthGroupedNoDuplicatesBatchSampler, real_token_share, text_lengths
 
 
 def _dataset(n=300, seed=0):

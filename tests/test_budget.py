@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from runner import budget
-from runner.errors import RagtuneError
+from runner.stages.finetune import budget
+from runner.infra.errors import RagtuneError
 from conftest import fast, run_cli
 
 
@@ -131,7 +131,7 @@ def test_budget_settings_are_checked():
 def test_an_earlier_epoch_is_kept_only_when_clearly_better_on_dev():
     import torch
 
-    from runner.epochs import BestEpoch, wanted
+    from runner.stages.finetune.epochs import BestEpoch, wanted
 
     model = torch.nn.Linear(2, 1)
     strong, weak = np.ones(40), np.r_[np.ones(10), np.zeros(30)]
@@ -187,8 +187,8 @@ def test_a_run_whose_budget_cannot_fit_an_epoch_stops_with_the_message_and_keeps
 def test_with_negatives_planned_a_probe_times_plain_steps_on_a_copy_and_mining_follows(tiny_model, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from runner.finetune import train_sentence_transformers
-    from runner.qa_file import EmbeddingQAFinetuneDataset
+    from runner.stages.finetune.trainer import train_sentence_transformers
+    from runner.data.pairs import EmbeddingQAFinetuneDataset
 
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda omicron".split()
     corpus = {
@@ -265,7 +265,7 @@ def test_every_auto_is_recorded_with_its_setting_and_what_it_chose(tiny_model, t
     assert autos["max_seq_length"] == "auto" and isinstance(choices["max_seq_length"]["chosen"], int)
     assert choices["time_budget"]["setting"] == "auto" and choices["time_budget"]["budget_s"] == 900.0
     plan = choices["epochs"]["plan"]
-    from runner.epochs import MAX_EPOCHS, TARGET_STEPS
+    from runner.stages.finetune.epochs import MAX_EPOCHS, TARGET_STEPS
 
     assert plan["setting"] == "auto" and plan["steps_per_epoch"] > 0
     assert plan["planned"] == min(MAX_EPOCHS, max(1, -(-TARGET_STEPS // plan["steps_per_epoch"])))
@@ -289,7 +289,7 @@ def test_a_spent_budget_stops_training_at_once(frozen_clock):
 
 
 def test_epochs_auto_plans_from_the_number_of_pairs():
-    from runner.epochs import planned
+    from runner.stages.finetune.epochs import planned
 
     assert [planned("auto", pairs, 32)[0] for pairs in (40, 188, 320, 321, 480, 506, 992, 993, 8000)] == [
         4,

@@ -15,11 +15,11 @@ from omegaconf import OmegaConf, open_dict
 
 from conftest import compose, fast
 from llm_server import LlmServer
-from runner import code_deps
-from runner.code_deps import PACKAGE_DIR
-from runner.eval_set import EvalSet
+from runner.infra import code_deps
+from runner.infra.code_deps import PACKAGE_DIR
+from runner.data.eval_set import EvalSet
 from runner.pipeline import base_keys, data_keys, run
-from runner.stage_cache import StageCache
+from runner.infra.stage_cache import StageCache
 
 NEW_WORDS = "The zorblax quibbleflux verenthal protocol synchronizes glimmerwick transducers."
 
@@ -256,7 +256,7 @@ def test_every_runner_module_a_stage_runs_is_in_that_stages_key(tiny_model, tmp_
     for stage, (ran, keyed) in traced.items():
         assert ran, stage
         assert ran <= keyed, f"{stage} ran {sorted(ran - keyed)} but its key does not cover them"
-    assert "generate_llm.py" in traced["generate"][0] and "chunkers.py" in traced["chunk"][0]
+    assert "stages/generate/llm.py" in traced["generate"][0] and "stages/chunk/chunkers.py" in traced["chunk"][0]
 
 
 def test_editing_any_module_changes_exactly_the_keys_of_the_stages_that_import_it(tmp_path):
@@ -281,8 +281,8 @@ def test_editing_any_module_changes_exactly_the_keys_of_the_stages_that_import_i
             upstream_changed = any(module in closures[s] for s in _upstream(stage))
             assert changed == (module in closures[stage] or upstream_changed), (module, stage)
     assert keys(cfg, copy) == before
-    assert "finetune.py" not in closures["load"]  # derived, not "everything": training code is not a loader
-    path = copy / "chunk.py"  # a comment or a blank line is not code
+    assert "stages/finetune/trainer.py" not in closures["load"]  # derived, not "everything": training code is not a loader
+    path = copy / "stages" / "chunk" / "chunking.py"  # a comment or a blank line is not code
     path.write_text("# a comment\n\n" + path.read_text())
     assert keys(cfg, copy) == before
 
@@ -299,7 +299,7 @@ def test_a_module_added_tomorrow_is_in_the_key_of_the_stage_that_imports_it(tmp_
     before = keys(cfg, copy)
     (copy / "tomorrow.py").write_text("def helper(text):\n    return text.strip()\n")
     assert keys(cfg, copy) == before  # nobody imports it yet
-    chunk = copy / "chunk.py"
+    chunk = copy / "stages" / "chunk" / "chunking.py"
     chunk.write_text(
         chunk.read_text().replace(
             "    fill_tiktoken_cache()\n", "    fill_tiktoken_cache()\n    from runner.tomorrow import helper  # noqa: F401\n"
@@ -430,7 +430,7 @@ def test_every_leaf_of_each_stage_slice_changes_its_key(tmp_path, overrides):
 
 
 def test_max_tokens_is_shown_and_keyed_and_the_api_key_is_hashed_never_written(tmp_path, monkeypatch):
-    from runner.secrets import is_secret_key, redact
+    from runner.infra.secrets import is_secret_key, redact
 
     for name in (
         "api_key",
@@ -470,7 +470,7 @@ def test_max_tokens_is_shown_and_keyed_and_the_api_key_is_hashed_never_written(t
 def test_llm_answers_are_kept_raw_and_keyed_by_every_setting(tmp_path):
     from llama_index.llms.openai_like import OpenAILike
 
-    from runner.generate_llm import llm_pairs
+    from runner.stages.generate.llm import llm_pairs
     from test_llm_generator import nodes
 
     with LlmServer() as server:
@@ -501,11 +501,11 @@ def test_the_cache_command_lists_shows_prunes_and_clears(tmp_path):
     import subprocess
     import time
 
-    from runner.stage_cache import write_entry
+    from runner.infra.stage_cache import write_entry
 
     root = tmp_path / "cache"
     made = {
-        "config": {"_target_": "runner.load.load_directory", "path": "/data/docs"},
+        "config": {"_target_": "runner.stages.load.corpus.load_directory", "path": "/data/docs"},
         "files": {"/data/docs": {"sha256": "ab" * 32, "files": 3}},
     }
     write_entry(root / "load" / "k-old", "load", "k-old", {"rows": [1] * 1000}, made)

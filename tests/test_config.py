@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, compose, run_cli
-from runner.validate import config_problems
+from runner.checks import config_problems
 
 OPTIONS = sorted(
     p.relative_to(ROOT / "conf") for p in (ROOT / "conf").glob("*/*.yaml") if p.parent.name != "debug_finetune"
@@ -34,7 +34,7 @@ def test_every_option_composes(option: Path, tmp_path):
 
 def test_labelled_preset_trains_on_a_file_with_mined_hard_negatives(tmp_path):
     cfg = compose(["experiment=labelled", "qa_generator.path=x.json"], tmp_path)
-    assert cfg.qa_generator._target_ == "runner.generate.pairs_from_file"
+    assert cfg.qa_generator._target_ == "runner.stages.generate.generators.pairs_from_file"
     assert cfg.finetune.hard_negatives.num == 1 and cfg.finetune.epochs == "auto"
 
 
@@ -49,10 +49,10 @@ def test_debug_fast_composes_with_every_finetune_method(method, tmp_path):
 
 def test_defaults_are_the_documented_ones(tmp_path):
     cfg = compose([], tmp_path)
-    assert cfg.corpus._target_ == "runner.load.load_python_docs"
+    assert cfg.corpus._target_ == "runner.stages.load.corpus.load_python_docs"
     assert cfg.chunker._target_.endswith("SentenceSplitter")
-    assert cfg.qa_generator._target_ == "runner.generate.ict_pairs"
-    assert cfg.finetune._target_ == "runner.finetune.train_sentence_transformers"
+    assert cfg.qa_generator._target_ == "runner.stages.generate.generators.ict_pairs"
+    assert cfg.finetune._target_ == "runner.stages.finetune.trainer.train_sentence_transformers"
     assert cfg.eval_set.kind == "held_out" and cfg.logger._target_.endswith("WandbTracker")
     assert Path(cfg.base_model.name_or_path, "model.safetensors").is_file()  # the packaged MiniLM
     assert cfg.split.val_fraction == 0.2 and cfg.optimized_metric == "finetuned/ndcg@10"
@@ -215,7 +215,7 @@ def test_the_wheel_carries_conf_and_runs_from_any_folder(tmp_path):
     where = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True)
     assert where.stdout.strip() == str((target / "runner" / "conf").resolve()), where.stderr
     job = subprocess.run([sys.executable, "-m", "runner", "--cfg", "job"], cwd=elsewhere, env=env, capture_output=True, text=True)
-    assert job.returncode == 0 and "_target_: runner.load.load_python_docs" in job.stdout, job.stderr
+    assert job.returncode == 0 and "_target_: runner.stages.load.corpus.load_python_docs" in job.stdout, job.stderr
 
 
 def test_epochs_is_a_positive_number_or_auto(tmp_path):

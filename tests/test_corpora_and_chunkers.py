@@ -10,10 +10,10 @@ from llama_index.core import Document
 from llama_index.core.node_parser import TokenTextSplitter
 
 from conftest import compose, fast
-from runner.chunk import chunk_documents
-from runner.chunkers import markdown, semantic
-from runner.errors import RagtuneError
-from runner.load import load_beir_corpus, load_directory, load_qa_file_corpus
+from runner.stages.chunk.chunking import chunk_documents
+from runner.stages.chunk.chunkers import markdown, semantic
+from runner.infra.errors import RagtuneError
+from runner.stages.load.corpus import load_beir_corpus, load_directory, load_qa_file_corpus
 from runner.pipeline import run
 
 TEXT = (
@@ -218,7 +218,7 @@ def test_prefixes_reach_training_evaluation_and_the_saved_model(tiny_model, tmp_
 def test_documents_chunk_the_same_after_a_load_cache_round_trip():
     from llama_index.core.node_parser import SentenceSplitter
 
-    from runner.load import documents_from_json, documents_to_json, load_python_docs
+    from runner.stages.load.corpus import documents_from_json, documents_to_json, load_python_docs
 
     loaded = load_python_docs(max_documents=8)  # titled: the title must not eat into chunk_size either way
     splitter = SentenceSplitter(chunk_size=64, chunk_overlap=8)
@@ -233,7 +233,7 @@ def test_a_tiktoken_cache_dir_without_cl100k_gets_llama_index_copy_instead_of_a_
     splitters then fail on a download. The runner adds llama-index's own file, under tiktoken's name."""
     import hashlib
 
-    from runner.chunkers import fill_tiktoken_cache
+    from runner.stages.chunk.chunkers import fill_tiktoken_cache
 
     url = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
     cache = tmp_path / "tiktoken"
@@ -265,9 +265,9 @@ def test_a_tiktoken_cache_dir_without_cl100k_gets_llama_index_copy_instead_of_a_
 
 
 def test_chunk_size_auto_fits_the_base_models_window_in_its_word_pieces(tiny_model, tmp_path):
-    from runner.chunk import chunk_corpus
-    from runner.load import load_corpus
-    from runner.models import load_model, word_pieces
+    from runner.stages.chunk.chunking import chunk_corpus
+    from runner.stages.load.corpus import load_corpus
+    from runner.infra.models import load_model, word_pieces
     from runner.pipeline import chunk_plan
 
     cfg = compose(
@@ -321,8 +321,8 @@ def test_chunk_size_auto_fits_the_base_models_window_in_its_word_pieces(tiny_mod
 
 
 def test_chunk_size_auto_is_recorded_keyed_on_the_tokenizer_and_shipped(tiny_model, tmp_path):
-    from runner.load import load_corpus
-    from runner.ship import load_retriever
+    from runner.stages.load.corpus import load_corpus
+    from runner.stages.ship.retriever import load_retriever
 
     out = tmp_path / "run"
     cfg = compose(fast(tiny_model, "logger=none", "chunker.chunk_size=auto", "base_model.max_seq_length=48"), out)
@@ -333,7 +333,7 @@ def test_chunk_size_auto_is_recorded_keyed_on_the_tokenizer_and_shipped(tiny_mod
     spec = json.loads((out / "retriever.json").read_text())["chunker"]
     assert spec["chunk_size"] == 46 and spec["tokenizer"]["name_or_path"] == str(tiny_model)
     # an app rebuilding the retriever from the documents chunks them as the run did, with the model's tokenizer
-    from runner.chunk import build_parser, chunk_documents
+    from runner.stages.chunk.chunking import build_parser, chunk_documents
 
     documents = load_corpus(cfg.corpus).documents
     rebuilt = chunk_documents(documents, build_parser(spec))

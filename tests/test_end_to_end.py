@@ -306,7 +306,7 @@ def test_train_on_a_beir_split_and_evaluate_on_another(tiny_model, tmp_path):
 
 
 def test_ict_and_titles_together_train_on_both_kinds_of_query(fast_run, tiny_model, tmp_path):
-    from runner.validate import config_problems
+    from runner.checks import config_problems
 
     assert any("held_out_ict" in p for p in config_problems(compose(["qa_generator=ict_titles"], tmp_path)))
     out = tmp_path / "mixed"
@@ -326,7 +326,7 @@ def test_ict_and_titles_together_train_on_both_kinds_of_query(fast_run, tiny_mod
 def test_a_run_leaves_the_processs_wandb_dirs_as_it_found_them(fast_run):
     import os
 
-    from runner.tracking import STATE_DIRS
+    from runner.infra.tracking import STATE_DIRS
 
     # the module's fast_run logged to W&B in this process; its outputs/ must not leak into the next run
     assert not [var for var, _ in STATE_DIRS if str(fast_run[0]) in os.environ.get(var, "")]

@@ -11,13 +11,13 @@ from omegaconf import OmegaConf
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.evaluation import InformationRetrievalEvaluator
 
-from runner.beir import read_beir
-from runner.errors import RagtuneError
-from runner.evaluate import CorpusIndex, EvalSet, evaluate_model, top_k
-from runner.evaluate_llama_index import evaluate_with_llama_index
-from runner.metrics import per_query_metrics
-from runner.load import load_python_docs
-from runner.schema import EvaluateConfig
+from runner.data.beir import read_beir
+from runner.infra.errors import RagtuneError
+from runner.stages.evaluate.scoring import CorpusIndex, EvalSet, evaluate_model, top_k
+from runner.stages.evaluate.llama_index_eval import evaluate_with_llama_index
+from runner.infra.metrics import per_query_metrics
+from runner.stages.load.corpus import load_python_docs
+from runner.config import EvaluateConfig
 
 KS = dict(hit_rate_at_k=[1, 3, 5, 10], precision_recall_at_k=[1, 5, 10], mrr_at_k=[5, 10], ndcg_at_k=[5, 10], map_at_k=[10, 100])
 
@@ -134,8 +134,8 @@ def test_llama_index_engine_equals_the_fast_path(tiny_model):
 
 
 def test_embedding_entries_round_trip_as_arrays_and_half_entries_are_ignored(tmp_path):
-    from runner.evaluate import index_from_json, index_to_json
-    from runner.stage_cache import StageCache
+    from runner.stages.evaluate.scoring import index_from_json, index_to_json
+    from runner.infra.stage_cache import StageCache
 
     index = CorpusIndex("m@sha256:1", ["a", "b"], torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
     calls = []
@@ -158,7 +158,7 @@ def test_embedding_entries_round_trip_as_arrays_and_half_entries_are_ignored(tmp
 def test_a_model_fingerprint_follows_every_file_of_the_model(tiny_model, tmp_path):
     import shutil
 
-    from runner.fingerprint import model_fingerprint, short_identity
+    from runner.infra.fingerprint import model_fingerprint, short_identity
 
     copy = tmp_path / tiny_model.name
     shutil.copytree(tiny_model, copy)
@@ -180,7 +180,7 @@ def test_a_model_fingerprint_follows_every_file_of_the_model(tiny_model, tmp_pat
 def test_a_hub_model_is_named_by_its_cached_commit_and_blobs(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    from runner.fingerprint import model_fingerprint
+    from runner.infra.fingerprint import model_fingerprint
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     repo = tmp_path / "models--org--model"

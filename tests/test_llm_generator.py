@@ -11,8 +11,8 @@ from llama_index.llms.openai_like import OpenAILike
 
 from conftest import compose, fast
 from llm_server import LlmServer
-from runner.errors import RagtuneError
-from runner.generate_llm import clean_questions, llm_pairs
+from runner.infra.errors import RagtuneError
+from runner.stages.generate.llm import clean_questions, llm_pairs
 from runner.pipeline import run
 
 

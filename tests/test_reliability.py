@@ -14,9 +14,9 @@ import pytest
 
 from conftest import ROOT, compose, fast, run_cli
 from llm_server import LlmServer
-from runner.errors import RagtuneError
+from runner.infra.errors import RagtuneError
 from runner.pipeline import run
-from runner.stage_cache import StageCache, read_entry
+from runner.infra.stage_cache import StageCache, read_entry
 
 
 def clean_failure(r: subprocess.CompletedProcess, *needles: str) -> str:
@@ -49,9 +49,9 @@ def test_a_corpus_of_one_document_cannot_be_split(tmp_path):
 def test_device_and_precision_requests_the_hardware_cannot_honour_are_clear_errors():
     import torch
 
-    from runner.models import resolve_device, resolve_precision
+    from runner.infra.models import resolve_device, resolve_precision
 
-    from runner.models import cpu_has_native_bf16
+    from runner.infra.models import cpu_has_native_bf16
 
     assert resolve_device("cpu") == "cpu"
     assert resolve_precision("auto", "cpu") == ("bf16" if cpu_has_native_bf16() else "fp32")
@@ -67,7 +67,7 @@ def test_device_and_precision_requests_the_hardware_cannot_honour_are_clear_erro
 
 
 def test_auto_precision_on_a_cpu_is_bf16_only_where_the_cpu_has_bf16_instructions(tmp_path, monkeypatch):
-    from runner import models
+    from runner.infra import models
 
     for flags, expected in (("fpu avx512f avx512_bf16 amx_tile", "bf16"), ("fpu amx_bf16", "bf16"), ("fpu avx2 avx512f", "fp32")):
         info = tmp_path / "cpuinfo"
@@ -118,7 +118,7 @@ def fast_pairs(tiny_model, tmp_path_factory) -> Path:
 
 
 def test_llm_failures_are_counted_and_an_incomplete_generation_is_retried_next_run(tiny_model, tmp_path):
-    from runner import generate_llm
+    from runner.stages.generate import llm as generate_llm
 
     out, root = tmp_path / "run1", tmp_path / "outputs"
     args = (
@@ -163,7 +163,7 @@ def test_llm_failures_are_counted_and_an_incomplete_generation_is_retried_next_r
 def test_out_of_memory_says_what_to_lower():
     import torch
 
-    from runner.finetune import run_training
+    from runner.stages.finetune.trainer import run_training
 
     def oom():
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -187,7 +187,7 @@ def test_out_of_memory_says_what_to_lower():
 def test_a_nan_loss_stops_training_and_saves_no_model(tiny_model, tmp_path, monkeypatch):
     import torch
 
-    from runner import finetune
+    from runner.stages.finetune import trainer as finetune
 
     real = finetune.build_loss
 
@@ -256,7 +256,7 @@ def test_kill_9_during_finetuning_then_the_same_command_completes_like_an_unkill
 WRITER = """
 import sys, time
 from pathlib import Path
-from runner.stage_cache import write_entry
+from runner.infra.stage_cache import write_entry
 root = Path(sys.argv[1])
 print("ready", flush=True)
 i = 0
@@ -343,7 +343,7 @@ def test_a_missing_secrets_file_is_a_clear_error(tmp_path):
 
 
 def test_trust_remote_code_is_off_by_default_and_warns_when_on(tiny_model, tmp_path, caplog):
-    from runner.models import load_model
+    from runner.infra.models import load_model
 
     assert compose([], tmp_path).base_model.trust_remote_code is False
     cfg = compose(fast(tiny_model, "base_model.trust_remote_code=true"), tmp_path)
@@ -374,7 +374,7 @@ def test_adapter_files_are_loaded_without_unpickling_code(tmp_path):
 def test_truncation_warning_says_what_can_still_be_raised(tiny_model, caplog):
     from sentence_transformers import SentenceTransformer
 
-    from runner.evaluate import EvalSet
+    from runner.stages.evaluate.scoring import EvalSet
     from runner.pipeline import truncation_report
 
     model = SentenceTransformer(str(tiny_model), device="cpu")

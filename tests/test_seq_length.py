@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import compose, fast
-from runner.eval_set import EvalSet
+from runner.data.eval_set import EvalSet
 from runner.pipeline import run
-from runner.seq_length import candidates, check, choose_max_seq_length
+from runner.stages.evaluate.seq_length import candidates, check, choose_max_seq_length
 
 FILLER = (
     "The committee reviewed the annual report and the attached schedules in the usual order, noting that "
@@ -60,7 +60,7 @@ def test_candidates_grow_only_as_far_as_the_passages_need_and_the_model_allows()
 
 
 def test_a_longer_window_is_chosen_when_the_answer_lies_past_the_models_own(minilm):
-    from runner.models import load_model
+    from runner.infra.models import load_model
 
     model = load_model(minilm, "cpu")
     assert model.max_seq_length == 256
@@ -75,7 +75,7 @@ def test_a_longer_window_is_chosen_when_the_answer_lies_past_the_models_own(mini
 
 
 def test_short_passages_keep_the_models_own_window_without_encoding_anything(minilm):
-    from runner.models import load_model
+    from runner.infra.models import load_model
 
     model = load_model(minilm, "cpu")
     dev = EvalSet({"q": "cats"}, {"p": "A cat sat on the mat."}, {"q": ["p"]})
@@ -123,11 +123,11 @@ def test_auto_in_a_run_is_recorded_saved_with_the_model_and_cached(tiny_model, t
 def minilm():
     from omegaconf import OmegaConf
 
-    from runner.schema import _minilm_path
+    from runner.infra.models import minilm_path
 
     return OmegaConf.create(
         {
-            "name_or_path": _minilm_path(),
+            "name_or_path": minilm_path(),
             "revision": None,
             "max_seq_length": "auto",
             "query_prompt": "",
@@ -139,7 +139,7 @@ def minilm():
 
 
 def test_a_bad_window_is_a_clear_config_error(tiny_model, tmp_path):
-    from runner.validate import config_problems
+    from runner.checks import config_problems
 
     problems = config_problems(compose(fast(tiny_model, "base_model.max_seq_length=-5"), tmp_path))
     assert any("base_model.max_seq_length=-5 is not a length" in p and "auto" in p for p in problems)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 from pathlib import Path
 
-from runner.stage_cache import StageCache, read_entry, write_entry
+from runner.infra.stage_cache import StageCache, read_entry, write_entry
 
 
 def test_keys_follow_config_and_inputs(tmp_path):

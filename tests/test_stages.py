@@ -8,12 +8,12 @@ from llama_index.core import Document
 from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.schema import TextNode
 
-from runner.chunk import chunk_documents, drop_duplicate_chunks
-from runner.errors import RagtuneError
-from runner.generate import ict_pairs, keyword_pairs, mixed_pairs, title_pairs
-from runner.load import load_python_docs
-from runner.metrics import paired_bootstrap_ci, paired_randomization_p, per_query_metrics
-from runner.split import split_by_document
+from runner.stages.chunk.chunking import chunk_documents, drop_duplicate_chunks
+from runner.infra.errors import RagtuneError
+from runner.stages.generate.generators import ict_pairs, keyword_pairs, mixed_pairs, title_pairs
+from runner.stages.load.corpus import load_python_docs
+from runner.infra.metrics import paired_bootstrap_ci, paired_randomization_p, per_query_metrics
+from runner.stages.split.splitting import split_by_document
 
 TEXT = (
     "The assert statement checks a condition at run time. "
@@ -131,7 +131,7 @@ def test_keyword_queries_are_a_chunks_distinctive_words_in_text_order():
 
 
 def test_title_queries_come_from_the_loaders_titles_and_leave_the_passages():
-    from runner.load import load_python_docs
+    from runner.stages.load.corpus import load_python_docs
 
     docs = load_python_docs(max_documents=2).documents  # assert, assignment: underlined headings
     nodes = chunk_documents(docs, SentenceSplitter(chunk_size=96, chunk_overlap=8))

@@ -1,0 +1,86 @@
+"""Read a BEIR folder: `corpus.jsonl`, `queries.jsonl`, `qrels/<split>.tsv` (graded judgements)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from runner.infra.errors import RagtuneError
+
+
+def _jsonl(path: Path, key: str) -> list[dict]:
+    if not path.is_file():
+        raise RagtuneError(f"{key}: {path} is missing; a BEIR folder holds corpus.jsonl, queries.jsonl and qrels/<split>.tsv.")
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise RagtuneError(f"{key}: {path} line {n} is not JSON ({err}); fix or remove the line.") from None
+    return rows
+
+
+def read_corpus_titled(root: Path, key: str) -> dict[str, tuple[str, str]]:
+    """corpus.jsonl as {id: (title, "title text")}: title, a space, then text, as BEIR and MTEB feed it."""
+    if not Path(root).is_dir():
+        raise RagtuneError(f"{key}={root} is not a directory; give a BEIR folder (corpus.jsonl, ...).")
+    out = {}
+    for d in _jsonl(Path(root) / "corpus.jsonl", key):
+        title = str(d.get("title") or "").strip()
+        out[str(d["_id"])] = (title, f"{d.get('title', '')} {d.get('text', '')}".strip())
+    return out
+
+
+def read_corpus(root: Path, key: str) -> dict[str, str]:
+    """corpus.jsonl as {id: "title text"}."""
+    return {i: text for i, (_, text) in read_corpus_titled(root, key).items()}
+
+
+def read_beir(path: str | Path, split: str, key: str = "eval_set.path") -> dict:
+    """{"corpus": {id: "title text"}, "queries": {id: text}, "grades": {qid: {doc id: grade}},
+    "counts": {...}}. Document text is title, a space, then text, as BEIR and MTEB feed it to a model.
+
+    Only queries judged in `split` are kept; those whose judgements are all 0 are dropped and counted.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise RagtuneError(
+            f"{key}={root} is not a directory; give a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)."
+        )
+    qrels_path = root / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        have = sorted(p.stem for p in (root / "qrels").glob("*.tsv"))
+        raise RagtuneError(
+            f"{key}={root} has no qrels/{split}.tsv; splits found: {have or 'none'}. Set the split to one of them."
+        )
+    corpus = read_corpus(root, key)
+    all_queries = {str(q["_id"]): q["text"] for q in _jsonl(root / "queries.jsonl", key)}
+    grades: dict[str, dict[str, float]] = {}
+    with qrels_path.open(encoding="utf-8") as f:
+        reader = csv.reader(f, delimiter="\t")
+        for n, row in enumerate(reader, 1):
+            if n == 1 and not row[-1].lstrip("-").isdigit():
+                continue  # header line
+            if len(row) < 3:
+                raise RagtuneError(f"{qrels_path} line {n} has {len(row)} columns, not 3 (query-id, corpus-id, score).")
+            grades.setdefault(row[0], {})[row[1]] = float(row[2])
+    missing_docs = sorted({d for g in grades.values() for d in g if d not in corpus})
+    missing_queries = sorted(q for q in grades if q not in all_queries)
+    if missing_docs or missing_queries:
+        raise RagtuneError(
+            f"{qrels_path} names {len(missing_docs)} document(s) missing from corpus.jsonl "
+            f"(first: {missing_docs[:3]}) and {len(missing_queries)} query(ies) missing from "
+            f"queries.jsonl (first: {missing_queries[:3]}); the folder is incomplete or mixes data sets."
+        )
+    judged = {q: g for q, g in grades.items() if any(v > 0 for v in g.values())}
+    if not judged:
+        raise RagtuneError(f"{qrels_path} has no query with a relevant document (score > 0): nothing to evaluate.")
+    return {
+        "corpus": corpus,
+        "queries": {q: all_queries[q] for q in judged},
+        "grades": judged,
+        "counts": {"queries_without_relevant": len(grades) - len(judged), "queries_not_in_split": len(all_queries) - len(grades)},
+    }

@@ -1,0 +1,133 @@
+"""API keys: from the environment or a secrets file the user names, never from a config.
+
+Configs name a key with `${secret:OPENAI_API_KEY,default}`. Until a job starts (`reveal`), the
+resolver answers `***redacted***`, so `python -m runner --cfg job --resolve` prints no key; the job
+itself gets the value. Every value read this way is masked in log records (console and run.log).
+
+Configs that leave the process (results.json, W&B, a cache entry's manifest) go through `redact`,
+which hides the values of credential keys (`api_key`, `hf_token`, `Authorization`, ...) and any
+value read as a secret, and nothing else: `max_tokens` and `tokenizer_name` stay visible. Cache keys
+go through `key_view`, which puts a hash in place of each such value, so a changed key still
+changes the cache key while the key itself never lands on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from pathlib import Path
+
+from runner.infra.errors import RagtuneError
+
+REDACTED = "***redacted***"
+_state = {"revealed": False}
+_values: set[str] = set()
+
+
+# The last word of a key's name (snake_case, camelCase or kebab-case) says it holds a credential:
+# `api_key`, `hf_token`, `client_secret`, `Authorization`; not `max_tokens`, `tokenizer_name`.
+_CREDENTIAL = re.compile(
+    r"(?:^|_)(?:api_?key|access_?key|secret_?key|private_?key|subscription_?key|secret|password|passwd|"
+    r"passphrase|credentials?|authorization|auth|cookie|token)$"
+)
+
+
+def is_secret_key(name: object) -> bool:
+    """True for a config key whose value is a credential."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(name)).lower().replace("-", "_")
+    return bool(_CREDENTIAL.search(snake))
+
+
+def _is_secret(key: object, value: object) -> bool:
+    if not isinstance(value, str) or not value or value == REDACTED:
+        return False
+    return is_secret_key(key) or (len(value) >= 4 and value in _values)
+
+
+def _replace_secrets(obj, key, replace):
+    if isinstance(obj, dict):
+        return {k: _replace_secrets(v, k, replace) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_replace_secrets(v, key, replace) for v in obj]
+    return replace(obj) if _is_secret(key, obj) else obj
+
+
+def redact(tree):
+    """A copy of a config tree with every credential value replaced by `***redacted***`."""
+    return _replace_secrets(tree, None, lambda v: REDACTED)
+
+
+def key_view(tree):
+    """A copy of a config tree for a cache key: each credential value replaced by its hash, so
+    two configs that differ only in a secret still get two keys, and no key holds the secret."""
+    return _replace_secrets(tree, None, lambda v: "sha256:" + hashlib.sha256(v.encode()).hexdigest())
+
+
+def secret(name: str, default: str | None = None) -> str | None:
+    """The `${secret:NAME,default}` resolver: the environment variable NAME (or the default)."""
+    value = os.environ.get(name)
+    if not value:
+        return default
+    _values.add(value)
+    return value if _state["revealed"] else REDACTED
+
+
+def load_secrets_file(path: str | None) -> list[str]:
+    """`KEY=VALUE` lines (`#` comments, optional `export `, optional quotes) into the environment,
+    without overriding a variable already set there; returns the names read."""
+    if not path:
+        return []
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise RagtuneError(
+            f"secrets_file={path} does not exist; give a file of KEY=VALUE lines "
+            "(for example OPENAI_API_KEY=sk-...), or leave secrets_file unset and export the key."
+        )
+    names = []
+    for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = re.fullmatch(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)", line)
+        if not match:
+            raise RagtuneError(f"secrets_file={path}, line {n}, is not KEY=VALUE (the value is not shown); fix that line.")
+        name, value = match.group(1), match.group(2).strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        os.environ.setdefault(name, value)
+        _values.add(value)
+        names.append(name)
+    return names
+
+
+def reveal() -> None:
+    """From now on, `${secret:...}` resolves to the real value (a job is running)."""
+    _state["revealed"] = True
+
+
+def mask(text: str) -> str:
+    for value in sorted(_values, key=len, reverse=True):
+        if len(value) >= 4:
+            text = text.replace(value, REDACTED)
+    return text
+
+
+class RedactSecrets(logging.Filter):
+    """Masks every secret value the run has read in a log record, whatever logger wrote it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _values:
+            message = record.getMessage()
+            masked = mask(message)
+            if masked != message:
+                record.msg, record.args = masked, None
+        return True
+
+
+def protect_logs() -> None:
+    """Put the filter on every handler of the root logger (console and the job's run.log)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactSecrets) for f in handler.filters):
+            handler.addFilter(RedactSecrets())

@@ -1,0 +1,1 @@
+"""Stage `report`: results.json, the console tables, the per-query file."""

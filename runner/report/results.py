@@ -1,0 +1,200 @@
+"""Stage `report`: everything the run computed in, results.json and a console table out."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import io
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from runner.infra.metrics import paired_bootstrap_ci, paired_randomization_p
+from runner.infra.atomic import write_json_atomic, write_text_atomic
+
+PACKAGES = (
+    "ragtune",
+    "torch",
+    "sentence-transformers",
+    "transformers",
+    "llama-index-core",
+    "llama-index-finetuning",
+    "hydra-core",
+    "wandb",
+    "datasets",
+    "accelerate",
+)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}: W&B's runs table shows and filters flat keys."""
+    flat = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            flat.update(flatten(v, key + "."))
+        else:
+            flat[key] = v
+    return flat
+
+
+def metric_value(metrics: dict, name: str) -> float:
+    """`finetuned/ndcg@10` -> its value. Without training the finetuned model is the base model
+    (and a delta is 0); a metric the run did not compute is NaN."""
+    group, metric = name.split("/", 1)
+    if group not in metrics:
+        if group == "delta":
+            return 0.0
+        group = "base" if group == "finetuned" else group
+    return float(metrics.get(group, {}).get(metric, float("nan")))
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def compare_metrics(base, tuned, n_resamples: int, seed: int) -> dict:
+    """base / finetuned / delta means, with a paired bootstrap CI and a randomization p per delta."""
+    metrics: dict = {"base": base.metrics}
+    if tuned is None:
+        return metrics
+    metrics["finetuned"] = tuned.metrics
+    metrics["delta"] = {k: tuned.metrics[k] - base.metrics[k] for k in base.metrics}
+    metrics["delta_ci95"] = {
+        k: list(paired_bootstrap_ci(base.per_query[k], tuned.per_query[k], n_resamples, seed)) for k in base.metrics
+    }
+    metrics["delta_p"] = {
+        k: paired_randomization_p(base.per_query[k], tuned.per_query[k], n_resamples, seed) for k in base.metrics
+    }
+    return metrics
+
+
+def write_per_query(path: Path, eval_set, rows: dict) -> tuple[list[str], list[list]]:
+    """One row per query: the rank of its first relevant document under every retriever the run scored
+    (1-based, blank = not in that retriever's top k). Returns (columns, rows) for the W&B table."""
+    import csv
+
+    names = [r for r in ROWS if r in rows]
+    base = rows["base"]
+    columns = ["query_id", "query", "relevant_ids", *[f"{n}_rank" for n in names]]
+    table = [
+        [qid, eval_set.queries[qid], " ".join(eval_set.relevant_docs[qid]), *[rows[n].first_relevant_rank[i] for n in names]]
+        for i, qid in enumerate(base.query_ids)
+    ]
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(columns)
+    w.writerows([["" if v is None else v for v in row] for row in table])
+    write_text_atomic(buf.getvalue(), path)
+    return columns, table
+
+
+def choices_summary(choices: dict) -> dict:
+    """What was chosen on dev, per choice (for W&B's summary and the console)."""
+    out = {}
+    for name, record in choices.items():
+        if isinstance(record, dict):
+            chosen = record.get("chosen", record.get("chosen_alpha"))
+            out[name] = chosen if chosen is not None else record.get("reason")
+    return out
+
+
+ROWS = ("base", "finetuned", "merged", "bm25", "hybrid_base", "hybrid_finetuned")
+
+
+def wandb_metrics(metrics: dict) -> dict:
+    """`base/ndcg@10`, `bm25/ndcg@10`, `delta/ndcg@10`, `delta_ci95_low/ndcg@10`, `vs_verdict/bm25/delta`,
+    ...: the names W&B shows."""
+    flat = {}
+    for group in (*ROWS, "delta", "delta_p"):
+        for k, v in metrics.get(group, {}).items():
+            flat[f"{group}/{k}"] = v
+    for k, (low, high) in metrics.get("delta_ci95", {}).items():
+        flat[f"delta_ci95_low/{k}"], flat[f"delta_ci95_high/{k}"] = low, high
+    for row, c in metrics.get("vs_verdict", {}).items():
+        flat.update(
+            {
+                f"vs_verdict/{row}/delta": c["delta"],
+                f"vs_verdict/{row}/ci95_low": c["ci95"][0],
+                f"vs_verdict/{row}/ci95_high": c["ci95"][1],
+                f"vs_verdict/{row}/p": c["p"],
+            }
+        )
+    return flat
+
+
+def metrics_table(metrics: dict) -> str:
+    """The base vs finetuned table as plain text (rich), for the console and run.log alike."""
+    from rich.console import Console
+    from rich.table import Table
+
+    tuned = "finetuned" in metrics
+    table = Table(title="retrieval on the eval set", title_justify="left")
+    table.add_column("metric")
+    table.add_column("base", justify="right")
+    if tuned:
+        for col in ("finetuned", "delta", "95% CI of delta", "p"):
+            table.add_column(col, justify="right")
+    for k, b in metrics["base"].items():
+        row = [k, f"{b:.4f}"]
+        if tuned:
+            low, high = metrics["delta_ci95"][k]
+            row += [
+                f"{metrics['finetuned'][k]:.4f}",
+                f"{metrics['delta'][k]:+.4f}",
+                f"[{low:+.4f}, {high:+.4f}]",
+                f"{metrics['delta_p'][k]:.3f}",
+            ]
+        table.add_row(*row)
+    console = Console(width=110, record=True, file=io.StringIO(), color_system=None)
+    console.print(table)
+    return console.export_text()
+
+
+def shipping_table(metrics: dict, verdict: dict) -> str:
+    """Every retriever the run scored, against the verdict's: the answer to "what should I ship?"."""
+    from rich.console import Console
+    from rich.table import Table
+
+    metric = verdict["metric"]
+    table = Table(title=f"what to ship (deciding metric: {metric}; intervals vs. the verdict's retriever)", title_justify="left")
+    for col in ("retriever", metric, "hit_rate@10", "mrr@10", "vs. verdict", "95% CI", "p", ""):
+        table.add_column(col, justify="left" if col in ("retriever", "") else "right")
+    for row in ROWS:
+        if row not in metrics or not isinstance(metrics[row], dict):
+            continue
+        m = metrics[row]
+        c = metrics.get("vs_verdict", {}).get(row)
+        mark = "<- ship" if row == verdict["deploy"] else ("flagged by a guard" if row in verdict.get("flagged", {}) else "")
+        table.add_row(
+            row,
+            *(f"{m[k]:.4f}" if k in m else "" for k in (metric, "hit_rate@10", "mrr@10")),
+            f"{c['delta']:+.4f}" if c else "",
+            f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]" if c else "",
+            f"{c['p']:.3f}" if c else "",
+            mark,
+        )
+    console = Console(width=120, record=True, file=io.StringIO(), color_system=None)
+    console.print(table)
+    return console.export_text()
+
+
+def write_results(path: Path, results: dict) -> Path:
+    return write_json_atomic(_plain(results), path)
+
+
+def _plain(obj):
+    """numpy scalars -> Python numbers, so json can write them."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj

@@ -1,0 +1,140 @@
+"""`base_model.max_seq_length: auto`: how many word pieces of a passage the model reads, chosen on the dev split.
+
+A longer window sees more of a long passage and costs time: encoding, and training most of all (about
+linear in the length). So the window grows only on evidence. Candidates run from the model's own
+setting (what it was trained with: 256 for all-MiniLM-L6-v2) up to its position limit, in steps of
+128, as far as the training side's passages call for: up to the first step that holds 95% of them
+(the eval set is never read). Passages that already fit leave one candidate, and nothing is encoded.
+Otherwise the base model ranks the dev split at each length; a longer one is chosen only when it is
+clearly better than the model's own (paired 95% BCa interval of the difference above 0), and of those
+the best (a tie goes to the shorter). The record (every candidate's dev score and share of passages
+cut, the winner, the seconds) goes to results.json `choices.max_seq_length`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from runner.infra.models import word_pieces
+
+STEP = 128  # word pieces between candidates
+COVER = 0.95  # the longest candidate holds this share of the training side's passages
+
+
+def check(value, key: str = "base_model.max_seq_length") -> list[str]:
+    """Problems with a max_seq_length setting (the validator's), as sentences."""
+    if value is None or value == "auto":
+        return []
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return [
+            f"{key}={value!r} is not a length; give a positive number of word pieces (e.g. 256), auto (chosen "
+            "on the dev split from the passages' lengths) or null (the model's own setting)"
+        ]
+    return []
+
+
+# models whose position ids start after the padding index: two of their positions are never a token's
+OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "data2vec-text"})
+
+
+def position_limit(model) -> int:
+    """The longest input the model can read: its position table (less the two offset positions of
+    RoBERTa-style models). sentence-transformers has already set the tokenizer's limit to the model's
+    own max_seq_length, so the tokenizer cannot say."""
+    config = getattr(getattr(model[0], "auto_model", None), "config", None)
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or positions <= 0:
+        return int(model.max_seq_length)
+    return positions - 2 if getattr(config, "model_type", "") in OFFSET_POSITIONS else positions
+
+
+def candidates(own: int, limit: int, lengths: np.ndarray) -> list[int]:
+    """The model's own length, then steps of STEP up to the limit, as far as COVER of `lengths` needs."""
+    need = int(math.ceil(np.quantile(lengths, COVER))) if len(lengths) else own
+    out = [own]
+    while out[-1] < min(need, limit):
+        out.append(min(out[-1] + STEP, limit))
+    return out
+
+
+def choose_max_seq_length(
+    model,
+    model_id: str,
+    dev,
+    passages: list[str],
+    metric: str,
+    k: int,
+    batch_size: int,
+    precision: str,
+    n_resamples: int,
+    seed: int,
+) -> tuple[dict, object]:
+    """(the record of the choice, the base model's dev ranking (top k) at the winner, or None when
+    nothing was encoded); `model.max_seq_length` is left at the winner."""
+    from runner.stages.evaluate.scoring import dev_scores
+    from runner.infra.metrics import paired_bootstrap_ci
+
+    start = time.perf_counter()
+    own = int(model.max_seq_length)
+    lengths = word_pieces(model, passages)
+    lengths_of = {
+        "passages": len(lengths),
+        "p50": int(np.median(lengths)) if len(lengths) else 0,
+        "p95": int(np.quantile(lengths, COVER)) if len(lengths) else 0,
+    }
+    lengths_of["limit"] = limit = position_limit(model)
+    cands = candidates(own, limit, lengths)
+    record = {
+        "metric": metric,
+        "own": own,
+        "passage_lengths": lengths_of,
+        "candidates": [
+            {"max_seq_length": n, "passages_cut": round(float((lengths > n).mean()), 4) if len(lengths) else 0.0} for n in cands
+        ],
+    }
+    if len(cands) == 1 or dev is None:
+        record.update(
+            chosen=own,
+            dev=None,
+            seconds=round(time.perf_counter() - start, 3),
+            reason=(
+                f"the model's own {own}: it holds {100 * COVER:.0f}% of the training passages"
+                if len(cands) == 1
+                else f"the model's own {own}: no dev split to choose on"
+            ),
+        )
+        return record, None
+    scores, rankings = {}, {}
+    try:
+        for n in cands:
+            model.max_seq_length = n
+            rankings[n], scores[n] = dev_scores(model, f"{model_id}@{n}", dev, metric, k, batch_size, precision)
+    finally:
+        model.max_seq_length = own
+    for c in record["candidates"]:
+        c["dev"] = round(float(scores[c["max_seq_length"]].mean()), 5)
+        if c["max_seq_length"] != own:
+            low, high = paired_bootstrap_ci(scores[own], scores[c["max_seq_length"]], n_resamples, seed)
+            c["ci95_vs_own"] = [round(low, 5), round(high, 5)]
+    clearly = [c for c in record["candidates"] if c.get("ci95_vs_own", [0])[0] > 0]
+    best = max(clearly, key=lambda c: (c["dev"], -c["max_seq_length"]), default=None)
+    chosen = best["max_seq_length"] if best else own
+    own_dev = record["candidates"][0]["dev"]
+    if best:
+        reason = (
+            f"{chosen} scores {best['dev']:.4f} on dev, clearly above the model's own {own} ({own_dev:.4f}; "
+            f"{best['dev'] - own_dev:+.4f} [{best['ci95_vs_own'][0]:+.4f}, {best['ci95_vs_own'][1]:+.4f}])"
+        )
+    else:
+        reason = f"the model's own {own} ({own_dev:.4f} on dev); no longer window is clearly better: " + "; ".join(
+            f"{c['max_seq_length']} {c['dev']:.4f} [{c['ci95_vs_own'][0]:+.4f}, {c['ci95_vs_own'][1]:+.4f}]"
+            for c in record["candidates"][1:]
+        )
+    model.max_seq_length = chosen
+    record.update(
+        chosen=chosen, dev=round(float(scores[chosen].mean()), 5), seconds=round(time.perf_counter() - start, 3), reason=reason
+    )
+    return record, rankings[chosen]

@@ -1,0 +1,127 @@
+"""`finetune.epochs: auto` and `finetune.best_epoch`: how many epochs to plan, and which one to keep.
+
+`epochs: auto` plans from the number of training pairs: enough epochs for TARGET_STEPS optimizer steps,
+at least 1 and at most MAX_EPOCHS (docs/auto.md has the grid it comes from: few pairs want more passes,
+many pairs one). The time budget may shorten the plan; the best epoch may keep an earlier one.
+
+`finetune.best_epoch`: the model of each epoch scored on the dev split; an earlier epoch is kept
+only when it is clearly better there than the last (paired 95% BCa interval of the difference above 0).
+
+The last epoch is what the recipe planned, so it is the default and moves only on evidence: a
+hair's breadth on dev is noise. Scoring costs one encoding of the dev split per epoch (the last
+one's ranking is handed on to merging, which needs it anyway), so `null` (auto) scores only where
+that is cheap next to an epoch of training: the dev texts at most half of the texts an epoch trains
+on (encoding costs about a third of training, so under a sixth of the epoch). The record goes to
+results.json `choices.epochs`: every epoch's dev score, the winner, the interval, the seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Callable
+
+log = logging.getLogger("ragtune")
+
+CHEAP = 0.5  # auto scores epochs when the dev texts are at most this share of an epoch's training texts
+TARGET_STEPS = 32  # epochs: auto plans at least this many optimizer steps ...
+MAX_EPOCHS = 4  # ... in at most this many epochs
+
+
+def planned(setting, pairs: int, batch_size: int) -> tuple[float, dict]:
+    """(the epochs to plan, the record): a number as given; auto from the pairs (TARGET_STEPS, MAX_EPOCHS)."""
+    steps_per_epoch = math.ceil(pairs / batch_size)
+    if setting != "auto":
+        return float(setting), {"setting": setting, "planned": float(setting)}
+    epochs = min(MAX_EPOCHS, max(1, math.ceil(TARGET_STEPS / steps_per_epoch)))
+    return float(epochs), {
+        "setting": "auto",
+        "planned": float(epochs),
+        "pairs": pairs,
+        "steps_per_epoch": steps_per_epoch,
+        "reason": f"{pairs} pairs make {steps_per_epoch} steps an epoch at batch {batch_size}: {epochs} epoch(s) for "
+        f"{TARGET_STEPS} steps or more, between 1 and {MAX_EPOCHS}",
+    }
+
+
+def wanted(best_epoch: bool | None, dev_texts: int, epoch_texts: int, steps: int, steps_per_epoch: int) -> bool:
+    """Whether to score the epochs: `best_epoch` when set; auto: more than one epoch to choose from, cheaply."""
+    if best_epoch is not None:
+        return bool(best_epoch) and dev_texts > 0
+    return dev_texts > 0 and steps > steps_per_epoch and dev_texts <= CHEAP * epoch_texts
+
+
+class BestEpoch:
+    """A TrainerCallback factory: `score(model)` -> (dev ranking, per-query values) at each epoch's end."""
+
+    def __init__(self, model, score: Callable, metric: str, n_resamples: int, seed: int, on_eval=None):
+        from transformers import TrainerCallback
+
+        self.model, self.score, self.metric = model, score, metric
+        self.n_resamples, self.seed, self.on_eval = n_resamples, seed, on_eval
+        self.epochs: list[dict] = []  # {"epoch", "dev", "values", "ranking"}
+        # CPU copies of the weights of the best epoch so far and of the one it displaced: whichever epoch
+        # turns out last, the best of the others is one of the two (the trainer's own step count cannot
+        # say which epoch is last: the no-duplicates sampler may yield fewer batches than it promised)
+        self.best: tuple[int, dict] | None = None
+        self.runner_up: tuple[int, dict] | None = None
+        self.seconds = 0.0
+        outer = self
+
+        class Callback(TrainerCallback):
+            def on_epoch_end(self, args, state, control, **kwargs):
+                outer.epoch_end(state)
+
+        self.callback = Callback()
+
+    def epoch_end(self, state) -> None:
+        start = time.perf_counter()
+        ranking, values = self.score(self.model)
+        entry = {"epoch": round(float(state.epoch), 3), "dev": float(values.mean()), "values": values, "ranking": ranking}
+        self.epochs.append(entry)
+        if self.best is None or entry["dev"] > self.epochs[self.best[0]]["dev"]:
+            self.runner_up = self.best
+            self.best = (len(self.epochs) - 1, {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()})
+        elif self.runner_up is None or entry["dev"] > self.epochs[self.runner_up[0]]["dev"]:
+            self.runner_up = (len(self.epochs) - 1, None)  # never kept over the best: no copy needed
+        seconds = time.perf_counter() - start
+        self.seconds += seconds
+        log.info("finetune: epoch %.2f scores %.4f on dev (%s, %.1f s)", entry["epoch"], entry["dev"], self.metric, seconds)
+        if self.on_eval:
+            self.on_eval(seconds)
+
+    def finish(self) -> tuple[dict, object]:
+        """(the record, the dev ranking of the kept epoch); restores the kept epoch's weights."""
+        from runner.infra.metrics import paired_bootstrap_ci
+
+        last = self.epochs[-1]
+        record = {
+            "metric": self.metric,
+            "dev": {f"{e['epoch']:g}": round(e["dev"], 5) for e in self.epochs},
+            "chosen": last["epoch"],
+            "seconds": round(self.seconds, 3),
+        }
+        last_index = len(self.epochs) - 1
+        earlier = self.runner_up if self.best[0] == last_index else self.best
+        if earlier is None:
+            record["reason"] = f"the last epoch, {last['epoch']:g} ({last['dev']:.4f} on dev): no earlier one scored"
+            return record, last["ranking"]
+        index, state = earlier
+        best = self.epochs[index]
+        low, high = paired_bootstrap_ci(last["values"], best["values"], self.n_resamples, self.seed)
+        record["ci95_best_earlier_vs_last"] = [round(low, 5), round(high, 5)]
+        if low > 0:
+            self.model.load_state_dict(state)
+            record["chosen"] = best["epoch"]
+            record["reason"] = (
+                f"epoch {best['epoch']:g} scores {best['dev']:.4f} on dev, clearly above the last "
+                f"epoch's {last['dev']:.4f} ({best['dev'] - last['dev']:+.4f} [{low:+.4f}, {high:+.4f}])"
+            )
+            return record, best["ranking"]
+        record["reason"] = (
+            f"the last epoch, {last['epoch']:g} ({last['dev']:.4f} on dev); the best earlier one, "
+            f"{best['epoch']:g} ({best['dev']:.4f}, {best['dev'] - last['dev']:+.4f} [{low:+.4f}, "
+            f"{high:+.4f}]), is not clearly better"
+        )
+        return record, last["ranking"]

@@ -1,0 +1,139 @@
+"""Finetune methods from llama-index-finetuning: the seed workflow's own engines.
+
+- `train_llama_index_engine`: `SentenceTransformersFinetuneEngine` (MNRL over (question, chunk)
+  pairs, `model.fit`). Its limits: no learning-rate or warmup knobs of its own, no no-duplicates
+  sampler (two questions about one chunk can be each other's negatives), and it writes
+  `./checkpoints` into the working directory, so it runs inside the job dir.
+- `train_adapter`: `EmbeddingAdapterFinetuneEngine`: the base model frozen, a `linear` or
+  `two_layer` adapter trained on query embeddings; loads in LlamaIndex as `AdapterEmbeddingModel`.
+Both return (model dir, a model the evaluator can encode with).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import warnings
+from pathlib import Path
+
+from runner.infra.errors import RagtuneError
+from runner.stages.finetune.trainer import run_training
+
+log = logging.getLogger("ragtune")
+
+
+def _engines():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import llama_index.finetuning as lif
+    return lif
+
+
+def train_llama_index_engine(
+    model,
+    pairs,
+    output_dir,
+    *,
+    epochs: int = 1,
+    batch_size: int = 10,
+    seed: int = 42,
+    device: str = "cpu",
+    on_log=None,
+    **_ignored,
+):
+    from sentence_transformers import SentenceTransformer
+    from transformers import set_seed
+
+    set_seed(seed)  # the engine seeds nothing: shuffling and dropout follow torch's global state
+    output_dir = Path(output_dir)
+    model_dir = output_dir / "model"
+    engine = _engines().SentenceTransformersFinetuneEngine(
+        pairs,
+        model_id=_model_path(model),
+        model_output_path=str(model_dir),
+        batch_size=batch_size,
+        epochs=int(epochs),
+        evaluation_steps=0,
+        device=device,
+        show_progress_bar=True,
+    )
+    with contextlib.chdir(output_dir):  # the engine writes ./checkpoints wherever it is run
+        run_training(engine.finetune, batch_size=batch_size)
+    leftovers = output_dir / "checkpoints"  # empty folders without save_checkpoints
+    if leftovers.is_dir() and not any(p.is_file() for p in leftovers.rglob("*")):
+        shutil.rmtree(leftovers)
+    return model_dir, SentenceTransformer(str(model_dir), device=device)
+
+
+def _model_path(model) -> str:
+    path = getattr(model, "_ragtune_path", None)
+    if not path:
+        raise RagtuneError("finetune=llama_index needs the base model's path; load it with runner.infra.models.load_model.")
+    return path
+
+
+class AdapterEncoder:
+    """The frozen base model for passages, base + adapter for queries: what AdapterEmbeddingModel
+    computes, batched for the fast evaluator."""
+
+    def __init__(self, base, adapter):
+        self.base, self.adapter = base, adapter.eval()
+        self.device, self.max_seq_length, self.tokenizer = base.device, base.max_seq_length, base.tokenizer
+
+    def encode_document(self, texts, **kwargs):
+        return self.base.encode_document(texts, **kwargs)
+
+    def encode_query(self, texts, normalize_embeddings: bool = True, **kwargs):
+        import torch
+
+        emb = self.base.encode_query(texts, normalize_embeddings=True, **{**kwargs, "convert_to_tensor": True})
+        with torch.no_grad():
+            out = self.adapter.to(emb.device)(emb.float())
+        return torch.nn.functional.normalize(out, dim=-1) if normalize_embeddings else out
+
+
+def train_adapter(
+    model,
+    pairs,
+    output_dir,
+    *,
+    adapter: str = "linear",
+    hidden_features: int = 1024,
+    epochs: int = 1,
+    batch_size: int = 10,
+    learning_rate: float = 1e-3,
+    seed: int = 42,
+    device: str = "cpu",
+    on_log=None,
+    **_ignored,
+):
+    from llama_index.embeddings.adapter.utils import LinearLayer, TwoLayerNN
+    from transformers import set_seed
+
+    set_seed(seed)
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+    dim = model.get_embedding_dimension()
+    if adapter == "linear":
+        net = LinearLayer(dim, dim)
+    elif adapter == "two_layer":
+        net = TwoLayerNN(dim, hidden_features, dim, add_residual=True)
+    else:
+        raise RagtuneError(f"finetune.adapter={adapter} is unknown; use linear or two_layer.")
+    adapter_dir = Path(output_dir) / "adapter"
+    embed = HuggingFaceEmbedding(model_name=_model_path(model), max_length=model.max_seq_length, device=device)
+    engine = _engines().EmbeddingAdapterFinetuneEngine(
+        pairs,
+        embed,
+        batch_size=batch_size,
+        epochs=int(epochs),
+        adapter_model=net,
+        model_output_path=str(adapter_dir),
+        device=device,
+        verbose=False,
+        optimizer_params={"lr": learning_rate},
+    )
+    run_training(engine.finetune, batch_size=batch_size)
+    # reload what was saved: the evaluator scores the adapter a LlamaIndex app would load
+    return adapter_dir, AdapterEncoder(model, type(net).load(str(adapter_dir)))

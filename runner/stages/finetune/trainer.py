@@ -1,0 +1,583 @@
+"""Stage `finetune`: a base model and training pairs in, a saved model directory out.
+
+The directory loads with `SentenceTransformer(path)` and with LlamaIndex's
+`Settings.embed_model = "local:<path>"`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from runner.infra.errors import RagtuneError
+from runner.infra.models import resolve_precision
+from runner.data.pairs import EmbeddingQAFinetuneDataset
+
+log = logging.getLogger("ragtune")
+
+LOSSES = ("mnrl", "cached_mnrl", "matryoshka")
+GROUPING_PAYS = 1.25  # group_by_length=null groups batches when that cuts padded passage tokens by 20%+
+
+
+DIRECTIONS = ("query_to_doc", "doc_to_query", "query_to_query", "doc_to_doc")
+
+
+def directions_problem(directions) -> str | None:
+    """What is wrong with `finetune.directions`, or None (checked up front by validate, and here)."""
+    if "query_to_doc" in directions and not set(directions) - set(DIRECTIONS):
+        return None
+    return (
+        f"finetune.directions={list(directions)} must include query_to_doc and only name "
+        f"{', '.join(DIRECTIONS)} (try [query_to_doc,doc_to_query])"
+    )
+
+
+def build_loss(
+    model,
+    loss: str,
+    mini_batch_size: int,
+    matryoshka_dims: list[int],
+    *,
+    scale: float = 20.0,
+    directions: list[str] = ("query_to_doc",),
+    hardness_strength: float = 0.0,
+):
+    """mnrl: in-batch negatives; cached_mnrl: the same loss with gradient caching, so a batch of
+    thousands fits in memory (mini_batch_size at a time); matryoshka: MNRL at several truncated
+    dimensions, so the embeddings can be cut down later.
+
+    All three take sentence-transformers' MNRL knobs: `scale` (1 / temperature), `directions`
+    (query_to_doc always; doc_to_query makes it symmetric) and `hardness_strength` (> 0 weights
+    in-batch negatives by how hard they are, Lan et al. 2025; they use 9). None costs an extra encoding.
+    """
+    from sentence_transformers.sentence_transformer import losses
+
+    problem = directions_problem(directions)
+    if problem:
+        raise RagtuneError(problem + ".")
+    knobs = {"scale": scale, "directions": tuple(directions)}
+    if hardness_strength > 0:
+        knobs.update(hardness_mode="in_batch_negatives", hardness_strength=hardness_strength)
+    if loss == "mnrl":
+        return losses.MultipleNegativesRankingLoss(model, **knobs)
+    if loss == "cached_mnrl":
+        return losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size, **knobs)
+    dim = model.get_embedding_dimension()
+    too_big = [d for d in matryoshka_dims if d > dim]
+    if too_big or not matryoshka_dims:
+        raise RagtuneError(
+            f"finetune.matryoshka_dims={list(matryoshka_dims)} must be non-empty and at most the model's "
+            f"{dim} dimensions; use for example finetune.matryoshka_dims=[{dim},{dim // 2},{dim // 4}]."
+        )
+    return losses.MatryoshkaLoss(
+        model, losses.MultipleNegativesRankingLoss(model, **knobs), matryoshka_dims=list(matryoshka_dims)
+    )
+
+
+def resolve_hard_negatives(num: int | None, pairs_from_file: bool) -> int:
+    """`finetune.hard_negatives.num`; null (auto) is 1 for pairs read from a file and 0 for pairs
+    generated in the run. One mined negative was the best recipe on every SciFact selection set (supervised
+    dev +0.052 vs +0.046, offline -0.002 vs -0.027) but doubles training: worth it for pairs someone
+    brought, not for the default run's generated ones, whose time budget it would break (README,
+    "Choosing defaults")."""
+    if num is not None:
+        return int(num)
+    return 1 if pairs_from_file else 0
+
+
+def add_hard_negatives(dataset, model, num: int, relative_margin: float, range_max: int, batch_size: int):
+    """Mine `num` hard negatives per pair with the base model (sentence-transformers'
+    mine_hard_negatives). A negative must score below (1 - relative_margin) x the positive's score:
+    near-duplicates of the positive are the same answer, not a negative."""
+    from sentence_transformers.util import mine_hard_negatives
+
+    return mine_hard_negatives(
+        dataset,
+        model,
+        anchor_column_name="anchor",
+        positive_column_name="positive",
+        num_negatives=num,
+        range_max=max(range_max, num + 1),
+        relative_margin=relative_margin,
+        sampling_strategy="top",
+        output_format="n-tuple",
+        batch_size=batch_size,
+        query_prompt=model.prompts.get("query") or None,
+        corpus_prompt=model.prompts.get("document") or None,
+    )
+
+
+def consistent_rows(dataset, model, top_k: int, batch_size: int):
+    """Consistency filter (round-trip filtering: Alberti et al. 2019; Promptagator, Dai et al. 2022):
+    keep a (query, passage) row only when the base model ranks that passage among the `top_k` of all
+    training passages for the query. Queries that do not identify their passage (a generic sentence,
+    a vague LLM question) teach the model to memorise noise."""
+    from sentence_transformers.util import semantic_search
+
+    passages = sorted(set(dataset["positive"]))
+    position = {p: i for i, p in enumerate(passages)}
+    queries = model.encode(
+        dataset["anchor"],
+        prompt=model.prompts.get("query") or None,
+        batch_size=batch_size,
+        convert_to_tensor=True,
+        normalize_embeddings=True,
+    )
+    corpus = model.encode(
+        passages,
+        prompt=model.prompts.get("document") or None,
+        batch_size=batch_size,
+        convert_to_tensor=True,
+        normalize_embeddings=True,
+    )
+    hits = semantic_search(queries, corpus, top_k=top_k)
+    keep = [
+        i
+        for i, (row_hits, positive) in enumerate(zip(hits, dataset["positive"]))
+        if position[positive] in {h["corpus_id"] for h in row_hits}
+    ]
+    return dataset.select(keep)
+
+
+def pair_rows(pairs: EmbeddingQAFinetuneDataset) -> dict[str, list[str]]:
+    """(anchor, positive) columns: one row per (query, relevant passage)."""
+    anchors, positives = [], []
+    for qid, query in pairs.queries.items():
+        for doc_id in pairs.relevant_docs.get(qid, []):
+            anchors.append(query)
+            positives.append(pairs.corpus[doc_id])
+    return {"anchor": anchors, "positive": positives}
+
+
+def autocast(precision: str, device: str):
+    """bf16/fp16 autocast for the encoding done before training (mining, filtering), as in training."""
+    import contextlib
+
+    import torch
+
+    if precision not in ("bf16", "fp16"):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def run_training(train: Callable[[], Any], *, batch_size: int, loss: str = "mnrl") -> Any:
+    """`train()`, with out-of-memory (GPU or CPU) turned into a message that says what to lower."""
+    import torch
+
+    try:
+        return train()
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
+        text = str(err)
+        if (
+            not isinstance(err, (torch.OutOfMemoryError, MemoryError))
+            and "out of memory" not in text
+            and "can't allocate memory" not in text
+        ):
+            raise
+        hint = (
+            "or use finetune.loss=cached_mnrl with a small finetune.mini_batch_size (same batch, a fraction of the memory)"
+            if loss != "cached_mnrl"
+            else "or lower finetune.mini_batch_size"
+        )
+        raise RagtuneError(
+            f"training ran out of memory at finetune.batch_size={batch_size} ({type(err).__name__}: "
+            f"{text.splitlines()[0][:160] if text else 'no detail'}); lower finetune.batch_size {hint}, "
+            "or lower base_model.max_seq_length. Pairs and the base evaluation are cached: the rerun "
+            "starts at training."
+        ) from None
+
+
+class _ForwardLogs:
+    """A TrainerCallback that hands each logged loss to `on_log` and remembers NaNs."""
+
+    def __init__(self, on_log: Callable[[dict, int], None] | None):
+        from transformers import TrainerCallback
+
+        outer = self
+        self.nan = False
+
+        class Callback(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if logs and "loss" in logs:
+                    # a NaN loss, or NaN gradients (the weights are broken too): stop now
+                    if math.isnan(float(logs["loss"])) or math.isnan(float(logs.get("grad_norm", 0.0))):
+                        outer.nan = control.should_training_stop = True
+                    if on_log:
+                        on_log(
+                            {
+                                "train/loss": float(logs["loss"]),
+                                "train/learning_rate": float(logs.get("learning_rate", 0.0)),
+                                "train/epoch": float(logs.get("epoch", 0.0)),
+                            },
+                            state.global_step,
+                        )
+
+        self.callback = Callback()
+
+
+def train_sentence_transformers(
+    model,
+    pairs: EmbeddingQAFinetuneDataset,
+    output_dir: str | Path,
+    *,
+    loss: str = "mnrl",
+    mini_batch_size: int = 32,
+    matryoshka_dims: list[int] = (384, 256, 128, 64),
+    scale: float = 20.0,
+    directions: list[str] = ("query_to_doc",),
+    hardness_strength: float = 0.0,
+    hard_negatives: dict | None = None,
+    filter_top_k: int = 0,
+    epochs: float | str = "auto",
+    max_steps: int = -1,
+    batch_size: int = 32,
+    learning_rate: float = 5e-5,
+    group_by_length: bool | None = None,
+    warmup_ratio: float = 0.1,
+    weight_decay: float = 0.01,
+    time_budget_s: float | str | None = "auto",
+    best_epoch: bool | None = None,
+    dataloader_num_workers: int = 0,
+    torch_compile: bool = False,
+    seed: int = 42,
+    precision: str = "auto",
+    device: str = "cpu",
+    on_log: Callable[[dict, int], None] | None = None,
+    dev: DevScoring | None = None,
+    report: dict | None = None,
+) -> Path:
+    """Train `model` in place with MultipleNegativesRankingLoss; save it to `output_dir/model`.
+
+    The no-duplicates batch sampler keeps two rows that share a text (two questions about one chunk)
+    out of one batch: in-batch negatives that are really positives would teach the wrong thing.
+    `group_by_length` batches passages of similar length together (runner.stages.finetune.batching): less padding;
+    None (auto) does so only when it cuts the padded passage tokens by 20% or more.
+    `time_budget_s` (runner.stages.finetune.budget) fits mined negatives and epochs into the time given; `best_epoch`
+    with `dev` (runner.stages.finetune.epochs) keeps an earlier epoch that is clearly better on the dev split. What
+    both decided goes into `report` (`time_budget`, `epochs`; `dev_ranking`: the kept model's).
+    All trainer files go under `output_dir` (the job directory), none into the working directory.
+    """
+    from datasets import Dataset
+
+    from runner.stages.finetune import budget as time_budget
+    from runner.stages.finetune.epochs import BestEpoch, planned, wanted
+
+    started = time.perf_counter()
+    report = report if report is not None else {}
+    if loss not in LOSSES:
+        raise RagtuneError(f"finetune.loss={loss} is unknown; use one of {', '.join(LOSSES)}.")
+    rows = pair_rows(pairs)
+    n = len(rows["anchor"])
+    if n < 2:
+        raise RagtuneError(
+            f"the generator gave {n} training pair(s); in-batch negatives need at least 2. "
+            "Use a larger corpus, more questions per chunk, or qa_generator=file."
+        )
+    if batch_size > n:
+        raise RagtuneError(
+            f"finetune.batch_size={batch_size} is larger than the {n} training pairs; "
+            f"use finetune.batch_size={max(2, min(32, n // 2))} or fewer."
+        )
+    output_dir = Path(output_dir)
+    precision = resolve_precision(precision, device)
+    steps_per_epoch = math.ceil(n / batch_size)
+    epochs, plan = planned(epochs, n, batch_size)
+    if plan["setting"] == "auto":
+        log.info("finetune: epochs auto -> %g (%s)", epochs, plan["reason"])
+    total = max_steps if max_steps > 0 else math.ceil(steps_per_epoch * epochs)
+    budget = time_budget.resolve_budget(time_budget_s, device)
+    record = report.setdefault("time_budget", {"budget_s": budget, "setting": time_budget_s})
+    record["planned"] = {"steps": total, "epochs": round(total / steps_per_epoch, 3)}
+    make_trainer = functools.partial(
+        _trainer,
+        model_args=training_args(
+            output_dir,
+            epochs=epochs,
+            max_steps=max_steps,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            warmup_ratio=warmup_ratio,
+            weight_decay=weight_decay,
+            seed=seed,
+            precision=precision,
+            device=device,
+            dataloader_num_workers=dataloader_num_workers,
+            torch_compile=torch_compile,
+            total=total,
+            model=model,
+        ),
+        loss_of=lambda m: build_loss(
+            m,
+            loss,
+            mini_batch_size,
+            list(matryoshka_dims),
+            scale=scale,
+            directions=list(directions),
+            hardness_strength=hardness_strength,
+        ),
+    )
+    train_dataset = Dataset.from_dict(rows)
+    if filter_top_k > 0:
+        with autocast(precision, device):
+            train_dataset = consistent_rows(train_dataset, model, filter_top_k, batch_size)
+        log.info(
+            "finetune: %d of %d pairs kept by the consistency filter (passage in the base model's top %d)",
+            len(train_dataset),
+            n,
+            filter_top_k,
+        )
+        if len(train_dataset) < batch_size:
+            raise RagtuneError(
+                f"the consistency filter kept {len(train_dataset)} of {n} pairs, fewer than "
+                f"finetune.batch_size={batch_size}; raise finetune.filter_top_k or use finetune.filter_top_k=0."
+            )
+    hard_negatives = dict(hard_negatives or {})
+    negatives = int(hard_negatives.get("num") or 0)  # null (auto) is resolved by the pipeline, which knows the pairs
+    record["planned"]["hard_negatives"] = negatives
+    if negatives > 0:
+        from runner.infra.models import word_pieces
+
+        lengths = {k: word_pieces(model, train_dataset[k][:1000]) for k in ("anchor", "positive")}
+        negatives = time_budget.fit_negatives(
+            negatives,
+            budget,
+            started,
+            lambda: time_budget.probe_step_seconds(make_trainer, model, train_dataset, batch_size),
+            record,
+            steps=total,
+            steps_per_epoch=steps_per_epoch,
+            batch_size=batch_size,
+            query_tokens=time_budget.mean_tokens(lengths["anchor"], model.max_seq_length),
+            passage_tokens=time_budget.mean_tokens(lengths["positive"], model.max_seq_length),
+            texts_to_mine=len(set(train_dataset["anchor"])) + len(set(train_dataset["positive"])),
+        )
+    if negatives > 0:
+        train_dataset = mined(train_dataset, model, negatives, hard_negatives, batch_size, n, precision, device)
+        negatives = len(train_dataset.column_names) - 2  # auto falls back to in-batch negatives: 0
+    record["hard_negatives"] = negatives
+    if "hard_negatives" in report and report["hard_negatives"]["chosen"] != negatives:
+        report["hard_negatives"].update(
+            chosen=negatives,
+            reason=report["hard_negatives"]["reason"]
+            + (
+                "; dropped to fit finetune.time_budget_s"
+                if record.get("gave_up")
+                else "; mining would have dropped over half the pairs: in-batch only"
+            ),
+        )
+    # the rows are final (filtered, mined): the steps an epoch really takes
+    steps_per_epoch = math.ceil(len(train_dataset) / batch_size)
+    total = max_steps if max_steps > 0 else math.ceil(steps_per_epoch * epochs)
+    sampler, report["batches"] = batch_sampler(train_dataset, model, batch_size, group_by_length, seed)
+    forward = _ForwardLogs(on_log)
+    epoch_texts = len(train_dataset) * len(train_dataset.column_names)
+    dev_texts = dev.texts if dev is not None else 0
+    score_epochs = dev is not None and wanted(best_epoch, dev_texts, epoch_texts, total, steps_per_epoch)
+    clock = time_budget.Clock(
+        budget,
+        started,
+        steps_per_epoch,
+        record,
+        warmup_ratio,
+        epoch_evals=math.ceil(total / steps_per_epoch) if score_epochs else 0,
+        eval_s_estimate=dev_texts / (batch_size * len(train_dataset.column_names)) * time_budget.FORWARD_SHARE,
+    )
+    callbacks = [forward.callback, clock.callback]
+    picker = None
+    if score_epochs:
+        picker = BestEpoch(model, dev.score, dev.metric, dev.n_resamples, dev.seed, on_eval=clock.eval_done)
+        callbacks.append(picker.callback)
+    else:
+        report["epochs"] = {
+            "best_epoch": best_epoch,
+            "chosen": round(total / steps_per_epoch, 3),
+            "reason": (
+                "no dev split"
+                if dev is None
+                else f"finetune.best_epoch={best_epoch}"
+                if best_epoch is not None
+                else "one epoch or less: nothing to choose"
+                if total <= steps_per_epoch
+                else f"not scored: the dev split ({dev_texts} texts) costs more than half an epoch "
+                f"({epoch_texts} texts) to encode"
+            ),
+        }
+    trainer = make_trainer(model, train_dataset, None, callbacks, batch_sampler=sampler)
+    log.info(
+        "finetune: %d rows, %d steps, batch %d, lr %g, %s%s",
+        len(train_dataset),
+        total,
+        batch_size,
+        learning_rate,
+        precision,
+        f", time budget {budget:.0f} s" if budget else "",
+    )
+    run_training(trainer.train, batch_size=batch_size, loss=loss)
+    if forward.nan:
+        raise RagtuneError(
+            f"the training loss became NaN (finetune.learning_rate={learning_rate}, precision={precision}); "
+            "the model was not saved. Lower finetune.learning_rate or use precision=fp32."
+        )
+    steps = trainer.state.global_step
+    record.update(
+        chosen={"steps": steps, "epochs": round(steps / steps_per_epoch, 3), "hard_negatives": negatives},
+        seconds=round(time.perf_counter() - started, 1),
+    )
+    record["reason"] = (
+        f"{steps} steps ({steps / steps_per_epoch:.2f} epochs), {negatives} mined negative(s) a pair, "
+        f"in {record['seconds']:.0f} s"
+        + (f" of a {budget:.0f} s budget" if budget else " (no budget)")
+        + ("; gave up " + "; ".join(record["gave_up"]) if record.get("gave_up") else "")
+    )
+    log.info("finetune: %s", record["reason"])
+    if picker is not None and picker.epochs:
+        report["epochs"], report["dev_ranking"] = picker.finish()
+        report["epochs"]["best_epoch"] = best_epoch
+        log.info("finetune: kept %s", report["epochs"]["reason"])
+    report["epochs"]["plan"] = plan
+    shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
+    model_dir = output_dir / "model"
+    model.save(str(model_dir))
+    return model_dir, model
+
+
+@dataclass
+class DevScoring:
+    """How the trainer scores a model on the dev split (the pipeline builds it: the trainer knows no eval code)."""
+
+    score: Callable  # model -> (ranking, per-query values of `metric`)
+    metric: str
+    texts: int  # dev corpus + answered queries: what one scoring encodes
+    n_resamples: int = 10_000
+    seed: int = 0
+
+
+def training_args(
+    output_dir: Path,
+    *,
+    epochs,
+    max_steps,
+    batch_size,
+    learning_rate,
+    warmup_ratio,
+    weight_decay,
+    seed,
+    precision,
+    device,
+    dataloader_num_workers,
+    torch_compile,
+    total,
+    model,
+):
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.training_args import BatchSamplers
+
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(output_dir / "checkpoints"),
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        warmup_steps=warmup_ratio,  # transformers 5: a float below 1 is a ratio of all steps
+        weight_decay=weight_decay,
+        seed=seed,
+        data_seed=seed,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,  # group_by_length: set by batch_sampler(), once the rows are final
+        # the model's query / passage prompts, prepended in training exactly as in evaluation
+        prompts={
+            k: v for k, v in (("anchor", model.prompts.get("query", "")), ("positive", model.prompts.get("document", ""))) if v
+        }
+        or None,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=device == "cpu",
+        dataloader_pin_memory=device.startswith("cuda"),  # pinned host memory only where a GPU reads it
+        dataloader_num_workers=dataloader_num_workers,
+        torch_compile=torch_compile,
+        report_to="none",  # the runner logs to W&B itself, through on_log
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=max(1, total // 20),
+        logging_nan_inf_filter=False,  # the default hides a NaN loss behind the mean of earlier ones
+    )
+
+
+def _trainer(model, dataset, max_steps, callbacks, *, model_args, loss_of, batch_sampler=None, batch_size=None):
+    """A SentenceTransformerTrainer over `dataset` (`max_steps`, `batch_size`: a probe's few small steps;
+    None: the planned run)."""
+    import dataclasses
+
+    from sentence_transformers import SentenceTransformerTrainer
+
+    args = model_args
+    if max_steps is not None:
+        args = dataclasses.replace(
+            args, max_steps=max_steps, logging_steps=1, per_device_train_batch_size=batch_size or args.per_device_train_batch_size
+        )
+    if batch_sampler is not None:
+        args.batch_sampler = batch_sampler
+    return SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss_of(model), callbacks=callbacks)
+
+
+def mined(train_dataset, model, negatives: int, hard_negatives: dict, batch_size: int, n: int, precision: str, device: str):
+    """The rows with `negatives` mined negatives each (auto falls back to the plain pairs when mining
+    would cost half of them)."""
+    pairs_only = train_dataset
+    with autocast(precision, device):
+        train_dataset = add_hard_negatives(
+            train_dataset,
+            model,
+            negatives,
+            float(hard_negatives.get("relative_margin", 0.05)),
+            int(hard_negatives.get("range_max", 50)),
+            batch_size,
+        )
+    log.info("finetune: %d pairs kept with %d mined hard negative(s) each", len(train_dataset), negatives)
+    if hard_negatives.get("auto") and len(train_dataset) < max(batch_size, len(pairs_only) // 2):
+        # auto must not cost the pairs someone brought: in-batch negatives only, as without it
+        log.warning(
+            "finetune: hard-negative mining (auto) kept %d of %d pairs; training on all pairs with "
+            "in-batch negatives instead (finetune.hard_negatives.num=1 forces mining)",
+            len(train_dataset),
+            len(pairs_only),
+        )
+        return pairs_only
+    if len(train_dataset) < batch_size:
+        raise RagtuneError(
+            f"hard-negative mining kept {len(train_dataset)} of {n} pairs (the others had no "
+            f"negative below the margin), fewer than finetune.batch_size={batch_size}; lower "
+            "finetune.hard_negatives.relative_margin or finetune.batch_size."
+        )
+    return train_dataset
+
+
+def batch_sampler(train_dataset, model, batch_size: int, group_by_length: bool | None, seed: int):
+    """(length-grouped no-duplicates batches where they pay or are asked for, else None: the plain
+    no-duplicates sampler; the record of the choice)."""
+    from runner.stages.finetune.batching import LengthGroupedNoDuplicatesBatchSampler, real_token_share, text_lengths
+
+    record = {"setting": group_by_length}
+    if group_by_length is False:
+        return None, {**record, "chosen": "random", "reason": "finetune.group_by_length=false"}
+    lengths = text_lengths(train_dataset, model.tokenizer, model.max_seq_length)
+    grouped, random_ = (real_token_share(lengths, batch_size, g, seed) for g in (True, False))
+    record["real_token_share"] = {"grouped": round(grouped, 4), "random": round(random_, 4)}
+    # auto (None): only where it pays; grouping changes which negatives share a batch
+    if group_by_length or grouped >= GROUPING_PAYS * random_:
+        reason = f"length-grouped batches, {100 * grouped:.0f}% of passage tokens real (random batches: {100 * random_:.0f}%)"
+        log.info("finetune: %s", reason)
+        return (
+            functools.partial(LengthGroupedNoDuplicatesBatchSampler, lengths=lengths),
+            {**record, "chosen": "length-grouped", "reason": reason},
+        )
+    reason = (
+        f"random batches, {100 * random_:.0f}% of passage tokens real (grouping would give {100 * grouped:.0f}%: not worth it)"
+    )
+    log.info("finetune: %s", reason)
+    return None, {**record, "chosen": "random", "reason": reason}

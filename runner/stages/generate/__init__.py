@@ -1,0 +1,2 @@
+"""Stage `generate`: train nodes in, (question, chunk) pairs out: offline, from a file, or from an LLM
+(`qa_generator`)."""
