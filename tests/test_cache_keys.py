@@ -18,7 +18,9 @@ from llm_server import LlmServer
 from runner.infra import code_deps
 from runner.infra.code_deps import PACKAGE_DIR
 from runner.data.eval_set import EvalSet
-from runner.pipeline import base_keys, data_keys, run
+from runner.base_eval import base_keys
+from runner.data_stages import data_keys
+from runner.pipeline import run
 from runner.infra.stage_cache import StageCache
 
 NEW_WORDS = "The zorblax quibbleflux verenthal protocol synchronizes glimmerwick transducers."
@@ -170,9 +172,9 @@ def test_the_base_evaluation_follows_the_model_files_and_a_hub_models_commit(tin
     assert after["base_embeddings"] != before["base_embeddings"] and after["evaluate_base"] != before["evaluate_base"]
     assert base_keys(cfg, model, es, "cpu", "bf16", stages)["evaluate_base"] != after["evaluate_base"]
     # the same bf16 run on a CPU with other bf16 kernels (AVX-512 BF16 against AMX) computes other digits
-    import runner.pipeline
+    import runner.base_eval
 
-    monkeypatch.setattr(runner.pipeline, "hardware", lambda device: "cpu x86_64 avx2,avx512f,avx512_bf16")
+    monkeypatch.setattr(runner.base_eval, "hardware", lambda device: "cpu x86_64 avx2,avx512f,avx512_bf16")
     other = base_keys(cfg, model, es, "cpu", "bf16", stages)
     monkeypatch.undo()
     assert other["base_embeddings"] != base_keys(cfg, model, es, "cpu", "bf16", stages)["base_embeddings"]

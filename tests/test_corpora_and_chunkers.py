@@ -268,7 +268,7 @@ def test_chunk_size_auto_fits_the_base_models_window_in_its_word_pieces(tiny_mod
     from runner.stages.chunk.chunking import chunk_corpus
     from runner.stages.load.corpus import load_corpus
     from runner.infra.models import load_model, word_pieces
-    from runner.pipeline import chunk_plan
+    from runner.data_stages import chunk_plan
 
     cfg = compose(
         fast(

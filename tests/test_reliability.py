@@ -375,7 +375,7 @@ def test_truncation_warning_says_what_can_still_be_raised(tiny_model, caplog):
     from sentence_transformers import SentenceTransformer
 
     from runner.stages.evaluate.scoring import EvalSet
-    from runner.pipeline import truncation_report
+    from runner.base_eval import truncation_report
 
     model = SentenceTransformer(str(tiny_model), device="cpu")
     positions = model[0].auto_model.config.max_position_embeddings

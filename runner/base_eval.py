@@ -1,0 +1,206 @@
+"""The base model's side of a run: its `max_seq_length: auto` on the dev split, the truncation report,
+and its evaluation on the eval set (the cached `base_embeddings` and `evaluate_base` stages, which every
+job of a finetune sweep after the first reads).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+
+from omegaconf import OmegaConf
+
+from runner.data.eval_set import EvalSet
+from runner.infra.fingerprint import model_fingerprint, short_identity
+from runner.infra.models import hardware, load_model, share_over_max_length
+from runner.infra.stage_cache import StageCache
+from runner.stages.evaluate.retrievers import depth
+from runner.stages.evaluate.scoring import (
+    EvalResult,
+    build_index,
+    evaluate_with_engine,
+    index_from_json,
+    index_to_json,
+    result_from_json,
+    result_to_json,
+)
+from runner.stages.evaluate.seq_length import choose_max_seq_length, position_limit
+
+log = logging.getLogger("ragtune")
+TRUNCATION_WARN = 0.05
+
+
+def truncation_report(model, pairs, eval_set: EvalSet, length_choice: dict) -> dict:
+    """Share of passages and queries longer than the model's max_seq_length (truncation is silent)."""
+    passages = list(eval_set.corpus.values()) + (list(pairs.corpus.values()) if pairs else [])
+    queries = list(eval_set.queries.values()) + (list(pairs.queries.values()) if pairs else [])
+    report = {
+        "max_seq_length": model.max_seq_length,
+        "passages_over": share_over_max_length(model, passages),
+        "queries_over": share_over_max_length(model, queries),
+    }
+    if max(report["passages_over"], report["queries_over"]) > TRUNCATION_WARN:
+        positions = position_limit(model)
+        chosen = length_choice.get("max_seq_length", {})
+        if len(chosen.get("candidates", ())) > 1:
+            verdict = "kept the model's own" if chosen["chosen"] == chosen["own"] else "chose"
+            advice = (
+                f"base_model.max_seq_length=auto {verdict} {model.max_seq_length} on the dev split "
+                "(choices.max_seq_length); a number overrides it, or chunker.fit_window=true where ragtune chunks"
+            )
+        elif positions > model.max_seq_length:
+            advice = (
+                f"raise base_model.max_seq_length (this model has {positions} positions), or chunker.fit_window=true "
+                "where ragtune chunks"
+            )
+        else:
+            advice = "chunker.fit_window=true where ragtune chunks, or shorter passages (the model has no more positions)"
+        log.warning(
+            "%.0f%% of passages and %.0f%% of queries are longer than max_seq_length=%d and get cut: %s.",
+            100 * report["passages_over"],
+            100 * report["queries_over"],
+            model.max_seq_length,
+            advice,
+        )
+    return report
+
+
+def choose_length(
+    cfg, model, pairs, dev: EvalSet | None, device: str, precision: str, metric: str, stages: StageCache
+) -> tuple[dict, object]:
+    """`base_model.max_seq_length=auto`: the length chosen on the dev split from the training side's
+    passages (a cached stage), set on the model and in `cfg`, so every later key holds the number.
+    Returns ({"max_seq_length": the record} or {} when the config gives a number, the base model's dev
+    ranking at the chosen length when the choice encoded it)."""
+    if cfg.base_model.max_seq_length != "auto":
+        return {}, None
+    passages = set(dev.corpus.values()) if dev is not None else set()
+    passages = sorted(passages | (set(pairs.corpus.values()) if pairs is not None else set()))
+    name = str(cfg.base_model.name_or_path)
+    fingerprint = model_fingerprint(name, cfg.base_model.get("revision"))
+    k = depth(cfg)  # the ranking's depth: the winner's is the base model's dev ranking the hybrids choose on
+    settings = {
+        "base_model": OmegaConf.to_container(cfg.base_model, resolve=True),
+        "model": fingerprint,
+        "k": k,
+        "precision": precision,
+        "device": device,
+        "hardware": hardware(device),
+        "batch_size": cfg.evaluate.batch_size,
+        "metric": metric,
+        "bootstrap": cfg.evaluate.bootstrap,
+        "seed": cfg.seed,
+        "dev": dev.digest() if dev is not None else None,
+        "passages": hashlib.sha256(json.dumps(passages).encode()).hexdigest(),
+    }
+    key = stages.key("max_seq_length", settings, [], (choose_max_seq_length, load_model))
+    record, ranking = stages.run(
+        "max_seq_length",
+        key,
+        functools.partial(
+            choose_max_seq_length,
+            model,
+            short_identity(name, fingerprint),
+            dev,
+            passages,
+            metric,
+            k,
+            cfg.evaluate.batch_size,
+            precision,
+            cfg.evaluate.bootstrap,
+            cfg.seed,
+        ),
+        lambda chosen: chosen[0],
+        lambda record: (record, None),
+    )
+    model.max_seq_length = record["chosen"]
+    cfg.base_model.max_seq_length = record["chosen"]
+    log.info("max_seq_length: %s", record["reason"])
+    return {"max_seq_length": record}, ranking
+
+
+def base_keys(cfg, model, eval_set: EvalSet, device: str, precision: str, stages: StageCache) -> dict:
+    """The keys of the base model's corpus embeddings and of its evaluation, and the model's identity:
+    the base model config, every file of the model (or its hub snapshot), the eval set's content,
+    the device, the precision and the evaluation settings. The code includes `load_model`, which
+    built the model object: its encode is sentence-transformers' code, at that library's version."""
+    name = str(cfg.base_model.name_or_path)
+    fingerprint = model_fingerprint(name, cfg.base_model.get("revision"))
+    encoder = {
+        "base_model": OmegaConf.to_container(cfg.base_model, resolve=True),
+        "model": fingerprint,
+        "max_seq_length": model.max_seq_length,
+        "precision": precision,
+        "device": device,
+        "hardware": hardware(device),
+        "batch_size": cfg.evaluate.batch_size,
+    }
+    keys = {"model_id": short_identity(name, fingerprint)}
+    if cfg.evaluate.engine == "fast":
+        keys["base_embeddings"] = stages.key(
+            "base_embeddings",
+            {**encoder, "corpus": eval_set.corpus_digest()},
+            [],
+            (build_index, index_to_json, index_from_json, load_model),
+        )
+    evaluate = {k: v for k, v in OmegaConf.to_container(cfg.evaluate, resolve=True).items() if k != "baselines"}
+    settings = {**encoder, "eval_set": eval_set.digest(), "evaluate": evaluate}  # baselines: not this stage's
+    keys["evaluate_base"] = stages.key(
+        "evaluate_base",
+        settings,
+        [keys.get("base_embeddings", "")],
+        (evaluate_with_engine, result_to_json, result_from_json, load_model),
+    )
+    return keys
+
+
+def evaluate_base(
+    cfg, model, eval_set: EvalSet, device: str, precision: str, stages: StageCache, record: bool = True
+) -> EvalResult:
+    """The base model's evaluation, from the stage cache when an earlier run made it.
+
+    It depends only on the base model, the eval set and the evaluation settings, so every job of a
+    finetune sweep after the first reads it; on a miss, the corpus embeddings may still come from
+    the `base_embeddings` stage (another metric cut-off, say).
+    """
+    keys = base_keys(cfg, model, eval_set, device, precision, stages)
+    fast = "base_embeddings" in keys
+    cache = stages if record else StageCache(stages.root, stages.enabled)  # a guard's: not the run's status
+
+    def index():
+        return cache.run(
+            "base_embeddings",
+            keys["base_embeddings"],
+            functools.partial(build_index, model, keys["model_id"], eval_set.corpus, cfg.evaluate.batch_size, precision),
+            index_to_json,
+            index_from_json,
+        )
+
+    return cache.run(
+        "evaluate_base",
+        keys["evaluate_base"],
+        functools.partial(
+            evaluate_with_engine,
+            model,
+            eval_set,
+            cfg.evaluate,
+            model_path=str(cfg.base_model.name_or_path),
+            model_id=keys["model_id"],
+            precision=precision,
+            device=device,
+            base_model_cfg=cfg.base_model,
+        ),
+        result_to_json,
+        result_from_json,
+        needs=(index,) if fast else (),
+    )
+
+
+def base_index(cfg, model, eval_set: EvalSet, keys: dict, precision: str, stages: StageCache):
+    """The base model's embeddings of the eval corpus: the cached stage (a hit after evaluate_base)."""
+    build = functools.partial(build_index, model, keys["model_id"], eval_set.corpus, cfg.evaluate.batch_size, precision)
+    if "base_embeddings" not in keys:  # evaluate.engine=llama_index: no such stage
+        return build()
+    return stages.run("base_embeddings", keys["base_embeddings"], build, index_to_json, index_from_json)
