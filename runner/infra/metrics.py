@@ -70,7 +70,7 @@ def paired_bootstrap_ci(base: np.ndarray, tuned: np.ndarray, n_resamples: int = 
 
     Per-query deltas are skewed and mostly zero (finetuning moves a minority of queries), where the
     plain percentile interval is off-centre; BCa corrects for both. 10,000 resamples keep the
-    interval's ends steady from seed to seed (README, "How sure is a delta?")."""
+    interval's ends steady from seed to seed (docs/evaluation.md, "How sure is a delta?")."""
     from scipy import stats
 
     diff = np.asarray(tuned, float) - np.asarray(base, float)
