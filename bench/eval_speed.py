@@ -53,9 +53,10 @@ def big_corpus_probe(n: int) -> None:
     from sentence_transformers import SentenceTransformer
 
     from runner.stages.evaluate.scoring import EvalSet, evaluate_model
-    from runner.config import EvaluateConfig, _minilm_path
+    from runner.config import EvaluateConfig
+    from runner.infra.models import minilm_path
 
-    model = SentenceTransformer(_minilm_path(), device="cpu")
+    model = SentenceTransformer(minilm_path(), device="cpu")
     model.max_seq_length = 32
     words = open(__file__).read().split()
     corpus = {f"d{i:06d}": " ".join(words[(i * 7) % (len(words) - 12) :][:12]) + f" #{i}" for i in range(n)}
@@ -82,11 +83,12 @@ def main() -> None:
 
     from runner.stages.evaluate.scoring import build_index, encode, evaluate_model
     from runner.stages.evaluate.llama_index_eval import evaluate_with_llama_index
-    from runner.config import EvaluateConfig, _minilm_path
+    from runner.config import EvaluateConfig
+    from runner.infra.models import minilm_path
 
     es = eval_set(args.queries)
     cfg = OmegaConf.structured(EvaluateConfig)
-    model = SentenceTransformer(_minilm_path(), device="cpu")
+    model = SentenceTransformer(minilm_path(), device="cpu")
     model.max_seq_length = 256
     docs, queries = list(es.corpus.values()), list(es.queries.values())
     print(f"eval set: {len(docs)} passages, {len(queries)} queries; torch threads {torch.get_num_threads()}")
@@ -96,7 +98,7 @@ def main() -> None:
     t_runner, fp32 = timed(lambda: evaluate_model(model, es, cfg, 64))
     index = build_index(model, "minilm", es.corpus, 64)
     t_warm, _ = timed(lambda: evaluate_model(model, es, cfg, 64, model_id="minilm", index=index))
-    t_li, li = timed(lambda: evaluate_with_llama_index(_minilm_path(), es, 10, max_length=256))
+    t_li, li = timed(lambda: evaluate_with_llama_index(minilm_path(), es, 10, max_length=256))
     assert abs(li.metrics["mrr@10"] - fp32.metrics["mrr@10"]) < 1e-3, (li.metrics, fp32.metrics)
     t_bf16, bf16 = timed(lambda: evaluate_model(model, es, cfg, 64, precision="bf16"))
     t_enc_bf16, _ = timed(lambda: (encode(model, docs, "document", 64, "bf16"), encode(model, queries, "query", 64, "bf16")))

@@ -84,6 +84,20 @@ def test_validate_reports_every_problem_at_once(tmp_path):
     assert any("ndcg@7" in p and "ndcg@10" in p for p in problems)
 
 
+def test_an_option_whose_extra_is_not_installed_names_the_install(tmp_path):
+    cfg = compose(["qa_generator=llm", "qa_generator/llm=ollama", "qa_generator.llm.model=m"], tmp_path)
+    assert config_problems(cfg) == []  # make install installs every extra
+    cfg.qa_generator.llm._target_ = "llama_index.llms.not_installed.Ollama"  # as without ragtune[llm]
+    cfg.chunker._target_ = "my_chunkers.Mine"
+    problems = config_problems(cfg)
+    assert problems == [
+        "chunker._target_=my_chunkers.Mine cannot be imported: my_chunkers is not installed; install the package "
+        "that provides it, or choose another option",
+        "qa_generator.llm._target_=llama_index.llms.not_installed.Ollama cannot be imported: "
+        "llama_index.llms.not_installed is not installed; pip install 'ragtune[llm]'",
+    ]
+
+
 def test_loss_knobs_are_checked_before_any_work(tmp_path):
     cfg = compose(
         [

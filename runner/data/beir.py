@@ -84,3 +84,13 @@ def read_beir(path: str | Path, split: str, key: str = "eval_set.path") -> dict:
         "grades": judged,
         "counts": {"queries_without_relevant": len(grades) - len(judged), "queries_not_in_split": len(all_queries) - len(grades)},
     }
+
+
+def beir_problems(path: str | Path, split: str, key: str) -> list[str]:
+    """Read a BEIR folder now, so a bad one fails before hours of work rather than after: what is wrong
+    with it, as config problems (none if it reads)."""
+    try:
+        read_beir(path, split, key=key)
+    except RagtuneError as err:
+        return [str(err).rstrip(".")]
+    return []

@@ -65,6 +65,16 @@ def read_qa_dataset(path: str | Path, key: str) -> EmbeddingQAFinetuneDataset:
     return EmbeddingQAFinetuneDataset(**data)
 
 
+def qa_file_problems(path: str | Path, key: str) -> list[str]:
+    """Read a dataset file now, so a bad one fails before hours of work rather than after: what is wrong
+    with it, as config problems (none if it reads)."""
+    try:
+        read_qa_dataset(path, key)
+    except RagtuneError as err:
+        return [str(err).rstrip(".")]
+    return []
+
+
 def write_qa_dataset(dataset: EmbeddingQAFinetuneDataset, path: str | Path) -> Path:
     """Write atomically: a reader never sees half a file."""
     return write_json_atomic(dataset.model_dump(), path)

@@ -15,7 +15,7 @@ from runner.infra.atomic import copy_file_atomic
 log = logging.getLogger("ragtune")
 
 
-def markdown(chunk_size: int = 128, chunk_overlap: int = 16, tokenizer=None) -> list:
+def markdown(chunk_size: int, chunk_overlap: int, tokenizer=None) -> list:
     """`MarkdownNodeParser` (one node per section, headers kept), then a `SentenceSplitter` cap:
     a section longer than chunk_size would otherwise be cut silently by the model. `tokenizer`
     counts the cap's units (None: tiktoken)."""

@@ -39,9 +39,9 @@ def choose_merge(
     batch_size: int,
     precision: str,
     k: int,
-    base_dev=None,
-    n_resamples: int = 10_000,
-    seed: int = 0,
+    base_dev,
+    n_resamples: int,
+    seed: int,
     tuned_dev=None,
 ) -> tuple[object | None, dict, object]:
     """(the merged model to ship, or None; the record; the dev ranking of the model the run keeps, for

@@ -36,7 +36,7 @@ def ict_pairs(
     num_questions_per_chunk: int = 1,
     remove_prob: float = 0.9,
     min_query_words: int = 5,
-    seed: int = 0,
+    seed: int,
 ) -> EmbeddingQAFinetuneDataset:
     """Inverse cloze task (Lee et al., 2019): a chunk's own sentences become its queries.
 
@@ -126,7 +126,7 @@ def mixed_pairs(nodes: list[TextNode], *, generators) -> EmbeddingQAFinetuneData
     return EmbeddingQAFinetuneDataset(queries=queries, corpus=corpus, relevant_docs=relevant)
 
 
-def pairs_from_file(nodes: list[TextNode] | None = None, *, path: str, split: str = "train") -> EmbeddingQAFinetuneDataset:
+def pairs_from_file(nodes: list[TextNode] | None = None, *, path: str, split: str) -> EmbeddingQAFinetuneDataset:
     """Training pairs read from an `EmbeddingQAFinetuneDataset` JSON, or from a BEIR folder's
     `qrels/<split>.tsv` (each judged query with its documents of grade > 0); the corpus nodes are unused."""
     from pathlib import Path
@@ -149,11 +149,11 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]+")
 def keyword_pairs(
     nodes: list[TextNode],
     *,
-    num_questions_per_chunk: int = 1,
-    min_keywords: int = 3,
-    max_keywords: int = 6,
-    pool: int = 12,
-    seed: int = 0,
+    num_questions_per_chunk: int,
+    min_keywords: int,
+    max_keywords: int,
+    pool: int,
+    seed: int,
 ) -> EmbeddingQAFinetuneDataset:
     """Keyword queries, offline: what a user types into a search box, not a sentence from the text.
 

@@ -10,9 +10,7 @@ from runner.infra.errors import RagtuneError
 from runner.data.nodes import nodes_from_json, nodes_to_json
 
 
-def split_chunks(
-    chunked: dict, *, val_fraction: float, seed: int, held_out: bool, dev_fraction: float = 0.0, dev_seed: int = 0
-) -> dict:
+def split_chunks(chunked: dict, *, val_fraction: float, seed: int, held_out: bool, dev_fraction: float, dev_seed: int) -> dict:
     """The stage: {"train": nodes, "dev": nodes, "held_out": nodes, "counts": the chunk counts and the
     split's}. Held-out documents first (without a held-out eval set every chunk trains), then dev
     documents from what is left: the documents every choice of the run is made on."""

@@ -1,0 +1,151 @@
+"""The `eval_set` group's schemas (one per option in conf/eval_set/), `evaluate` (with its `baselines`) and
+`merge`, and the checks of their knobs; `base_model.max_seq_length: auto` is chosen here too.
+
+Kept cheap to import: `python -m runner --cfg job` reads these through `runner.config`; the checks import
+the stage's modules only when they run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from omegaconf import MISSING
+
+
+@dataclass
+class HeldOutEvalSet:
+    kind: str = "held_out"
+    generator: Optional[Any] = None  # null: the training generator; else a qa_generator config (held_out_ict)
+
+
+@dataclass
+class FileEvalSet:
+    kind: str = "file"
+    path: str = MISSING
+
+
+@dataclass
+class BeirEvalSet:
+    kind: str = "beir"
+    path: str = MISSING  # folder with corpus.jsonl, queries.jsonl, qrels/<split>.tsv
+    split: str = "test"
+
+
+EVAL_SET = {"held_out": HeldOutEvalSet, "file": FileEvalSet, "beir": BeirEvalSet}
+
+
+@dataclass
+class BaselinesConfig:
+    enabled: bool = True  # BM25 and BM25 + dense hybrids next to the dense models, and in the verdict
+    language: str = "english"  # the Snowball stemmer's and the stopword list's language
+    stopwords: Optional[bool] = None  # null: chosen on the dev split (with and without)
+    stemming: Optional[bool] = None  # null: chosen on the dev split
+    fusion_modes: List[str] = field(default_factory=lambda: ["relative_score", "dist_based_score", "reciprocal_rerank"])
+    top_k: List[int] = field(default_factory=lambda: [10, 20, 50])  # each retriever's similarity_top_k, and the fused cut
+    dense_weights: List[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+
+
+@dataclass
+class EvaluateConfig:
+    engine: str = "fast"  # fast | llama_index (VectorStoreIndex + RetrieverEvaluator: hit rate, MRR)
+    llama_index_top_k: int = 10  # similarity_top_k of the llama_index engine
+    batch_size: int = 64
+    bootstrap: int = 10000  # resamples for the paired BCa bootstrap CI and the randomization test
+    hit_rate_at_k: List[int] = field(default_factory=lambda: [1, 5, 10])
+    precision_recall_at_k: List[int] = field(default_factory=lambda: [10])
+    mrr_at_k: List[int] = field(default_factory=lambda: [10])
+    ndcg_at_k: List[int] = field(default_factory=lambda: [10])
+    map_at_k: List[int] = field(default_factory=lambda: [100])
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+
+
+@dataclass
+class MergeConfig:
+    enabled: bool = True  # interpolate base and finetuned weights (WiSE-FT); keep the best on dev
+    alphas: List[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])  # the finetuned model's weight
+
+
+def metric_names(evaluate) -> set[str]:
+    """The metrics the fast engine computes with these `evaluate` cut-offs: {"ndcg@10", ...}."""
+    names = {f"hit_rate@{k}" for k in evaluate.hit_rate_at_k}
+    names |= {f"{m}@{k}" for k in evaluate.precision_recall_at_k for m in ("precision", "recall")}
+    names |= {f"mrr@{k}" for k in evaluate.mrr_at_k} | {f"ndcg@{k}" for k in evaluate.ndcg_at_k}
+    return names | {f"map@{k}" for k in evaluate.map_at_k}
+
+
+def problems(cfg) -> list[str]:
+    """What the types of `eval_set`, `evaluate`, `merge` and `base_model.max_seq_length` cannot say."""
+    from runner.stages.evaluate.seq_length import check as length_problems
+
+    p = _eval_set_problems(cfg) + length_problems(cfg.base_model.get("max_seq_length"))
+    p += _evaluate_problems(cfg.evaluate) + _baseline_problems(cfg.evaluate.baselines)
+    if not all(0 < a < 1 for a in cfg.merge.alphas):
+        p.append(
+            f"merge.alphas={list(cfg.merge.alphas)} must lie strictly between 0 (the base) and 1 (the "
+            "finetuned model), which are always scored"
+        )
+    return p
+
+
+def _eval_set_problems(cfg) -> list[str]:
+    """An eval set file or folder that reads; held_out asks the generate stage's generator for questions,
+    so it is checked against it here, the later of the two stages."""
+    p: list[str] = []
+    es, gen = cfg.eval_set, cfg.qa_generator
+    if es.kind == "file":
+        from runner.data.pairs import qa_file_problems  # llama-index: only when there is a file to read
+
+        p += qa_file_problems(es.path, "eval_set.path")
+    if es.kind == "beir":
+        from runner.data.beir import beir_problems
+
+        p += beir_problems(es.path, es.split, key="eval_set.path")
+    if es.kind == "held_out" and "generators" in gen and es.get("generator") is None:
+        p.append(
+            "eval_set=held_out asks the training generator for held-out questions, and a mixed generator's "
+            "passages differ per kind of query; use eval_set=held_out_ict with it"
+        )
+    if es.kind == "held_out" and "path" in gen and es.get("generator") is None:
+        p.append(
+            "eval_set=held_out generates questions from held-out documents, which qa_generator=file "
+            "cannot do; use eval_set=file eval_set.path=VAL.json with it"
+        )
+    return p
+
+
+def _evaluate_problems(e) -> list[str]:
+    p: list[str] = []
+    for key in ("hit_rate_at_k", "precision_recall_at_k", "mrr_at_k", "ndcg_at_k", "map_at_k"):
+        ks = list(e[key])
+        if not ks or min(ks) < 1:
+            p.append(f"evaluate.{key}={ks} must list positive cut-offs")
+    if e.bootstrap < 1000:
+        p.append(
+            f"evaluate.bootstrap={e.bootstrap} resamples are too few for a 95% interval whose "
+            "ends stay put; use at least 1000 (the default, 10000, costs well under a second)"
+        )
+    if e.engine not in ("fast", "llama_index"):
+        p.append(f"evaluate.engine={e.engine} is not one of fast, llama_index")
+    return p
+
+
+def _baseline_problems(b) -> list[str]:
+    """The keyword and hybrid baselines' grids."""
+    import Stemmer
+
+    from runner.stages.evaluate.baselines import FUSION_MODES
+
+    p: list[str] = []
+    if b.language not in Stemmer.algorithms():
+        p.append(
+            f"evaluate.baselines.language={b.language} has no Snowball stemmer; use one of "
+            f"{', '.join(a for a in Stemmer.algorithms() if a != 'porter')}"
+        )
+    if not b.fusion_modes or any(m not in FUSION_MODES for m in b.fusion_modes):
+        p.append(f"evaluate.baselines.fusion_modes={list(b.fusion_modes)} must list some of {', '.join(FUSION_MODES)}")
+    if not b.top_k or min(b.top_k) < 1:
+        p.append(f"evaluate.baselines.top_k={list(b.top_k)} must list positive k (try [10,20,50])")
+    if not b.dense_weights or not all(0 < w < 1 for w in b.dense_weights):
+        p.append(f"evaluate.baselines.dense_weights={list(b.dense_weights)} must lie strictly between 0 and 1")
+    return p

@@ -1,0 +1,39 @@
+"""The `split` and `dev` schemas (the held-out split and the dev split), and the checks of their knobs.
+
+Kept cheap to import: `python -m runner --cfg job` reads these through `runner.config`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass
+class SplitConfig:
+    val_fraction: float = 0.2  # share of chunks held out for evaluation, as whole documents
+    seed: int = "${seed}"  # type: ignore[assignment]
+
+
+@dataclass
+class DevConfig:
+    # share of the training side held out for the run's choices (BM25, fusion, merge weight): whole
+    # documents of generated pairs, whole groups of pairs sharing a passage for pairs from a file;
+    # 0: no dev split (the choices keep LlamaIndex's defaults, no merging)
+    fraction: float = 0.15
+    path: Optional[str] = None  # a dev file (EmbeddingQAFinetuneDataset JSON) instead; training keeps every pair
+    seed: int = "${seed}"  # type: ignore[assignment]
+
+
+def problems(cfg) -> list[str]:
+    """What the `split` and `dev` types cannot say: fractions in range, and a dev file that reads."""
+    p: list[str] = []
+    if not 0 < cfg.split.val_fraction < 1:
+        p.append(f"split.val_fraction={cfg.split.val_fraction} must be between 0 and 1 (try 0.2)")
+    if not 0 <= cfg.dev.fraction < 1:
+        p.append(f"dev.fraction={cfg.dev.fraction} must be in [0, 1) (0: no dev split; try 0.15)")
+    if cfg.dev.path is not None:
+        from runner.data.pairs import qa_file_problems  # llama-index: only when there is a file to read
+
+        p += qa_file_problems(cfg.dev.path, "dev.path")
+    return p
