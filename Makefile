@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml requirements.lock
 # moves them). torch is written without the local +cpu tag, so the lock installs on a GPU machine too.
 lock: install
 	$(BIN)/python -m pip install --quiet pip-tools
-	$(BIN)/pip-compile --quiet --extra test --strip-extras --no-emit-find-links --no-emit-index-url \
+	$(BIN)/pip-compile --quiet --all-extras --strip-extras --no-emit-find-links --no-emit-index-url \
 		--no-emit-trusted-host --output-file requirements.lock pyproject.toml
 	sed -i 's/^torch==\([0-9.]*\)+[a-z0-9]*/torch==\1/' requirements.lock
 
