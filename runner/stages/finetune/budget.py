@@ -117,19 +117,8 @@ class Clock:
         eval_s = self.eval_s if self.eval_s is not None else (self.eval_s_estimate or 0.0) * step_s
         reserve = self.evals_left * eval_s
         fit = step + int((self.budget_s - elapsed - reserve) // step_s)  # the last step that ends within budget
-        if first:  # does the plan fit, does one epoch?
-            projected = elapsed + (self.planned - step) * step_s + reserve
-            self.record["projected_s"] = round(projected, 1)
-            if fit < min(self.steps_per_epoch, self.planned):
-                epoch_s = self.steps_per_epoch * step_s
-                raise RagtuneError(
-                    f"finetune.time_budget_s={self.budget_s:g} cannot fit one epoch: {seconds(elapsed)} s are spent "
-                    f"(mining, the first {step} steps) and an epoch is {self.steps_per_epoch} steps of "
-                    f"{seconds(step_s)} s = {seconds(epoch_s)} s on this machine. Give finetune.time_budget_s="
-                    f"{math.ceil(elapsed + epoch_s + reserve)} or more, null for no budget, fewer pairs, or a shorter "
-                    "base_model.max_seq_length. Pairs and the base model's evaluation are cached: the rerun starts "
-                    "at training."
-                )
+        if first:
+            self.first_check(step, step_s, elapsed, reserve, fit)
         if step >= state.max_steps:  # the last step: nothing left to fit
             return
         # the pace measured so far moves the end: shorter when the rest no longer fits, back toward the plan
@@ -159,6 +148,22 @@ class Clock:
         self.record["gave_up"] = gave_up
         retarget(scheduler, target, self.warmup_ratio)
         state.max_steps = target
+
+    def first_check(self, step: int, step_s: float, elapsed: float, reserve: float, fit: int) -> None:
+        """Does the plan fit, does one epoch? Records the projected seconds of the plan; stops the run when
+        not even one epoch fits (`fit`: the last step that ends within the budget)."""
+        projected = elapsed + (self.planned - step) * step_s + reserve
+        self.record["projected_s"] = round(projected, 1)
+        if fit < min(self.steps_per_epoch, self.planned):
+            epoch_s = self.steps_per_epoch * step_s
+            raise RagtuneError(
+                f"finetune.time_budget_s={self.budget_s:g} cannot fit one epoch: {seconds(elapsed)} s are spent "
+                f"(mining, the first {step} steps) and an epoch is {self.steps_per_epoch} steps of "
+                f"{seconds(step_s)} s = {seconds(epoch_s)} s on this machine. Give finetune.time_budget_s="
+                f"{math.ceil(elapsed + epoch_s + reserve)} or more, null for no budget, fewer pairs, or a shorter "
+                "base_model.max_seq_length. Pairs and the base model's evaluation are cached: the rerun starts "
+                "at training."
+            )
 
 
 def seconds(value: float) -> str:
