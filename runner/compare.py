@@ -118,55 +118,64 @@ def write_tables(out: Path, columns: list[str], rows: list[list]) -> None:
 
 
 def plot(out: Path, runs: list[dict], metric: str) -> list[Path]:
+    """The objective against each swept parameter, the weight-merging curves (when any run has
+    one) and base vs finetuned per run, as PNGs in `out`; their paths, base vs finetuned last."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    written = []
     name = metric.split("/", 1)[1]
-    for param in swept(runs):
-        xs = [flatten(r["config"]).get(param) for r in runs]
-        ys = [value_of(r, metric) for r in runs]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
-        if not numeric:
-            labels = sorted({str(x) for x in xs})
-            xs = [labels.index(str(x)) for x in xs]
-            ax.set_xticks(range(len(labels)), labels, rotation=20)
-        ax.scatter(xs, ys, label="one run", zorder=3)
-        best = {}  # the best run at each value: what this parameter allows, other things tuned
-        for x, y in zip(xs, ys):
-            if not math.isnan(_num(y)) and y > best.get(x, -math.inf):
-                best[x] = y
-        ax.plot(sorted(best), [best[x] for x in sorted(best)], "--", alpha=0.6, label="best at each value")
-        if numeric and min(xs) > 0 and max(xs) / min(xs) >= 3:
-            ax.set_xscale("log")
-        ax.legend(fontsize=8)
-        ax.set_xlabel(param)
-        ax.set_ylabel(metric)
-        ax.set_title(f"{metric} against {param} ({len(runs)} runs)")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = out / f"objective_vs_{param.replace('/', '_')}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+    written = [_plot_against_param(plt, out, runs, metric, param) for param in swept(runs)]
     ranked = sorted(runs, key=lambda r: -_num(value_of(r, metric)))
+    path = _plot_base_vs_finetuned(plt, out, ranked, name)
+    merge_curve = _plot_merge_curves(plt, out, ranked)
+    if merge_curve:
+        written.append(merge_curve)
+    return [*written, path]
+
+
+def _plot_against_param(plt, out: Path, runs: list[dict], metric: str, param: str) -> Path:
+    xs = [flatten(r["config"]).get(param) for r in runs]
+    ys = [value_of(r, metric) for r in runs]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+    if not numeric:
+        labels = sorted({str(x) for x in xs})
+        xs = [labels.index(str(x)) for x in xs]
+        ax.set_xticks(range(len(labels)), labels, rotation=20)
+    ax.scatter(xs, ys, label="one run", zorder=3)
+    best = _best_at_each_value(xs, ys)
+    ax.plot(sorted(best), [best[x] for x in sorted(best)], "--", alpha=0.6, label="best at each value")
+    if numeric and min(xs) > 0 and max(xs) / min(xs) >= 3:
+        ax.set_xscale("log")
+    ax.legend(fontsize=8)
+    ax.set_xlabel(param)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} against {param} ({len(runs)} runs)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out / f"objective_vs_{param.replace('/', '_')}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _best_at_each_value(xs: list, ys: list) -> dict:
+    """The best run at each value: what this parameter allows, other things tuned."""
+    best = {}
+    for x, y in zip(xs, ys):
+        if not math.isnan(_num(y)) and y > best.get(x, -math.inf):
+            best[x] = y
+    return best
+
+
+def _plot_base_vs_finetuned(plt, out: Path, ranked: list[dict], name: str) -> Path:
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(ranked) + 2), 4.5))
     pos = range(len(ranked))
     base = [r["metrics"]["base"].get(name, math.nan) for r in ranked]
     tuned = [r["metrics"].get("finetuned", {}).get(name, math.nan) for r in ranked]
-    err = [
-        [
-            t - r["metrics"].get("delta_ci95", {}).get(name, [0, 0])[0] - b if not math.isnan(t) else 0
-            for r, b, t in zip(ranked, base, tuned)
-        ],
-        [
-            r["metrics"].get("delta_ci95", {}).get(name, [0, 0])[1] + b - t if not math.isnan(t) else 0
-            for r, b, t in zip(ranked, base, tuned)
-        ],
-    ]
+    err = _gain_error_bars(ranked, base, tuned, name)
     ax.bar([p - 0.2 for p in pos], base, width=0.4, label="base")
     ax.bar([p + 0.2 for p in pos], tuned, width=0.4, label="finetuned (error bar: 95% CI of the gain)", yerr=err, capsize=3)
     ax.set_xticks(list(pos), [run_label(r)[:28] for r in ranked], rotation=30, ha="right", fontsize=8)
@@ -180,24 +189,45 @@ def plot(out: Path, runs: list[dict], metric: str) -> list[Path]:
     path = out / "base_vs_finetuned.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    curves = [(run_label(r), r["choices"]["merge"]) for r in ranked if r.get("choices", {}).get("merge", {}).get("curve")]
-    if curves:  # WiSE-FT: the dev score along the line from the base (0) to the finetuned model (1)
-        from runner.stages.evaluate.merge import curve_arrays
+    return path
 
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for label, record in curves[:12]:
-            xs, ys = curve_arrays(record)
-            ax.plot(xs, ys, marker="o", label=label + (f" (kept {record['chosen_alpha']:g})" if record.get("kept") else ""))
-        ax.set_xlabel("alpha: the finetuned model's share of the weights")
-        ax.set_ylabel(f"{curves[0][1]['metric']} on the dev split")
-        ax.set_title("weight merging, per run")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        written.append(out / "merge_curve.png")
-        fig.savefig(written[-1], dpi=100)
-        plt.close(fig)
-    return [*written, path]
+
+def _gain_error_bars(ranked: list[dict], base: list[float], tuned: list[float], name: str) -> list[list[float]]:
+    """Error bars on the finetuned bars: below and above, the 95% CI of the gain over the base."""
+    return [
+        [
+            t - r["metrics"].get("delta_ci95", {}).get(name, [0, 0])[0] - b if not math.isnan(t) else 0
+            for r, b, t in zip(ranked, base, tuned)
+        ],
+        [
+            r["metrics"].get("delta_ci95", {}).get(name, [0, 0])[1] + b - t if not math.isnan(t) else 0
+            for r, b, t in zip(ranked, base, tuned)
+        ],
+    ]
+
+
+def _plot_merge_curves(plt, out: Path, ranked: list[dict]) -> Path | None:
+    """WiSE-FT: the dev score along the line from the base (0) to the finetuned model (1), per
+    run (at most 12); None when no run has a curve."""
+    curves = [(run_label(r), r["choices"]["merge"]) for r in ranked if r.get("choices", {}).get("merge", {}).get("curve")]
+    if not curves:
+        return None
+    from runner.stages.evaluate.merge import curve_arrays
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, record in curves[:12]:
+        xs, ys = curve_arrays(record)
+        ax.plot(xs, ys, marker="o", label=label + (f" (kept {record['chosen_alpha']:g})" if record.get("kept") else ""))
+    ax.set_xlabel("alpha: the finetuned model's share of the weights")
+    ax.set_ylabel(f"{curves[0][1]['metric']} on the dev split")
+    ax.set_title("weight merging, per run")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "merge_curve.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def compare(paths: list[Path], metric: str | None = None, out: Path | None = None) -> str:

@@ -67,19 +67,7 @@ def choose_merge(
     best = max(models, key=lambda a: (curve[a], a), default=None)  # a tie goes to more of the finetuned model
     ci = paired_bootstrap_ci(scores[1.0], scores[best], n_resamples, seed) if best is not None else (0.0, 0.0)
     keep = best is not None and ci[0] > 0
-    if best is None:
-        reason = "no merge.alphas between 0 and 1"
-    elif keep:
-        reason = (
-            f"alpha {best:g} scores {curve[best]:.4f} on dev, clearly above the finetuned model's "
-            f"{curve[1.0]:.4f} ({curve[best] - curve[1.0]:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}])"
-        )
-    else:
-        reason = (
-            f"the best merge, alpha {best:g}, scores {curve[best]:.4f} on dev against the finetuned model's "
-            f"{curve[1.0]:.4f} ({curve[best] - curve[1.0]:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]): not clearly "
-            "better, the finetuned model stays"
-        )
+    reason = _reason(best, keep, curve, ci)
     record = {
         "metric": metric,
         "curve": {f"{a:g}": round(v, 5) for a, v in sorted(curve.items())},
@@ -91,6 +79,22 @@ def choose_merge(
         "seconds": round(time.perf_counter() - start, 3),
     }
     return (models[best] if keep else None), record, rankings[best if keep else 1.0]
+
+
+def _reason(best: float | None, keep: bool, curve: dict[float, float], ci: tuple[float, float]) -> str:
+    """Why the run keeps the merge at `best`, or the finetuned model, in a sentence."""
+    if best is None:
+        return "no merge.alphas between 0 and 1"
+    if keep:
+        return (
+            f"alpha {best:g} scores {curve[best]:.4f} on dev, clearly above the finetuned model's "
+            f"{curve[1.0]:.4f} ({curve[best] - curve[1.0]:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}])"
+        )
+    return (
+        f"the best merge, alpha {best:g}, scores {curve[best]:.4f} on dev against the finetuned model's "
+        f"{curve[1.0]:.4f} ({curve[best] - curve[1.0]:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]): not clearly "
+        "better, the finetuned model stays"
+    )
 
 
 def curve_arrays(record: dict) -> tuple[np.ndarray, np.ndarray]:

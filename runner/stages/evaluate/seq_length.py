@@ -74,20 +74,34 @@ def choose_max_seq_length(
 ) -> tuple[dict, object]:
     """(the record of the choice, the base model's dev ranking (top k) at the winner, or None when
     nothing was encoded); `model.max_seq_length` is left at the winner."""
-    from runner.stages.evaluate.scoring import dev_scores
-    from runner.infra.metrics import paired_bootstrap_ci
-
     start = time.perf_counter()
     own = int(model.max_seq_length)
     lengths = word_pieces(model, passages)
+    limit = position_limit(model)
+    cands = candidates(own, limit, lengths)
+    record = _record(metric, own, lengths, limit, cands)
+    if len(cands) == 1 or dev is None:
+        record.update(chosen=own, dev=None, seconds=round(time.perf_counter() - start, 3), reason=_kept_own_reason(own, cands))
+        return record, None
+    rankings, scores = _dev_at_each_length(model, model_id, dev, cands, own, metric, k, batch_size, precision)
+    _score_candidates(record["candidates"], scores, own, n_resamples, seed)
+    chosen, reason = _pick(record["candidates"], own)
+    model.max_seq_length = chosen
+    record.update(
+        chosen=chosen, dev=round(float(scores[chosen].mean()), 5), seconds=round(time.perf_counter() - start, 3), reason=reason
+    )
+    return record, rankings[chosen]
+
+
+def _record(metric: str, own: int, lengths: np.ndarray, limit: int, cands: list[int]) -> dict:
+    """The record before any dev scoring: the passages' lengths and each candidate's share of them cut."""
     lengths_of = {
         "passages": len(lengths),
         "p50": int(np.median(lengths)) if len(lengths) else 0,
         "p95": int(np.quantile(lengths, COVER)) if len(lengths) else 0,
+        "limit": limit,
     }
-    lengths_of["limit"] = limit = position_limit(model)
-    cands = candidates(own, limit, lengths)
-    record = {
+    return {
         "metric": metric,
         "own": own,
         "passage_lengths": lengths_of,
@@ -95,18 +109,21 @@ def choose_max_seq_length(
             {"max_seq_length": n, "passages_cut": round(float((lengths > n).mean()), 4) if len(lengths) else 0.0} for n in cands
         ],
     }
-    if len(cands) == 1 or dev is None:
-        record.update(
-            chosen=own,
-            dev=None,
-            seconds=round(time.perf_counter() - start, 3),
-            reason=(
-                f"the model's own {own}: it holds {100 * COVER:.0f}% of the training passages"
-                if len(cands) == 1
-                else f"the model's own {own}: no dev split to choose on"
-            ),
-        )
-        return record, None
+
+
+def _kept_own_reason(own: int, cands: list[int]) -> str:
+    if len(cands) == 1:
+        return f"the model's own {own}: it holds {100 * COVER:.0f}% of the training passages"
+    return f"the model's own {own}: no dev split to choose on"
+
+
+def _dev_at_each_length(
+    model, model_id: str, dev, cands: list[int], own: int, metric: str, k: int, batch_size: int, precision: str
+):
+    """({length: the base model's dev ranking}, {length: per-query dev scores}); the model's
+    length is put back to `own` afterwards."""
+    from runner.stages.evaluate.scoring import dev_scores
+
     scores, rankings = {}, {}
     try:
         for n in cands:
@@ -114,27 +131,35 @@ def choose_max_seq_length(
             rankings[n], scores[n] = dev_scores(model, f"{model_id}@{n}", dev, metric, k, batch_size, precision)
     finally:
         model.max_seq_length = own
-    for c in record["candidates"]:
+    return rankings, scores
+
+
+def _score_candidates(cands: list[dict], scores: dict, own: int, n_resamples: int, seed: int) -> None:
+    """Adds each candidate's mean dev score and, but for the model's own, the paired 95% interval
+    of its difference from the own length's."""
+    from runner.infra.metrics import paired_bootstrap_ci
+
+    for c in cands:
         c["dev"] = round(float(scores[c["max_seq_length"]].mean()), 5)
         if c["max_seq_length"] != own:
             low, high = paired_bootstrap_ci(scores[own], scores[c["max_seq_length"]], n_resamples, seed)
             c["ci95_vs_own"] = [round(low, 5), round(high, 5)]
-    clearly = [c for c in record["candidates"] if c.get("ci95_vs_own", [0])[0] > 0]
+
+
+def _pick(cands: list[dict], own: int) -> tuple[int, str]:
+    """(the winner, why): the best of the candidates clearly above the model's own (a tie goes to
+    the shorter), else the model's own."""
+    clearly = [c for c in cands if c.get("ci95_vs_own", [0])[0] > 0]
     best = max(clearly, key=lambda c: (c["dev"], -c["max_seq_length"]), default=None)
-    chosen = best["max_seq_length"] if best else own
-    own_dev = record["candidates"][0]["dev"]
+    own_dev = cands[0]["dev"]
     if best:
+        chosen = best["max_seq_length"]
         reason = (
             f"{chosen} scores {best['dev']:.4f} on dev, clearly above the model's own {own} ({own_dev:.4f}; "
             f"{best['dev'] - own_dev:+.4f} [{best['ci95_vs_own'][0]:+.4f}, {best['ci95_vs_own'][1]:+.4f}])"
         )
-    else:
-        reason = f"the model's own {own} ({own_dev:.4f} on dev); no longer window is clearly better: " + "; ".join(
-            f"{c['max_seq_length']} {c['dev']:.4f} [{c['ci95_vs_own'][0]:+.4f}, {c['ci95_vs_own'][1]:+.4f}]"
-            for c in record["candidates"][1:]
-        )
-    model.max_seq_length = chosen
-    record.update(
-        chosen=chosen, dev=round(float(scores[chosen].mean()), 5), seconds=round(time.perf_counter() - start, 3), reason=reason
+        return chosen, reason
+    reason = f"the model's own {own} ({own_dev:.4f} on dev); no longer window is clearly better: " + "; ".join(
+        f"{c['max_seq_length']} {c['dev']:.4f} [{c['ci95_vs_own'][0]:+.4f}, {c['ci95_vs_own'][1]:+.4f}]" for c in cands[1:]
     )
-    return record, rankings[chosen]
+    return own, reason

@@ -6,8 +6,10 @@ with `hydra.utils.instantiate(cfg.qa_generator)` (a partial) and called by the r
 
 from __future__ import annotations
 
+import math
 import random
 import re
+from collections import Counter
 from collections.abc import Mapping
 
 from llama_index.core.node_parser.text.utils import split_by_sentence_tokenizer
@@ -163,9 +165,6 @@ def keyword_pairs(
     is the whole chunk. Chunks with fewer than `min_keywords` candidate words give no query. The
     random state is seeded by (seed, node id), as in `ict_pairs`.
     """
-    import math
-    from collections import Counter
-
     from llama_index.core.utils import globals_helper
 
     stop = set(globals_helper.stopwords)
@@ -180,27 +179,14 @@ def keyword_pairs(
     corpus: dict[str, str] = {}
     relevant: dict[str, list[str]] = {}
     for node in ordered:
-        tf = Counter(words[node.node_id])
-        if len(tf) < min_keywords:
+        if len(set(words[node.node_id])) < min_keywords:
             continue
-        first = {}
-        for i, w in enumerate(words[node.node_id]):
-            first.setdefault(w, i)
-        score = {w: (1 + math.log(c)) * idf[w] for w, c in tf.items()}
-        best = sorted(tf, key=lambda w: (-score[w], first[w]))[:pool]
+        best, score, first = _best_words(words[node.node_id], idf, pool)
         rng = random.Random(f"{seed}:{node.node_id}")
         seen: set[str] = set()
         for j in range(num_questions_per_chunk):
             k = rng.randint(min_keywords, min(max_keywords, len(best)))
-            weights = [score[w] for w in best]
-            picked: list[str] = []
-            candidates = list(best)
-            while len(picked) < k:  # weighted draw without replacement
-                w = rng.choices(candidates, weights=weights)[0]
-                i = candidates.index(w)
-                candidates.pop(i), weights.pop(i)
-                picked.append(w)
-            query = " ".join(sorted(picked, key=first.__getitem__))
+            query = " ".join(sorted(_weighted_draw(rng, best, score, k), key=first.__getitem__))
             if query in seen:
                 continue
             seen.add(query)
@@ -208,3 +194,27 @@ def keyword_pairs(
             queries[qid], relevant[qid] = query, [node.node_id]
             corpus[node.node_id] = node.get_content()
     return EmbeddingQAFinetuneDataset(queries=queries, corpus=corpus, relevant_docs=relevant)
+
+
+def _best_words(words: list[str], idf: dict[str, float], pool: int) -> tuple[list[str], dict[str, float], dict[str, int]]:
+    """(the `pool` best of a chunk's words by TF-IDF, ties to the first to appear; each word's
+    score; each word's first position)."""
+    tf = Counter(words)
+    first = {}
+    for i, w in enumerate(words):
+        first.setdefault(w, i)
+    score = {w: (1 + math.log(c)) * idf[w] for w, c in tf.items()}
+    return sorted(tf, key=lambda w: (-score[w], first[w]))[:pool], score, first
+
+
+def _weighted_draw(rng: random.Random, best: list[str], score: dict[str, float], k: int) -> list[str]:
+    """`k` of `best`, drawn without replacement, each draw weighted by score."""
+    weights = [score[w] for w in best]
+    picked: list[str] = []
+    candidates = list(best)
+    while len(picked) < k:
+        w = rng.choices(candidates, weights=weights)[0]
+        i = candidates.index(w)
+        candidates.pop(i), weights.pop(i)
+        picked.append(w)
+    return picked

@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from llama_index.core.schema import TextNode
@@ -106,6 +107,110 @@ def endpoint_of(llm) -> str:
     return type(llm).__name__
 
 
+async def _ask(llm, query: str) -> str:
+    """A chat model gets the prompt as a user message (a local instruct model then goes through
+    its tokenizer's chat template); a completion model gets it as is."""
+    if llm.metadata.is_chat_model:
+        from llama_index.core.llms import ChatMessage
+
+        return (await llm.achat([ChatMessage(role="user", content=query)])).message.content or ""
+    return (await llm.acomplete(query)).text
+
+
+@dataclass
+class _ChunkAsker:
+    """Asks the LLM for one chunk's questions: from the answer store when it has them, else with
+    retries and backoff; counts the chunks that failed and those reused from earlier runs."""
+
+    llm: object
+    template: str
+    num_questions: int
+    retries: int
+    backoff_s: float
+    store: Path | None
+    bar: tqdm
+    failed: int = 0
+    reused: int = 0
+
+    def query(self, node: TextNode) -> str:
+        return self.template.format(context_str=node.get_content(), num_questions_per_chunk=self.num_questions)
+
+    def stored_answer_path(self, query: str) -> Path | None:
+        # the raw answer is stored, keyed by the exact prompt; cleaning runs on every read, so a
+        # change to the cleaning (or to num_questions_per_chunk) never serves stale questions
+        return self.store / f"{hashlib.sha256(query.encode()).hexdigest()[:32]}.json" if self.store else None
+
+    def reuse(self, path: Path | None) -> list[str] | None:
+        """The questions of an answer stored by an earlier run, if any (counted as reused)."""
+        if not (path and path.is_file()):
+            return None
+        questions = clean_questions(json.loads(path.read_text()).get("answer", ""), self.num_questions)
+        if not questions:
+            return None
+        self.reused += 1
+        self.bar.update()
+        return questions
+
+    async def one(self, node: TextNode, sem: asyncio.Semaphore) -> tuple[str, list[str] | None]:
+        query = self.query(node)
+        path = self.stored_answer_path(query)
+        questions = self.reuse(path)
+        if questions:
+            return node.node_id, questions
+        async with sem:
+            for attempt in range(self.retries + 1):
+                try:
+                    return node.node_id, await self.try_once(query, path)
+                except Exception as err:  # noqa: BLE001 - any failure of one chunk: retry, then skip
+                    if attempt == self.retries:
+                        self.give_up(node, err)
+                        return node.node_id, None
+                    await self.wait_to_retry(node, attempt, err)
+        return node.node_id, None
+
+    async def try_once(self, query: str, path: Path | None) -> list[str]:
+        answer = await _ask(self.llm, query)
+        questions = clean_questions(answer, self.num_questions)
+        if not questions:
+            raise ValueError(f"no question in the answer: {answer[:80]!r}")
+        if path:
+            write_json_atomic({"answer": answer}, path)
+        self.bar.update()
+        return questions
+
+    def give_up(self, node: TextNode, err: Exception) -> None:
+        log.warning("LLM failed on chunk %s after %d tries: %s", node.node_id, self.retries + 1, first_line(err))
+        self.failed += 1
+        self.bar.update()
+
+    async def wait_to_retry(self, node: TextNode, attempt: int, err: Exception) -> None:
+        log.info(
+            "LLM try %d on chunk %s failed (%s); retrying in %.1fs",
+            attempt + 1,
+            node.node_id,
+            first_line(err, 200),
+            self.backoff_s * 2**attempt,
+        )
+        await asyncio.sleep(self.backoff_s * 2**attempt)
+
+
+async def _ask_all(chosen: list[TextNode], max_concurrency: int, asker: _ChunkAsker) -> list:
+    sem = asyncio.Semaphore(max_concurrency)
+    return await asyncio.gather(*(asker.one(n, sem) for n in chosen))
+
+
+def _dataset(chosen: list[TextNode], results: list) -> EmbeddingQAFinetuneDataset:
+    """Each chunk's questions, in the order of `results`: `<node id>/q<j>` -> question."""
+    texts = {n.node_id: n.get_content() for n in chosen}
+    queries, corpus, relevant = {}, {}, {}
+    for node_id, questions in results:
+        for j, q in enumerate(questions or []):
+            qid = f"{node_id}/q{j}"
+            queries[qid], relevant[qid] = q, [node_id]
+            corpus[node_id] = texts[node_id]
+    return EmbeddingQAFinetuneDataset(queries=queries, corpus=corpus, relevant_docs=relevant)
+
+
 def llm_pairs(
     nodes: list[TextNode],
     *,
@@ -124,80 +229,22 @@ def llm_pairs(
     template = _prompt_template(prompt)
     chosen = sorted(nodes, key=lambda n: n.node_id)[:max_chunks]
     store = answer_store(cache_dir, llm) if cache_dir else None
-    stats = {"failed": 0, "reused": 0}
-
-    async def ask(query: str) -> str:
-        """A chat model gets the prompt as a user message (a local instruct model then goes through
-        its tokenizer's chat template); a completion model gets it as is."""
-        if llm.metadata.is_chat_model:
-            from llama_index.core.llms import ChatMessage
-
-            return (await llm.achat([ChatMessage(role="user", content=query)])).message.content or ""
-        return (await llm.acomplete(query)).text
-
-    async def one(node: TextNode, sem: asyncio.Semaphore, bar) -> tuple[str, list[str] | None]:
-        query = template.format(context_str=node.get_content(), num_questions_per_chunk=num_questions_per_chunk)
-        # the raw answer is stored, keyed by the exact prompt; cleaning runs on every read, so a
-        # change to the cleaning (or to num_questions_per_chunk) never serves stale questions
-        path = store / f"{hashlib.sha256(query.encode()).hexdigest()[:32]}.json" if store else None
-        if path and path.is_file():
-            questions = clean_questions(json.loads(path.read_text()).get("answer", ""), num_questions_per_chunk)
-            if questions:
-                stats["reused"] += 1
-                bar.update()
-                return node.node_id, questions
-        async with sem:
-            for attempt in range(retries + 1):
-                try:
-                    answer = await ask(query)
-                    questions = clean_questions(answer, num_questions_per_chunk)
-                    if not questions:
-                        raise ValueError(f"no question in the answer: {answer[:80]!r}")
-                    if path:
-                        write_json_atomic({"answer": answer}, path)
-                    bar.update()
-                    return node.node_id, questions
-                except Exception as err:  # noqa: BLE001 - any failure of one chunk: retry, then skip
-                    if attempt == retries:
-                        log.warning("LLM failed on chunk %s after %d tries: %s", node.node_id, retries + 1, first_line(err))
-                        stats["failed"] += 1
-                        bar.update()
-                        return node.node_id, None
-                    log.info(
-                        "LLM try %d on chunk %s failed (%s); retrying in %.1fs",
-                        attempt + 1,
-                        node.node_id,
-                        first_line(err, 200),
-                        backoff_s * 2**attempt,
-                    )
-                    await asyncio.sleep(backoff_s * 2**attempt)
-        return node.node_id, None
-
-    async def all_chunks():
-        sem = asyncio.Semaphore(max_concurrency)
-        with tqdm(total=len(chosen), desc="LLM questions", unit="chunk") as bar:
-            return await asyncio.gather(*(one(n, sem, bar) for n in chosen))
-
-    results = asyncio.run(all_chunks())
-    if chosen and stats["failed"] == len(chosen):
+    with tqdm(total=len(chosen), desc="LLM questions", unit="chunk") as bar:
+        asker = _ChunkAsker(llm, template, num_questions_per_chunk, retries, backoff_s, store, bar)
+        results = asyncio.run(_ask_all(chosen, max_concurrency, asker))
+    if chosen and asker.failed == len(chosen):
         raise RagtuneError(
             f"the LLM ({endpoint_of(llm)}) failed on all {len(chosen)} chunks, each tried {retries + 1} "
             "times; check that the server is up and the model name is right (see the warnings above)."
         )
-    texts = {n.node_id: n.get_content() for n in chosen}
-    queries, corpus, relevant = {}, {}, {}
-    for node_id, questions in results:
-        for j, q in enumerate(questions or []):
-            qid = f"{node_id}/q{j}"
-            queries[qid], relevant[qid] = q, [node_id]
-            corpus[node_id] = texts[node_id]
+    dataset = _dataset(chosen, results)
     log.info(
         "LLM questions: %d chunks, %d questions, %d chunks failed, %d reused from earlier runs",
         len(chosen),
-        len(queries),
-        stats["failed"],
-        stats["reused"],
+        len(dataset.queries),
+        asker.failed,
+        asker.reused,
     )
     if report is not None:
-        report.update(chunks=len(chosen), failed_chunks=stats["failed"], reused_chunks=stats["reused"], questions=len(queries))
-    return EmbeddingQAFinetuneDataset(queries=queries, corpus=corpus, relevant_docs=relevant)
+        report.update(chunks=len(chosen), failed_chunks=asker.failed, reused_chunks=asker.reused, questions=len(dataset.queries))
+    return dataset

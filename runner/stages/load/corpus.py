@@ -100,7 +100,6 @@ def load_directory(
     html, docx, ...), id = the file's path relative to `path` (`#<n>` per page when a reader splits
     a file). Files that fail to parse, are not UTF-8, or read as binary are skipped with a warning.
     """
-    from llama_index.core import SimpleDirectoryReader
     from llama_index.readers.file import HTMLTagReader
 
     # without llama-index-readers-file, PDFs would be read as raw bytes; HTML: the body's text
@@ -108,6 +107,28 @@ def load_directory(
 
     _limit(max_documents)
     root = Path(path)
+    files = _files_below(root, path, required_exts, recursive)
+    documents: list[Document] = []
+    skipped: dict[str, str] = {}
+    for f in files:
+        rel = str(f.relative_to(root))
+        read, reason = _read_file(f, rel, extractors)
+        documents += read
+        if reason:
+            skipped[rel] = reason
+            log.warning("corpus: skipped %s: %s", rel, skipped[rel])
+    if not documents:
+        raise RagtuneError(
+            f"corpus.path={path}: none of its {len(files)} file(s) could be read "
+            f"({'; '.join(f'{k}: {v}' for k, v in list(skipped.items())[:3])}); "
+            "give text, markdown, PDF or HTML files."
+        )
+    return LoadedCorpus(documents[:max_documents], skipped)
+
+
+def _files_below(root: Path, path: str, required_exts: list[str] | None, recursive: bool) -> list[Path]:
+    """The files to read, sorted: below `root` (or in it only), not hidden, with one of
+    `required_exts` when given; an error when there is none."""
     if not root.is_dir():
         raise RagtuneError(
             f"corpus.path={path} is not a directory; give the folder that holds your documents (txt, md, pdf, html, ...)."
@@ -126,37 +147,31 @@ def load_directory(
             f"corpus.path={path} holds no file{' with extension ' + ', '.join(sorted(exts)) if exts else ''}; "
             "point corpus.path at your documents or change corpus.required_exts."
         )
-    documents: list[Document] = []
-    skipped: dict[str, str] = {}
-    for f in files:
-        rel = str(f.relative_to(root))
-        try:
-            parts = SimpleDirectoryReader(
-                input_files=[str(f)], errors="strict", raise_on_error=True, file_extractor=extractors
-            ).load_data()
-        except UnicodeDecodeError:
-            skipped[rel] = "not UTF-8 text"
-        except Exception as err:  # noqa: BLE001 - a reader's failure is the file's problem, not the run's
-            skipped[rel] = f"could not be parsed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
-        else:
-            texts = [p.text.strip() for p in parts]
-            if any(_looks_binary(t) for t in texts):
-                skipped[rel] = "reads as binary data, not text"
-            elif not any(texts):
-                skipped[rel] = "holds no text"
-            for i, text in enumerate(texts):
-                if text and rel not in skipped:
-                    doc_id = rel if len(parts) == 1 else f"{rel}#{i:03d}"
-                    documents.append(_document(text, doc_id, {"file": rel}, _heading(text)))
-        if rel in skipped:
-            log.warning("corpus: skipped %s: %s", rel, skipped[rel])
-    if not documents:
-        raise RagtuneError(
-            f"corpus.path={path}: none of its {len(files)} file(s) could be read "
-            f"({'; '.join(f'{k}: {v}' for k, v in list(skipped.items())[:3])}); "
-            "give text, markdown, PDF or HTML files."
-        )
-    return LoadedCorpus(documents[:max_documents], skipped)
+    return files
+
+
+def _read_file(f: Path, rel: str, extractors: dict) -> tuple[list[Document], str | None]:
+    """(the file's documents, None), or ([], why it is skipped)."""
+    from llama_index.core import SimpleDirectoryReader
+
+    try:
+        parts = SimpleDirectoryReader(
+            input_files=[str(f)], errors="strict", raise_on_error=True, file_extractor=extractors
+        ).load_data()
+    except UnicodeDecodeError:
+        return [], "not UTF-8 text"
+    except Exception as err:  # noqa: BLE001 - a reader's failure is the file's problem, not the run's
+        return [], f"could not be parsed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    texts = [p.text.strip() for p in parts]
+    if any(_looks_binary(t) for t in texts):
+        return [], "reads as binary data, not text"
+    if not any(texts):
+        return [], "holds no text"
+    return [
+        _document(text, rel if len(parts) == 1 else f"{rel}#{i:03d}", {"file": rel}, _heading(text))
+        for i, text in enumerate(texts)
+        if text
+    ], None
 
 
 def load_beir_corpus(path: str, max_documents: int | None = None) -> LoadedCorpus:
