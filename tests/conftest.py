@@ -54,6 +54,16 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
     )
 
 
+def finetune_settings(tmp_path: Path, *overrides: str, **values) -> dict:
+    """The keyword arguments the runner gives `train_sentence_transformers` (the composed `finetune` config,
+    schema defaults and all), on the CPU, with `values` on top: tests call the trainer as the runner does."""
+    from omegaconf import OmegaConf
+
+    cfg = compose(["device=cpu", *overrides], tmp_path / "settings")
+    settings = OmegaConf.to_container(cfg.finetune, resolve=True)
+    return {k: v for k, v in settings.items() if not k.startswith("_")} | values
+
+
 def fast(tiny_model: Path, *more: str) -> list[str]:
     """Overrides for a debug=fast run on the fixture's tiny model, logging offline (or not at all)."""
     logger = [] if "logger=none" in more else ["logger.mode=offline"]

@@ -12,7 +12,7 @@ import pytest
 
 from runner.stages.finetune import budget
 from runner.infra.errors import RagtuneError
-from conftest import fast, run_cli
+from conftest import fast, finetune_settings, run_cli
 
 
 def linear_scheduler(total: int, warmup: int):
@@ -213,17 +213,15 @@ def test_with_negatives_planned_a_probe_times_plain_steps_on_a_copy_and_mining_f
     budget.probe_step_seconds = spy
     try:
         report = {}
-        train_sentence_transformers(
-            model,
-            pairs,
+        settings = finetune_settings(
             tmp_path,
             batch_size=4,
             epochs=1,
             precision="fp32",
             hard_negatives={"num": 1, "relative_margin": 0.0, "range_max": 10},
             time_budget_s=3600,
-            report=report,
         )
+        train_sentence_transformers(model, pairs, tmp_path, **settings, report=report)
     finally:
         budget.probe_step_seconds = original
     record = report["time_budget"]

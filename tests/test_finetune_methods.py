@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from conftest import compose, fast
+from conftest import compose, fast, finetune_settings
 from runner.infra.errors import RagtuneError
 from runner.pipeline import run
 
@@ -108,7 +108,8 @@ def test_group_by_length_auto_groups_only_where_it_pays(varied, expected, tiny_m
     )
     model = SentenceTransformer(str(tiny_model), device="cpu")
     with caplog.at_level(logging.INFO, logger="ragtune"):
-        train_sentence_transformers(model, pairs, tmp_path, batch_size=8, max_steps=1, precision="fp32")
+        settings = finetune_settings(tmp_path, batch_size=8, max_steps=1, precision="fp32")
+        train_sentence_transformers(model, pairs, tmp_path, **settings)
     assert f"finetune: {expected}" in caplog.text
 
 
@@ -238,3 +239,4 @@ def test_the_llama_index_engine_evaluates_an_adapter_like_the_fast_path(tiny_mod
     f = json.loads((fast_out / "results.json").read_text())["metrics"]["finetuned"]
     li = json.loads((li_out / "results.json").read_text())["metrics"]["finetuned"]
     assert li["mrr@10"] == pytest.approx(f["mrr@10"], abs=1e-6) and li["hit_rate@10"] == pytest.approx(f["hit_rate@10"])
+
