@@ -9,6 +9,7 @@ import logging
 import pytest
 
 from conftest import compose, fast, finetune_settings
+from runner.checks import config_problems
 from runner.infra.errors import RagtuneError
 from runner.pipeline import run
 
@@ -240,3 +241,28 @@ def test_the_llama_index_engine_evaluates_an_adapter_like_the_fast_path(tiny_mod
     li = json.loads((li_out / "results.json").read_text())["metrics"]["finetuned"]
     assert li["mrr@10"] == pytest.approx(f["mrr@10"], abs=1e-6) and li["hit_rate@10"] == pytest.approx(f["hit_rate@10"])
 
+
+def test_max_grad_norm_clips_the_updates(tiny_model, tmp_path):
+    """finetune.max_grad_norm reaches the trainer: a clip near 0 leaves the weights almost where they were."""
+    from sentence_transformers import SentenceTransformer
+
+    from runner.data.pairs import EmbeddingQAFinetuneDataset
+    from runner.stages.finetune.trainer import train_sentence_transformers
+
+    pairs = EmbeddingQAFinetuneDataset(
+        queries={f"q{i}": f"query about topic {i}" for i in range(16)},
+        corpus={f"d{i}": f"a passage on topic {i} with words {i * 7}" for i in range(16)},
+        relevant_docs={f"q{i}": [f"d{i}"] for i in range(16)},
+    )
+    moved = {}
+    for clip in (1.0, 1e-6):
+        model = SentenceTransformer(str(tiny_model), device="cpu")
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        settings = finetune_settings(tmp_path, batch_size=8, max_steps=2, precision="fp32", learning_rate=1e-3)
+        settings["max_grad_norm"] = clip
+        train_sentence_transformers(model, pairs, tmp_path / str(clip), **settings)
+        moved[clip] = sum(float((v - before[k]).abs().sum()) for k, v in model.state_dict().items() if v.is_floating_point())
+    assert moved[1.0] > 0 and moved[1e-6] < moved[1.0] / 10, moved
+    assert config_problems(compose(["finetune.max_grad_norm=-1"], tmp_path / "bad")) == [
+        "finetune.max_grad_norm=-1.0 must be 0 (no clipping) or more (try 1.0)"
+    ]

@@ -54,6 +54,7 @@ class SentenceTransformersFinetune:
     group_by_length: Optional[bool] = None  # batch passages of similar length; null: only where it pays (README)
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
+    max_grad_norm: float = 1.0  # clip the gradient's norm to this (transformers' default); 0: no clipping
     # seconds for the finetune stage; auto: 900 on a CPU, 3600 on a GPU; null: no budget. Over budget, mined
     # negatives go first, then epochs (runner/stages/finetune/budget.py); a budget that cannot fit one epoch stops the run
     time_budget_s: Any = "auto"
@@ -144,6 +145,8 @@ def _resource_problems(ft) -> list[str]:
     p: list[str] = []
     if "weight_decay" in ft and ft.weight_decay < 0:
         p.append(f"finetune.weight_decay={ft.weight_decay} must be 0 or more")
+    if "max_grad_norm" in ft and not ft.max_grad_norm >= 0:
+        p.append(f"finetune.max_grad_norm={ft.max_grad_norm} must be 0 (no clipping) or more (try 1.0)")
     if "time_budget_s" in ft:
         from runner.stages.finetune.budget import check
 

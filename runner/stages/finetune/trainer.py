@@ -241,6 +241,7 @@ def train_sentence_transformers(
     group_by_length: bool | None,
     warmup_ratio: float,
     weight_decay: float,
+    max_grad_norm: float,
     time_budget_s: float | str | None,
     best_epoch: bool | None,
     dataloader_num_workers: int,
@@ -293,6 +294,7 @@ def train_sentence_transformers(
             learning_rate=learning_rate,
             warmup_ratio=warmup_ratio,
             weight_decay=weight_decay,
+            max_grad_norm=max_grad_norm,
             seed=seed,
             precision=precision,
             device=device,
@@ -566,6 +568,7 @@ def training_args(
     learning_rate,
     warmup_ratio,
     weight_decay,
+    max_grad_norm,
     seed,
     precision,
     device,
@@ -585,6 +588,7 @@ def training_args(
         learning_rate=learning_rate,
         warmup_steps=warmup_ratio,  # transformers 5: a float below 1 is a ratio of all steps
         weight_decay=weight_decay,
+        max_grad_norm=max_grad_norm,  # gradient clipping
         seed=seed,
         data_seed=seed,
         batch_sampler=BatchSamplers.NO_DUPLICATES,  # group_by_length: set by batch_sampler(), once the rows are final
