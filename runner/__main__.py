@@ -55,6 +55,31 @@ def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+# options whose Hydra plugin comes with the `sweeps` extra (pyproject.toml): without it Hydra only says
+# "Could not find 'hydra/sweeper/optuna'"
+SWEEPS_PLUGINS = {
+    "hparams_search=optuna": "hydra_plugins.hydra_optuna_sweeper",
+    "hydra/launcher=joblib": "hydra_plugins.hydra_joblib_launcher",
+    "hydra/launcher=submitit_local": "hydra_plugins.hydra_submitit_launcher",
+    "hydra/launcher=submitit_slurm": "hydra_plugins.hydra_submitit_launcher",
+    "hydra/launcher=slurm": "hydra_plugins.hydra_submitit_launcher",
+}
+
+
+def missing_plugin(argv: list[str]) -> str | None:
+    """The message for an option on the command line whose plugin is not installed, or None."""
+    import importlib.util
+
+    for arg in argv:
+        module = SWEEPS_PLUGINS.get(arg)
+        if module and importlib.util.find_spec(module) is None:
+            return (
+                f"{arg} needs a Hydra plugin ({module.split('.')[-1]}) that is not installed; install it with "
+                "pip install 'ragtune[sweeps]' (make install has it), or leave the option out to run one job here."
+            )
+    return None
+
+
 def cli() -> None:
     """`ragtune ARGS` runs an experiment like `python -m runner ARGS`; `ragtune cache ...` manages the
     stage cache like `python -m runner.cache ...`; `ragtune --help` lists the groups and knobs."""
@@ -67,6 +92,9 @@ def cli() -> None:
 
         sys.stdout.write(help_text(CONF_DIR))
         return None
+    if message := missing_plugin(sys.argv[1:]):
+        sys.stderr.write(f"ragtune: {message}\n")
+        raise SystemExit(2)
     main()
 
 

@@ -238,3 +238,14 @@ def test_epochs_is_a_positive_number_or_auto(tmp_path):
         assert problems == [f"finetune.epochs={bad} must be a positive number or auto (or set finetune.max_steps)"]
     assert config_problems(compose(["finetune.epochs=auto"], tmp_path)) == []
     assert config_problems(compose(["finetune.epochs=1.5"], tmp_path)) == []
+
+
+def test_a_sweep_option_without_its_plugin_names_the_extra(monkeypatch):
+    from runner import __main__ as entry
+
+    assert entry.missing_plugin(["hparams_search=optuna", "hydra/launcher=joblib"]) is None  # make install has them
+    monkeypatch.setitem(entry.SWEEPS_PLUGINS, "hparams_search=optuna", "hydra_plugins.not_installed_sweeper")
+    assert entry.missing_plugin(["finetune.epochs=1", "hparams_search=optuna"]) == (
+        "hparams_search=optuna needs a Hydra plugin (not_installed_sweeper) that is not installed; install it with "
+        "pip install 'ragtune[sweeps]' (make install has it), or leave the option out to run one job here."
+    )

@@ -12,7 +12,10 @@ import logging
 from pathlib import Path
 from typing import List
 
-from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+try:
+    from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+except ImportError:  # installed without ragtune[sweeps]: no Optuna to resume; a plain class is no Hydra plugin,
+    OptunaSweeper = object  # so Hydra registers nothing here instead of warning on every command
 
 log = logging.getLogger("ragtune")
 
