@@ -371,7 +371,7 @@ def finetune_overrides(
             )
     if "hard_negatives" not in cfg.finetune or cfg.finetune.hard_negatives.num is not None:
         return out
-    from runner.stages.finetune.trainer import resolve_hard_negatives
+    from runner.stages.finetune.mining import resolve_hard_negatives
 
     from_file = reads_pairs_from_file(cfg)
     hard = {

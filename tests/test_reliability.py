@@ -163,7 +163,7 @@ def test_llm_failures_are_counted_and_an_incomplete_generation_is_retried_next_r
 def test_out_of_memory_says_what_to_lower():
     import torch
 
-    from runner.stages.finetune.trainer import run_training
+    from runner.stages.finetune.hf_trainer import run_training
 
     def oom():
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

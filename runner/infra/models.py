@@ -201,3 +201,15 @@ def share_over_max_length(model, texts: list[str]) -> float:
     if not texts:
         return 0.0
     return float((word_pieces(model, texts) > model.max_seq_length).mean())
+
+
+def autocast(precision: str, device: str):
+    """bf16/fp16 autocast on `device` (cpu, cuda, cuda:N, mps) for encoding and the encoding done before
+    training (mining, filtering), as in training; fp32 runs as it is."""
+    import contextlib
+
+    import torch
+
+    if precision not in ("bf16", "fp16"):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16 if precision == "bf16" else torch.float16)

@@ -9,7 +9,6 @@ embedded by any other model.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +16,7 @@ import numpy as np
 from runner.infra.errors import RagtuneError
 from runner.data.eval_set import EvalSet
 from runner.infra.metrics import mean_metrics, per_query_metrics
+from runner.infra.models import autocast
 
 K_KEYS = ("hit_rate_at_k", "precision_recall_at_k", "mrr_at_k", "ndcg_at_k", "map_at_k")
 
@@ -69,20 +69,10 @@ def top_k(query_emb, corpus_emb, k: int, query_chunk: int = 1024):
     return torch.cat(ranked) if ranked else torch.empty((0, k), dtype=torch.long)
 
 
-def autocast(model, precision: str):
-    """bf16/fp16 autocast on the model's device for encoding; fp32 runs as it is."""
-    import torch
-
-    if precision not in ("bf16", "fp16"):
-        return nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=model.device.type, dtype=dtype)
-
-
 def encode(model, texts: list[str], kind: str, batch_size: int, precision: str = "fp32"):
     """Normalised float32 embeddings; `kind` is "query" or "document" (the model's prompts apply)."""
     fn = model.encode_query if kind == "query" else model.encode_document
-    with autocast(model, precision):
+    with autocast(precision, model.device.type):
         emb = fn(
             texts,
             batch_size=batch_size,

@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 
 from runner.infra.errors import RagtuneError
-from runner.stages.finetune.trainer import run_training
+from runner.stages.finetune.hf_trainer import run_training
 
 log = logging.getLogger("ragtune")
 

@@ -122,7 +122,7 @@ def _schedule_problems(ft) -> list[str]:
 
 
 def _loss_problems(ft) -> list[str]:
-    from runner.stages.finetune.trainer import LOSSES, directions_problem  # the trainer: only when checking
+    from runner.stages.finetune.losses import LOSSES, directions_problem  # the trainer: only when checking
 
     p: list[str] = []
     if ft.get("loss") not in (None, *LOSSES):
