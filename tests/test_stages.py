@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import numpy as np
 import pytest
 from llama_index.core import Document
@@ -149,7 +150,7 @@ def test_mixed_pairs_keep_each_generators_passage_under_its_own_id():
     for n in nodes:
         n.metadata["title"] = "Assertions at run time"
     ict = ict_pairs(nodes, remove_prob=1.0, seed=3)
-    ds = mixed_pairs(nodes, generators={"ict": lambda ns: ict_pairs(ns, remove_prob=1.0, seed=3), "titles": title_pairs})
+    ds = mixed_pairs(nodes, generators={"ict": functools.partial(ict_pairs, remove_prob=1.0, seed=3), "titles": title_pairs})
     assert set(ds.queries) == set(ict.queries) | {"a/title", "b/title"}
     for qid in ict.queries:  # ICT's passage (query sentence cut) under the chunk id
         assert ds.corpus[ds.relevant_docs[qid][0]] == ict.corpus[ict.relevant_docs[qid][0]]
@@ -207,3 +208,21 @@ def test_the_interval_is_scipy_bca_seeded_and_steady_across_seeds():
     assert paired_bootstrap_ci(base, tuned, seed=7) == ours  # seeded
     lows = [paired_bootstrap_ci(base, tuned, seed=s)[0] for s in range(5)]
     assert max(lows) - min(lows) < 0.004  # 10,000 resamples: the edge moves in the third decimal at most
+
+
+def test_every_generator_has_the_one_signature():
+    """generate_pairs calls every generator alike: generator(nodes, report=...), its settings as keywords."""
+    import dataclasses
+    import importlib
+    import inspect
+
+    from runner.stages.generate.schema import QA_GENERATOR
+
+    defaults = {option: {f.name: f.default for f in dataclasses.fields(schema)} for option, schema in QA_GENERATOR.items()}
+    targets = {option: fields["_target_"] for option, fields in defaults.items()}
+    assert set(targets) == {"ict", "keywords", "titles", "mixed", "file", "llm"}
+    for option, target in targets.items():
+        module, _, name = target.rpartition(".")
+        params = list(inspect.signature(getattr(importlib.import_module(module), name)).parameters.values())
+        assert params[0].name == "nodes" and params[-1].name == "report" and params[-1].default is None, option
+        assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[1:]), option

@@ -21,15 +21,12 @@ _HAS_LETTERS = re.compile(r"[A-Za-z]{2,}")
 
 
 def generate_pairs(nodes: list[TextNode], generator, report: dict | None = None) -> EmbeddingQAFinetuneDataset:
-    """The stage: `generator(nodes)` (the partial `instantiate(cfg.qa_generator)` builds), handing it
-    `report` for its counts when it takes one (the LLM generator)."""
-    import functools
-    import inspect
+    """The stage: `generator(nodes, report=...)` (the partial `instantiate(cfg.qa_generator)` builds).
 
-    func = generator.func if isinstance(generator, functools.partial) else generator
-    if report is not None and "report" in inspect.signature(func).parameters:
-        return generator(nodes, report=report)
-    return generator(nodes)
+    Every generator has this signature: the nodes, its own settings as keywords, and `report`, a dict
+    for the counts the run records (the LLM generator's chunks sent, failed and reused; the offline
+    generators and a file have none to add)."""
+    return generator(nodes, report=report)
 
 
 def ict_pairs(
@@ -39,6 +36,7 @@ def ict_pairs(
     remove_prob: float = 0.9,
     min_query_words: int = 5,
     seed: int,
+    report: dict | None = None,
 ) -> EmbeddingQAFinetuneDataset:
     """Inverse cloze task (Lee et al., 2019): a chunk's own sentences become its queries.
 
@@ -72,7 +70,7 @@ def ict_pairs(
     return EmbeddingQAFinetuneDataset(queries=queries, corpus=corpus, relevant_docs=relevant)
 
 
-def title_pairs(nodes: list[TextNode], *, min_title_words: int = 2) -> EmbeddingQAFinetuneDataset:
+def title_pairs(nodes: list[TextNode], *, min_title_words: int = 2, report: dict | None = None) -> EmbeddingQAFinetuneDataset:
     """Title queries, offline: a document's title is the query for each of its chunks.
 
     Titles come from the loaders (metadata `title`): BEIR titles, the Python reference's underlined
@@ -106,7 +104,7 @@ def title_pairs(nodes: list[TextNode], *, min_title_words: int = 2) -> Embedding
 _UNDERLINE_START = re.compile(r"^\s*\n?[*=\-~^#]{3,}[ \t]*\n?")
 
 
-def mixed_pairs(nodes: list[TextNode], *, generators) -> EmbeddingQAFinetuneDataset:
+def mixed_pairs(nodes: list[TextNode], *, generators, report: dict | None = None) -> EmbeddingQAFinetuneDataset:
     """The union of several generators' pairs on the same chunks (e.g. ICT sentences and titles).
 
     A chunk whose passage differs between generators (ICT cuts its query sentence, titles cut the
@@ -116,7 +114,7 @@ def mixed_pairs(nodes: list[TextNode], *, generators) -> EmbeddingQAFinetuneData
     corpus: dict[str, str] = {}
     relevant: dict[str, list[str]] = {}
     for i, generator in enumerate(generators.values() if isinstance(generators, Mapping) else generators):
-        ds = generator(nodes)
+        ds = generator(nodes, report=report)
         rename = {}
         for doc_id, text in ds.corpus.items():
             new = doc_id if corpus.get(doc_id, text) == text else f"{doc_id}@{i}"
@@ -128,7 +126,9 @@ def mixed_pairs(nodes: list[TextNode], *, generators) -> EmbeddingQAFinetuneData
     return EmbeddingQAFinetuneDataset(queries=queries, corpus=corpus, relevant_docs=relevant)
 
 
-def pairs_from_file(nodes: list[TextNode] | None = None, *, path: str, split: str) -> EmbeddingQAFinetuneDataset:
+def pairs_from_file(
+    nodes: list[TextNode] | None = None, *, path: str, split: str, report: dict | None = None
+) -> EmbeddingQAFinetuneDataset:
     """Training pairs read from an `EmbeddingQAFinetuneDataset` JSON, or from a BEIR folder's
     `qrels/<split>.tsv` (each judged query with its documents of grade > 0); the corpus nodes are unused."""
     from pathlib import Path
@@ -156,6 +156,7 @@ def keyword_pairs(
     max_keywords: int,
     pool: int,
     seed: int,
+    report: dict | None = None,
 ) -> EmbeddingQAFinetuneDataset:
     """Keyword queries, offline: what a user types into a search box, not a sentence from the text.
 
