@@ -93,6 +93,7 @@ class Trained:
     merged_model: object = None  # the WiSE-FT merge, when it won on dev
     merged: EvalResult | None = None
     run_dev: object = None  # the shipped model's dev ranking, for the hybrids' fusion choice
+    llama_index: str | None = None  # how a LlamaIndex app loads the trained model (Finetuned.llama_index)
 
     @property
     def run_model(self):
@@ -227,7 +228,7 @@ def experiment(cfg: DictConfig, out: Path, config: dict, share: dict, tracker) -
         "run_dir": str(out),
         "versions": versions(),
     }
-    return report(job, results, spec)
+    return report(job, results, spec, trained.llama_index)
 
 
 def choose_before_training(job: Job, model, base: EvalResult, dev_set, eval_set, base_dev) -> Before:
@@ -257,7 +258,7 @@ def finetune(job: Job, model, pairs, dev_set, eval_set, before: Before, choices:
     trained = Trained()
     with stage("finetune", timings):  # within finetune.time_budget_s; the best epoch on dev
         train, record = instantiate(cfg.finetune), {}
-        trained.model_dir, trained.tuned_model = train(
+        finetuned = train(
             model=model,
             pairs=pairs,
             output_dir=out,
@@ -265,6 +266,8 @@ def finetune(job: Job, model, pairs, dev_set, eval_set, before: Before, choices:
             on_log=job.tracker.log,
             **finetune_overrides(cfg, dev_set, job.metric, job.precision, record),
         )
+        trained.model_dir, trained.tuned_model = finetuned.model_dir, finetuned.encoder
+        trained.llama_index = finetuned.llama_index
         tuned_dev = record.pop("dev_ranking", None)
         choices.update(record)
     with stage("merge", timings):  # WiSE-FT on the dev split; a merge that wins becomes model/
@@ -304,7 +307,7 @@ def write_tables(job: Job, eval_set: EvalSet, rows: dict, choices: dict) -> None
         job.tracker.table("merge_curve", ["alpha", f"dev {job.metric}"], curve)
 
 
-def report(job: Job, results: dict, spec: dict) -> float:
+def report(job: Job, results: dict, spec: dict, llama_index: str | None) -> float:
     """results.json, the W&B summary and the console tables; returns the optimized metric's value."""
     cfg, device = job.cfg, job.device
     metrics, verdict, choices, timings = results["metrics"], results["verdict"], results["choices"], results["timings_s"]
@@ -331,14 +334,14 @@ def report(job: Job, results: dict, spec: dict) -> float:
             **{f"counts/{k}": v for k, v in job.counts.items()},
         }
     )
-    out, model_dir = job.out, results["model_dir"]
+    out = job.out
     log.info("\n%s", metrics_table(metrics))
     log.info("\n%s", shipping_table(metrics, verdict))
     log.info("verdict: deploy %s (%s). %s", verdict["deploy"], settings_text(spec), verdict["reason"])
     log.info("results: %s", out / "results.json")
     log.info("retriever: ragtune.load_retriever(%r, documents) rebuilds it in LlamaIndex", str(out))
-    if model_dir:
-        log.info('model:   %s  (LlamaIndex: Settings.embed_model = "local:%s")', model_dir, model_dir)
+    if results["model_dir"]:
+        log.info("model:   %s  (LlamaIndex: %s)", results["model_dir"], llama_index)
     return value
 
 

@@ -202,7 +202,7 @@ def test_llama_index_engine_trains_in_the_job_dir_and_saves_a_loadable_model(tin
 
 
 @pytest.mark.parametrize("kind", ["linear", "two_layer"])
-def test_adapter_is_evaluated_as_llamaindex_would_load_it(kind, tiny_model, tmp_path):
+def test_adapter_is_evaluated_as_llamaindex_would_load_it(kind, tiny_model, tmp_path, caplog):
     import numpy as np
     from llama_index.embeddings.adapter import AdapterEmbeddingModel
     from llama_index.embeddings.adapter.utils import LinearLayer, TwoLayerNN
@@ -212,10 +212,16 @@ def test_adapter_is_evaluated_as_llamaindex_would_load_it(kind, tiny_model, tmp_
     from runner.stages.finetune.llama_index_engines import AdapterEncoder
 
     out = tmp_path / "run"
-    run(compose(fast(tiny_model, "logger=none", "finetune=adapter", f"finetune.adapter={kind}"), out))
+    with caplog.at_level(logging.INFO, logger="ragtune"):
+        run(compose(fast(tiny_model, "logger=none", "finetune=adapter", f"finetune.adapter={kind}"), out))
     results = json.loads((out / "results.json").read_text())
     assert results["model_dir"] == str(out / "adapter") and results["metrics"]["finetuned"]
     cls = LinearLayer if kind == "linear" else TwoLayerNN
+    # the run says how to load what it trained: the adapter on its base model, not "local:<adapter dir>"
+    assert (
+        f'(LlamaIndex: Settings.embed_model = AdapterEmbeddingModel(HuggingFaceEmbedding(model_name="{tiny_model}"), '
+        f'"{out / "adapter"}", adapter_cls={cls.__name__}))' in caplog.text
+    )
     li = AdapterEmbeddingModel(
         HuggingFaceEmbedding(model_name=str(tiny_model), max_length=128, device="cpu"), str(out / "adapter"), adapter_cls=cls
     )

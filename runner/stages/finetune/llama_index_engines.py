@@ -19,6 +19,7 @@ from pathlib import Path
 
 from runner.infra.errors import RagtuneError
 from runner.stages.finetune.hf_trainer import run_training
+from runner.stages.finetune.result import Finetuned
 
 log = logging.getLogger("ragtune")
 
@@ -63,7 +64,7 @@ def train_llama_index_engine(
     leftovers = output_dir / "checkpoints"  # empty folders without save_checkpoints
     if leftovers.is_dir() and not any(p.is_file() for p in leftovers.rglob("*")):
         shutil.rmtree(leftovers)
-    return model_dir, SentenceTransformer(str(model_dir), device=device)
+    return Finetuned.sentence_transformer(model_dir, SentenceTransformer(str(model_dir), device=device))
 
 
 def _model_path(model) -> str:
@@ -136,4 +137,8 @@ def train_adapter(
     )
     run_training(engine.finetune, batch_size=batch_size)
     # reload what was saved: the evaluator scores the adapter a LlamaIndex app would load
-    return adapter_dir, AdapterEncoder(model, type(net).load(str(adapter_dir)))
+    loads = (
+        "Settings.embed_model = AdapterEmbeddingModel(HuggingFaceEmbedding(model_name="
+        f'"{_model_path(model)}"), "{adapter_dir}", adapter_cls={type(net).__name__})'
+    )
+    return Finetuned(adapter_dir, AdapterEncoder(model, type(net).load(str(adapter_dir))), loads)

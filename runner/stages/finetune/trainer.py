@@ -20,6 +20,7 @@ from runner.infra.models import autocast, resolve_precision
 from runner.stages.finetune.hf_trainer import _ForwardLogs, _trainer, batch_sampler, run_training, training_args
 from runner.stages.finetune.losses import LOSSES, build_loss
 from runner.stages.finetune.mining import consistent_rows, mined
+from runner.stages.finetune.result import Finetuned
 from runner.data.pairs import EmbeddingQAFinetuneDataset
 
 log = logging.getLogger("ragtune")
@@ -66,7 +67,7 @@ def train_sentence_transformers(
     on_log: Callable[[dict, int], None] | None = None,
     dev: DevScoring | None = None,
     report: dict | None = None,
-) -> Path:
+) -> Finetuned:
     """Train `model` in place with MultipleNegativesRankingLoss; save it to `output_dir/model`.
 
     The no-duplicates batch sampler keeps two rows that share a text (two questions about one chunk)
@@ -157,7 +158,7 @@ def train_sentence_transformers(
     shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
     model_dir = output_dir / "model"
     model.save(str(model_dir))
-    return model_dir, model
+    return Finetuned.sentence_transformer(model_dir, model)
 
 
 def training_rows(pairs: EmbeddingQAFinetuneDataset, loss: str, batch_size: int) -> dict[str, list[str]]:

@@ -1,0 +1,19 @@
+"""What every finetune method returns: where the model is, something that encodes like it, and how a
+LlamaIndex app loads it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Finetuned:
+    model_dir: Path  # what the run ships (model/, or adapter/ for finetune=adapter)
+    encoder: object  # encodes as the shipped model does: a SentenceTransformer, or the base model + an adapter
+    llama_index: str  # the line that loads it in LlamaIndex
+
+    @classmethod
+    def sentence_transformer(cls, model_dir: Path, model) -> Finetuned:
+        """A full model directory: SentenceTransformer(path) and LlamaIndex's "local:<path>" load it."""
+        return cls(Path(model_dir), model, f'Settings.embed_model = "local:{model_dir}"')
