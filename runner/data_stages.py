@@ -44,8 +44,8 @@ def chunk_plan(cfg: DictConfig, model=None) -> ChunkPlan:
     if cfg.chunker.get("chunk_size") != "auto" and not cfg.chunker.get("fit_window"):
         return plan_chunks(cfg.chunker, None, "")
     model = model if model is not None else load_model(cfg.base_model, "cpu")
-    name, revision = model._ragtune_path, cfg.base_model.get("revision")
-    return plan_chunks(cfg.chunker, model, short_identity(name, model_fingerprint(name, revision)), revision)
+    name, revision = str(cfg.base_model.name_or_path), cfg.base_model.get("revision")
+    return plan_chunks(cfg.chunker, model, short_identity(name, model_fingerprint(name, revision)), revision, name)
 
 
 def chunks_corpus(cfg: DictConfig, train_finetune: bool) -> bool:

@@ -178,7 +178,6 @@ def load_model(base_model, device: str):
             "give a local model directory, or a hub id that is in the Hugging Face cache "
             "(download it once on a machine with network, or unset HF_HUB_OFFLINE)."
         ) from None
-    model._ragtune_path = name  # the engines of llama-index-finetuning load the model by path
     if base_model.max_seq_length and base_model.max_seq_length != "auto":  # auto: chosen on dev (seq_length.py)
         model.max_seq_length = int(base_model.max_seq_length)
     prompts = {"query": base_model.query_prompt, "document": base_model.passage_prompt}

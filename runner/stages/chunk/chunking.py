@@ -31,9 +31,12 @@ class ChunkPlan:
     record: dict = field(default_factory=dict)
 
 
-def plan_chunks(chunker_cfg, model, model_id: str, revision: Optional[str] = None) -> ChunkPlan:
+def plan_chunks(
+    chunker_cfg, model, model_id: str, revision: Optional[str] = None, name_or_path: Optional[str] = None
+) -> ChunkPlan:
     """Resolve `chunker.chunk_size: auto` and `chunker.fit_window` against the loaded base model (`model_id`
-    names its tokenizer in the cache key, `revision` its hub revision); a number without fit_window passes."""
+    names its tokenizer in the cache key, `revision` its hub revision, `name_or_path` where it loads from); a
+    number without fit_window passes."""
     from omegaconf import OmegaConf
 
     config = OmegaConf.to_container(chunker_cfg, resolve=True)
@@ -47,7 +50,7 @@ def plan_chunks(chunker_cfg, model, model_id: str, revision: Optional[str] = Non
     prompt_text = (getattr(model, "prompts", None) or {}).get("document", "")
     prompt = len(tok(prompt_text, add_special_tokens=False)["input_ids"]) if prompt_text else 0
     size = window - special - prompt
-    named = {"id": model_id, "name_or_path": getattr(model, "_ragtune_path", None), "revision": revision}
+    named = {"id": model_id, "name_or_path": name_or_path, "revision": revision}
     room = (
         f"the base model reads {window} word pieces ({special} special"
         + (f", {prompt} for the passage prompt" if prompt else "")

@@ -39,6 +39,7 @@ def train_llama_index_engine(
     epochs: int,
     batch_size: int,
     seed: int,
+    base_model_path: str,
     device: str,
     on_log=None,
     **_ignored,
@@ -51,7 +52,7 @@ def train_llama_index_engine(
     model_dir = output_dir / "model"
     engine = _engines().SentenceTransformersFinetuneEngine(
         pairs,
-        model_id=_model_path(model),
+        model_id=base_model_path,
         model_output_path=str(model_dir),
         batch_size=batch_size,
         epochs=int(epochs),
@@ -65,13 +66,6 @@ def train_llama_index_engine(
     if leftovers.is_dir() and not any(p.is_file() for p in leftovers.rglob("*")):
         shutil.rmtree(leftovers)
     return Finetuned.sentence_transformer(model_dir, SentenceTransformer(str(model_dir), device=device))
-
-
-def _model_path(model) -> str:
-    path = getattr(model, "_ragtune_path", None)
-    if not path:
-        raise RagtuneError("finetune=llama_index needs the base model's path; load it with runner.infra.models.load_model.")
-    return path
 
 
 class AdapterEncoder:
@@ -105,6 +99,7 @@ def train_adapter(
     batch_size: int,
     learning_rate: float,
     seed: int,
+    base_model_path: str,
     device: str,
     on_log=None,
     **_ignored,
@@ -123,7 +118,7 @@ def train_adapter(
     else:
         raise RagtuneError(f"finetune.adapter={adapter} is unknown; use linear or two_layer.")
     adapter_dir = Path(output_dir) / "adapter"
-    embed = HuggingFaceEmbedding(model_name=_model_path(model), max_length=model.max_seq_length, device=device)
+    embed = HuggingFaceEmbedding(model_name=base_model_path, max_length=model.max_seq_length, device=device)
     engine = _engines().EmbeddingAdapterFinetuneEngine(
         pairs,
         embed,
@@ -139,6 +134,6 @@ def train_adapter(
     # reload what was saved: the evaluator scores the adapter a LlamaIndex app would load
     loads = (
         "Settings.embed_model = AdapterEmbeddingModel(HuggingFaceEmbedding(model_name="
-        f'"{_model_path(model)}"), "{adapter_dir}", adapter_cls={type(net).__name__})'
+        f'"{base_model_path}"), "{adapter_dir}", adapter_cls={type(net).__name__})'
     )
     return Finetuned(adapter_dir, AdapterEncoder(model, type(net).load(str(adapter_dir))), loads)

@@ -73,6 +73,7 @@ class LlamaIndexFinetune:
     epochs: int = 1
     batch_size: int = 10
     seed: int = "${seed}"  # type: ignore[assignment]
+    base_model_path: str = "${base_model.name_or_path}"  # the engine loads the base model by path
 
 
 @dataclass
@@ -85,6 +86,7 @@ class AdapterFinetune:
     batch_size: int = 10
     learning_rate: float = 1e-3  # the engine's own default, 2e-5, barely moves an adapter that starts as identity
     seed: int = "${seed}"  # type: ignore[assignment]
+    base_model_path: str = "${base_model.name_or_path}"  # the engine loads the base model by path
 
 
 @dataclass
