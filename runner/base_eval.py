@@ -26,7 +26,7 @@ from runner.stages.evaluate.scoring import (
     result_from_json,
     result_to_json,
 )
-from runner.stages.evaluate.seq_length import choose_max_seq_length, position_limit
+from runner.stages.evaluate.seq_length import choice_from_json, choice_to_json, choose_max_seq_length, position_limit
 
 log = logging.getLogger("ragtune")
 TRUNCATION_WARN = 0.05
@@ -95,7 +95,7 @@ def choose_length(
         "dev": dev.digest() if dev is not None else None,
         "passages": hashlib.sha256(json.dumps(passages).encode()).hexdigest(),
     }
-    key = stages.key("max_seq_length", settings, [], (choose_max_seq_length, load_model))
+    key = stages.key("max_seq_length", settings, [], (choose_max_seq_length, choice_to_json, choice_from_json, load_model))
     record, ranking = stages.run(
         "max_seq_length",
         key,
@@ -112,8 +112,8 @@ def choose_length(
             cfg.evaluate.bootstrap,
             cfg.seed,
         ),
-        lambda chosen: chosen[0],
-        lambda record: (record, None),
+        choice_to_json,
+        choice_from_json,
     )
     model.max_seq_length = record["chosen"]
     cfg.base_model.max_seq_length = record["chosen"]

@@ -60,6 +60,16 @@ def candidates(own: int, limit: int, lengths: np.ndarray) -> list[int]:
     return out
 
 
+def choice_to_json(chosen: tuple) -> dict:
+    """The cache entry of the `max_seq_length` stage: the record (the dev ranking is not kept)."""
+    return chosen[0]
+
+
+def choice_from_json(record: dict) -> tuple:
+    """(the record, no dev ranking): a cache hit scores the dev split again where a later choice needs it."""
+    return record, None
+
+
 def choose_max_seq_length(
     model,
     model_id: str,
