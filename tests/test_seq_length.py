@@ -10,7 +10,7 @@ import pytest
 from conftest import compose, fast
 from runner.data.eval_set import EvalSet
 from runner.pipeline import run
-from runner.stages.evaluate.seq_length import candidates, check, choose_max_seq_length
+from runner.stages.evaluate.seq_length import MIN_GAIN, _pick, candidates, check, choose_max_seq_length
 
 FILLER = (
     "The committee reviewed the annual report and the attached schedules in the usual order, noting that "
@@ -70,8 +70,24 @@ def test_a_longer_window_is_chosen_when_the_answer_lies_past_the_models_own(mini
     assert list(by_length) == [256, 384] and 256 < record["passage_lengths"]["p95"] <= 384
     assert by_length[256]["passages_cut"] == 1.0 and by_length[384]["passages_cut"] == 0.0
     assert by_length[384]["dev"] > by_length[256]["dev"] + 0.3 and by_length[384]["ci95_vs_own"][0] > 0
-    assert record["chosen"] == 384 and model.max_seq_length == 384 and "clearly above" in record["reason"]
+    assert record["chosen"] == 384 and model.max_seq_length == 384 and "the best" in record["reason"]
     assert ranking.ranked_ids()[0][0] == "p0"  # the winner's dev ranking, for the hybrids to choose on
+
+
+def test_the_best_dev_score_wins_when_it_adds_more_than_a_hair_significant_or_not():
+    def cand(n, dev, ci=None):
+        return {"max_seq_length": n, "dev": dev, **({"ci95_vs_own": ci} if ci else {})}
+
+    # the filings case: +0.016 at 512 on a small dev split, its interval straddling 0: 512 wins
+    filings = [cand(256, 0.641), cand(384, 0.650, [-0.004, 0.022]), cand(512, 0.657, [-0.002, 0.034])]
+    chosen, reason = _pick(filings, 256)
+    assert chosen == 512 and "+0.0160 over the model's own 256" in reason and "[-0.0020, +0.0340]" in reason
+    # a hair is not worth the training time, however clear
+    hair = [cand(256, 0.70), cand(384, 0.70 + MIN_GAIN / 2, [0.001, 0.004])]
+    assert _pick(hair, 256)[0] == 256 and "no longer window adds" in _pick(hair, 256)[1]
+    # worse is worse; a tie between longer windows goes to the shorter
+    assert _pick([cand(256, 0.6996), cand(512, 0.6976, [-0.01, 0.006])], 256)[0] == 256
+    assert _pick([cand(256, 0.80), cand(384, 0.82, [0.0, 0.04]), cand(512, 0.82, [0.0, 0.04])], 256)[0] == 384
 
 
 def test_short_passages_keep_the_models_own_window_without_encoding_anything(minilm):
