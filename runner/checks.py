@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from runner.infra.errors import RagtuneError
 from runner.stages.chunk import schema as chunk
 from runner.stages.evaluate import schema as evaluate
+from runner.stages.export import schema as export
 from runner.stages.finetune import schema as finetune
 from runner.stages.generate import schema as generate
 from runner.stages.load import schema as load
@@ -22,7 +23,7 @@ from runner.stages.ship import schema as ship
 from runner.stages.split import schema as split
 
 METRIC_RE = re.compile(r"^(base|finetuned|delta)/(hit_rate|precision|recall|mrr|ndcg|map)@(\d+)$")
-STAGES = (load, chunk, split, generate, finetune, evaluate, ship)  # pipeline order
+STAGES = (load, chunk, split, generate, finetune, evaluate, ship, export)  # pipeline order
 EXTRAS = {"llama_index.llms.": "llm"}  # module prefix -> the pyproject extra that installs it
 
 

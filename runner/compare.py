@@ -62,7 +62,10 @@ def rows_for(runs: list[dict], metric: str) -> tuple[list[str], list[list]]:
     extra = [] if metric in shown else [metric]  # the objective, when it is not one of those
     ranked = sorted(runs, key=lambda r: -_num(value_of(r, metric)))
     others = [row for row in ("merged", "bm25", "hybrid_base", "hybrid_finetuned") if any(row in r["metrics"] for r in runs)]
-    columns = ["rank", "run", *params, *extra, *shown, "delta 95% CI", *[f"{o}/{name}" for o in others], "verdict"]
+    exports = [t for t in ("onnx", "onnx_int8", "static") if any("metrics" in r.get("exports", {}).get(t, {}) for r in runs)]
+    export_columns = [c for t in exports for c in (f"{t}/{name}", f"{t} x torch")]
+    columns = ["rank", "run", *params, *extra, *shown, "delta 95% CI", *[f"{o}/{name}" for o in others], *export_columns]
+    columns.append("verdict")
     rows = []
     for i, r in enumerate(ranked, 1):
         flat = flatten(r["config"])
@@ -79,10 +82,16 @@ def rows_for(runs: list[dict], metric: str) -> tuple[list[str], list[list]]:
                 m.get("delta", {}).get(name),
                 f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "",
                 *[m.get(o, {}).get(name) for o in others],
+                *[v for t in exports for v in _export_cells(r.get("exports", {}).get(t, {}), name)],
                 r.get("verdict", {}).get("deploy", ""),
             ]
         )
     return columns, rows
+
+
+def _export_cells(row: dict, name: str) -> list:
+    """An export's score and its encode speed as a multiple of the torch model's (blank if not run)."""
+    return [row.get("metrics", {}).get(name), row.get("speedup_vs_torch")]
 
 
 def _num(x) -> float:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -23,6 +23,7 @@ from omegaconf import MISSING, OmegaConf
 from runner.infra.models import minilm_path
 from runner.stages.chunk.schema import CHUNKER
 from runner.stages.evaluate.schema import EVAL_SET, EvaluateConfig, MergeConfig
+from runner.stages.export.schema import EXPORT
 from runner.stages.finetune.schema import FINETUNE, BaseModel
 from runner.stages.generate.schema import QA_GENERATOR
 from runner.stages.load.schema import CORPUS
@@ -73,6 +74,7 @@ class Config:
     finetune: Any = MISSING
     eval_set: Any = MISSING
     logger: Any = MISSING
+    export: Dict[str, Any] = field(default_factory=dict)  # target -> its knobs; empty: no export
 
     name: str = "default"
     seed: int = 42
@@ -98,6 +100,7 @@ SCHEMAS = {
     "finetune": FINETUNE,
     "eval_set": EVAL_SET,
     "logger": {"wandb": WandbLogger, "none": NoLogger},
+    "export": EXPORT,
 }
 
 

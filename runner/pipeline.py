@@ -1,6 +1,6 @@
 """The runner: the one place that knows the order of the stages.
 
-    load -> chunk -> split -> generate -> finetune -> evaluate -> ship -> report
+    load -> chunk -> split -> generate -> finetune -> evaluate -> ship -> export -> report
 
 `run` is the whole experiment, read top to bottom: each numbered step calls the stages (each a plain
 function in runner/stages/<stage>/, memoised through the stage cache) and lands what they computed in
@@ -26,6 +26,7 @@ from runner.checks import validate
 from runner.data.eval_set import EvalSet
 from runner.data_stages import chunk_plan, chunks_corpus, describe_data, prepare_data, reads_pairs_from_file
 from runner.infra.devices import share_machine
+from runner.infra.errors import RagtuneError
 from runner.infra.fingerprint import model_fingerprint, short_identity
 from runner.infra.models import load_model, resolve_device, resolve_precision
 from runner.infra.secrets import load_secrets_file, protect_logs, redact, reveal
@@ -33,6 +34,8 @@ from runner.infra.stage_cache import StageCache
 from runner.report.results import (
     choices_summary,
     compare_metrics,
+    exports_summary,
+    exports_table,
     flatten,
     metric_value,
     metrics_table,
@@ -44,6 +47,7 @@ from runner.report.results import (
 )
 from runner.stages.evaluate.retrievers import Before, depth
 from runner.stages.evaluate.scoring import EvalResult, evaluate_with_engine
+from runner.stages.export.exporting import export_all
 from runner.stages.ship.retriever import add_model_card, model_card, settings, settings_text
 from runner.stages.ship.steps import (
     base_weights,
@@ -208,7 +212,13 @@ def experiment(cfg: DictConfig, out: Path, config: dict, share: dict, tracker) -
         )
         add_model_card(trained.model_dir, card)
 
-    # 7. report: per_query.csv, results.json, W&B, the console
+    # 7. export: the shipped model as ONNX / int8 / static, each scored paired against it and timed
+    exports = {}
+    if cfg.export and trained.model_dir:
+        with stage("export", timings):
+            exports = export_all(cfg, job.stages, trained.model_dir, trained.run_result, eval_set, metric, out, device)
+
+    # 8. report: per_query.csv, results.json, W&B, the console
     write_tables(job, eval_set, rows, choices)
     results = {
         "metrics": metrics,
@@ -221,6 +231,7 @@ def experiment(cfg: DictConfig, out: Path, config: dict, share: dict, tracker) -
         "cache": cache,
         "counts": job.counts,
         "truncation": truncation,
+        "exports": exports,
         "device": device,
         "precision": precision,
         "machine_share": share,
@@ -228,7 +239,11 @@ def experiment(cfg: DictConfig, out: Path, config: dict, share: dict, tracker) -
         "run_dir": str(out),
         "versions": versions(),
     }
-    return report(job, results, spec, trained.llama_index)
+    value = report(job, results, spec, trained.llama_index)
+    failed = [row["error"] for row in exports.values() if "error" in row]
+    if failed:  # after results.json: the model, the verdict and the other exports stay
+        raise RagtuneError(" ".join(failed) + f" The run's model and results are in {out}.")
+    return value
 
 
 def choose_before_training(job: Job, model, base: EvalResult, dev_set, eval_set, base_dev) -> Before:
@@ -332,11 +347,17 @@ def report(job: Job, results: dict, spec: dict, llama_index: str | None) -> floa
             **{f"timings_s/{k}": v for k, v in timings.items()},
             **{f"cache/{k}": v for k, v in results["cache"].items()},
             **{f"counts/{k}": v for k, v in job.counts.items()},
+            **exports_summary(results["exports"], job.metric),
         }
     )
     out = job.out
     log.info("\n%s", metrics_table(metrics))
     log.info("\n%s", shipping_table(metrics, verdict))
+    if results["exports"]:
+        log.info("\n%s", exports_table(results["exports"], job.metric))
+        for name, row in results["exports"].items():
+            if "llama_index" in row and name != "torch":
+                log.info("export %s: %s", name, row["llama_index"])
     log.info("verdict: deploy %s (%s). %s", verdict["deploy"], settings_text(spec), verdict["reason"])
     log.info("results: %s", out / "results.json")
     log.info("retriever: ragtune.load_retriever(%r, documents) rebuilds it in LlamaIndex", str(out))

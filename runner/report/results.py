@@ -185,6 +185,50 @@ def shipping_table(metrics: dict, verdict: dict) -> str:
     return console.export_text()
 
 
+def exports_table(exports: dict, metric: str) -> str:
+    """Each export against the torch model it came from: size, speed on this CPU, quality."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"exports (on the CPU; {metric} on the eval set, paired vs. torch)", title_justify="left")
+    for col in ("backend", "size MB", "texts/s", "x torch", "peak MB", metric, "vs. torch", "95% CI", "p"):
+        table.add_column(col, justify="left" if col == "backend" else "right")
+    for name, row in exports.items():
+        if "error" in row:
+            table.add_row(name, *[""] * 7, row["error"][:60])
+            continue
+        ci = row.get("delta_ci95")
+        table.add_row(
+            name,
+            f"{row['size_mb']:.1f}",
+            f"{row['texts_per_s']:.1f}",
+            f"{row['speedup_vs_torch']:.2f}",
+            f"{row['peak_rss_mb']:.0f}",
+            f"{row['metrics'][metric]:.4f}",
+            f"{row['delta_vs_torch']:+.4f}" if ci else "",
+            f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "",
+            f"{row['delta_p']:.3f}" if ci else "",
+        )
+    console = Console(width=120, record=True, file=io.StringIO(), color_system=None)
+    console.print(table)
+    return console.export_text()
+
+
+def exports_summary(exports: dict, metric: str) -> dict:
+    """The W&B summary keys of the exports: export/<backend>/<what>."""
+    keep = ("size_mb", "texts_per_s", "speedup_vs_torch", "peak_rss_mb", "delta_vs_torch", "delta_p")
+    out = {}
+    for name, row in exports.items():
+        out.update({f"export/{name}/{k}": row[k] for k in keep if k in row})
+        if "metrics" in row:
+            out[f"export/{name}/{metric}"] = row["metrics"][metric]
+        if "delta_ci95" in row:
+            out[f"export/{name}/delta_ci95_low"], out[f"export/{name}/delta_ci95_high"] = row["delta_ci95"]
+        if "error" in row:
+            out[f"export/{name}/error"] = row["error"]
+    return out
+
+
 def write_results(path: Path, results: dict) -> Path:
     return write_json_atomic(_plain(results), path)
 

@@ -1,0 +1,62 @@
+"""An export in a LlamaIndex app: `ragtune.load_embedding(dir)` gives the embedding model to set as
+`Settings.embed_model`. LlamaIndex's `HuggingFaceEmbedding` loads neither export: `backend="onnx"` needs
+optimum, which does not install next to transformers 5, and a static model has no `max_seq_length`
+for it to read or set. So both go through `EncoderEmbedding`, over the encoder the run scored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from pydantic import PrivateAttr
+
+from runner.stages.export.onnx import GRAPH, INT8_GRAPH, OnnxEncoder
+
+
+class EncoderEmbedding(BaseEmbedding):
+    """A ragtune export (`exports/onnx`, `exports/onnx_int8`, `exports/static`) as a LlamaIndex
+    embedding model; queries and passages get the model's own prompts, embeddings are normalized."""
+
+    _encoder: object = PrivateAttr()
+
+    def __init__(self, path: str | Path, embed_batch_size: int = 32, **kwargs):
+        super().__init__(model_name=str(path), embed_batch_size=embed_batch_size, **kwargs)
+        path = Path(path)
+        if (path / GRAPH).exists() or (path / INT8_GRAPH).exists():
+            self._encoder = OnnxEncoder(path)
+        else:
+            from sentence_transformers import SentenceTransformer
+
+            self._encoder = SentenceTransformer(str(path), device="cpu")
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "RagtuneEncoderEmbedding"
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self._encoder.encode_query([query], normalize_embeddings=True)[0].tolist()
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self._encoder.encode_document([text], normalize_embeddings=True)[0].tolist()
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return self._encoder.encode_document(texts, batch_size=self.embed_batch_size, normalize_embeddings=True).tolist()
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+    async def _aget_text_embedding(self, text: str) -> list[float]:
+        return self._get_text_embedding(text)
+
+
+def load_embedding(path: str | Path, **kwargs) -> BaseEmbedding:
+    """The LlamaIndex embedding model of a ragtune export (`EncoderEmbedding`), or of a trained model
+    directory (`HuggingFaceEmbedding`, as `Settings.embed_model = "local:<dir>"` would load it)."""
+    path = Path(path)
+    if not (path / "modules.json").exists():
+        raise FileNotFoundError(f"{path} is not a model directory or an export of ragtune (it has no modules.json)")
+    if (path / GRAPH).exists() or (path / INT8_GRAPH).exists() or "StaticEmbedding" in (path / "modules.json").read_text():
+        return EncoderEmbedding(path, **kwargs)
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+    return HuggingFaceEmbedding(model_name=str(path), device="cpu", **kwargs)

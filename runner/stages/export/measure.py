@@ -1,0 +1,61 @@
+"""One backend's encode speed and memory, measured in a process of its own.
+
+    python -m runner.stages.export.measure TARGET PATH TEXTS_JSON   # prints {"texts_per_s":, "peak_rss_mb":}
+
+TARGET is torch (a sentence-transformers directory, fp32 on the CPU), onnx, onnx_int8 or static. The
+libraries are imported first; the memory is the process's peak resident set (`ru_maxrss`) less what
+it held before loading the model: what the model and one batch of encoding add.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+BATCH = 32  # texts a batch; the first batch is a warm-up, not timed
+
+
+def load_encoder(target: str, path: Path):
+    """The exported model as an encoder the scorer takes (encode_query / encode_document)."""
+    if target in ("onnx", "onnx_int8"):
+        from runner.stages.export.onnx import OnnxEncoder
+
+        return OnnxEncoder(path)
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(path), device="cpu")
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _peak_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux, bytes on macOS
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def main(target: str, path: str, texts_file: str) -> dict:
+    import sentence_transformers  # noqa: F401  (the libraries before the baseline: their memory is not the model's)
+    import transformers  # noqa: F401
+
+    if target.startswith("onnx"):
+        import onnxruntime  # noqa: F401
+
+    texts = json.loads(Path(texts_file).read_text())
+    before = _rss_mb()
+    encoder = load_encoder(target, Path(path))
+    encoder.encode_document(texts[:BATCH], batch_size=BATCH)
+    start = time.perf_counter()
+    encoder.encode_document(texts, batch_size=BATCH, show_progress_bar=False)
+    seconds = time.perf_counter() - start
+    return {"texts_per_s": round(len(texts) / seconds, 1), "peak_rss_mb": round(max(_peak_mb() - before, 0.0), 1)}
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(*sys.argv[1:4])))

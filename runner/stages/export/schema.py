@@ -1,0 +1,53 @@
+"""The `export` group's schemas (one per target; `export=[onnx_int8,static]` selects several) and the
+checks of their knobs. Kept cheap to import: `python -m runner --cfg job` reads it via `runner.config`."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Optional
+
+EXTRA = "pip install 'ragtune[export]'"
+NEEDS = {"onnx": ("onnx", "onnxruntime"), "onnx_int8": ("onnx", "onnxruntime"), "static": ("model2vec",)}
+
+
+@dataclass
+class OnnxExport:
+    opset: int = 17  # ONNX opset of the graph (14 or more: the attention ops need it)
+
+
+@dataclass
+class OnnxInt8Export(OnnxExport):
+    per_channel: bool = True  # one int8 scale per output channel of a weight, not one per tensor
+    reduce_range: bool = True  # 7-bit weights: CPUs without VNNI (AVX2 only) saturate on full 8-bit products
+
+
+@dataclass
+class StaticExport:
+    pca_dims: Optional[int] = 256  # PCA width of the token vectors; null keeps the model's width
+
+
+EXPORT = {"onnx": OnnxExport, "onnx_int8": OnnxInt8Export, "static": StaticExport}
+
+
+def missing_packages(target: str) -> list[str]:
+    return [m for m in NEEDS[target] if importlib.util.find_spec(m) is None]
+
+
+def problems(cfg) -> list[str]:
+    """Known targets, their knobs, and their libraries installed: found before anything is computed."""
+    p: list[str] = []
+    if cfg.get("export") and not cfg.finetune.get("_target_"):
+        p.append(f"export={','.join(cfg.export)} exports the trained model, and finetune=none trains none: drop export or train")
+    for target, spec in (cfg.get("export") or {}).items():
+        if target not in EXPORT:
+            p.append(f"export.{target} is not an export target: choose from {', '.join(EXPORT)} (export=[onnx_int8,static])")
+            continue
+        if "opset" in spec and spec.opset < 14:
+            p.append(f"export.{target}.opset={spec.opset} is too old for the attention ops: use 14 or more (17 is the default)")
+        if target == "static" and spec.pca_dims is not None and spec.pca_dims < 2:
+            p.append(f"export.static.pca_dims={spec.pca_dims} must be 2 or more, or null to keep the model's width")
+        missing = missing_packages(target)
+        if missing:
+            p.append(f"export={target} needs {', '.join(missing)}, which is not installed: {EXTRA}")
+    return p

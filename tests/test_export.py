@@ -1,0 +1,152 @@
+"""`export=...`: the trained model as ONNX, int8 ONNX and a static model, each loaded, scored paired
+against the torch model, timed, cached, and usable in LlamaIndex."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, compose, fast, run_cli
+from runner.infra.errors import RagtuneError
+from runner.pipeline import run
+from wandb_records import run_contents
+
+EXPORTS = "export=[onnx,onnx_int8,static]"
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model, tmp_path_factory):
+    """One debug=fast run with every export, and a second run of the same config (the cache)."""
+    root = tmp_path_factory.mktemp("export")
+    run(compose(fast(tiny_model, EXPORTS), root / "a", root / "outputs"))  # W&B offline
+    run(compose(fast(tiny_model, "logger=none", EXPORTS), root / "b", root / "outputs"))
+    return root
+
+
+def test_every_export_is_scored_against_the_torch_model_timed_and_sized(exported):
+    results = json.loads((exported / "a" / "results.json").read_text())
+    rows = results["exports"]
+    assert list(rows) == ["torch", "onnx", "onnx_int8", "static"]
+    torch_row = rows["torch"]
+    assert torch_row["metrics"] == results["metrics"]["finetuned"]  # the reference is the shipped model
+    assert torch_row["speedup_vs_torch"] == 1.0 and torch_row["texts_per_s"] > 0
+    for name in ("onnx", "onnx_int8", "static"):
+        row = rows[name]
+        assert row["size_mb"] > 0 and row["texts_per_s"] > 0 and row["peak_rss_mb"] >= 0
+        low, high = row["delta_ci95"]
+        assert low <= row["delta_vs_torch"] <= high and 0 <= row["delta_p"] <= 1
+        assert row["delta_vs_torch"] == pytest.approx(row["metrics"]["ndcg@10"] - torch_row["metrics"]["ndcg@10"])
+        assert row["cache"] == "miss" and (exported / "a" / "exports" / name).is_dir()
+    # the fp32 graph is the torch model: the same rankings, so the same scores
+    assert rows["onnx"]["metrics"]["ndcg@10"] == pytest.approx(torch_row["metrics"]["ndcg@10"], abs=1e-3)
+    # int8 weights: about a quarter of the fp32 graph
+    assert rows["onnx_int8"]["size_mb"] < 0.6 * rows["onnx"]["size_mb"]
+    assert not (exported / "a" / "exports" / "onnx" / "model.safetensors").exists()
+
+
+def test_the_onnx_graph_embeds_as_the_torch_model_does(exported):
+    from sentence_transformers import SentenceTransformer
+
+    from runner.stages.export.exporting import load_encoder
+
+    texts = ["What does a context manager do?", "The with statement calls __enter__ and __exit__."]
+    torch_emb = SentenceTransformer(str(exported / "a" / "model"), device="cpu").encode_document(texts, normalize_embeddings=True)
+    onnx_emb = load_encoder("onnx", exported / "a" / "exports" / "onnx").encode_document(texts)
+    int8_emb = load_encoder("onnx_int8", exported / "a" / "exports" / "onnx_int8").encode_document(texts)
+    assert np.allclose(onnx_emb, torch_emb, atol=1e-4)
+    cosine = (int8_emb * torch_emb).sum(axis=1)
+    assert cosine.min() > 0.9 and not np.allclose(int8_emb, torch_emb, atol=1e-4)
+    static = load_encoder("static", exported / "a" / "exports" / "static")
+    assert static.encode_document(texts).shape[0] == 2
+
+
+def test_a_second_run_copies_the_exports_from_the_cache(exported):
+    first = json.loads((exported / "a" / "results.json").read_text())["exports"]
+    again = json.loads((exported / "b" / "results.json").read_text())
+    assert {again["cache"][f"export_{n}"] for n in ("onnx", "onnx_int8", "static")} == {"hit"}
+    for name in ("onnx", "onnx_int8", "static"):
+        assert again["exports"][name]["metrics"] == first[name]["metrics"]  # the same model, the same files
+
+
+def test_the_wandb_run_holds_each_exports_row(exported):
+    rows = json.loads((exported / "a" / "results.json").read_text())["exports"]
+    (run_file,) = (exported / "a").glob("wandb/offline-run-*/run-*.wandb")
+    summary = run_contents(run_file)["summary"]
+    for name in ("torch", "onnx", "onnx_int8", "static"):
+        assert summary[f"export/{name}/texts_per_s"] == pytest.approx(rows[name]["texts_per_s"])
+        assert summary[f"export/{name}/ndcg@10"] == pytest.approx(rows[name]["metrics"]["ndcg@10"])
+    assert summary["export/onnx_int8/delta_ci95_low"] == pytest.approx(rows["onnx_int8"]["delta_ci95"][0])
+
+
+def test_compare_shows_each_exports_score_and_speed(exported, tmp_path):
+    from runner.compare import collect, rows_for
+
+    columns, rows = rows_for(collect([exported / "a", exported / "b"]), "finetuned/ndcg@10")
+    exports = json.loads((exported / "a" / "results.json").read_text())["exports"]
+    assert {"onnx_int8/ndcg@10", "onnx_int8 x torch", "static/ndcg@10", "static x torch"} <= set(columns)
+    assert all(r[columns.index("static x torch")] > 1 for r in rows)  # a static model outruns the transformer
+    assert {r[columns.index("onnx_int8/ndcg@10")] for r in rows} == {exports["onnx_int8"]["metrics"]["ndcg@10"]}
+
+
+def test_an_export_serves_a_llama_index_vector_store_as_the_readme_shows(exported):
+    from llama_index.core import Document, Settings
+
+    docs = [
+        Document(text="The with statement calls __enter__ on entry and __exit__ on the way out."),
+        Document(text="A lambda expression yields an anonymous function object."),
+        Document(text="The global statement declares names that live in the module namespace."),
+    ]
+    readme = (ROOT / "README.md").read_text()
+    code = readme.split("<!-- example: load_embedding -->")[1].split("```python")[1].split("```")[0]
+    before = Settings._embed_model
+    try:
+        for name in ("onnx_int8", "static"):
+            scope = {"documents": docs}
+            path = str(exported / "a" / "exports" / name)
+            exec(code.replace('"outputs/runs/<date>/<run>/exports/onnx_int8"', repr(path)), scope)
+            hits = scope["index"].as_retriever(similarity_top_k=3).retrieve("anonymous function lambda")
+            assert len(hits) == 3 and {h.node.get_content() for h in hits} == {d.text for d in docs}
+            assert all(np.isfinite(h.score) for h in hits) and Settings.embed_model.model_name == path
+    finally:
+        Settings._embed_model = before
+
+
+def test_a_missing_library_is_a_config_error_that_names_the_extra(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(RagtuneError) as err:
+        run(compose(fast(tiny_model, "logger=none", "export=onnx_int8"), tmp_path / "run"))
+    assert "export=onnx_int8 needs onnxruntime, which is not installed: pip install 'ragtune[export]'" in str(err.value)
+    assert not (tmp_path / "run" / "model").exists()  # found before anything was computed
+
+
+def test_an_export_that_fails_keeps_the_model_and_the_results(tiny_model, tmp_path, monkeypatch):
+    from runner.stages.export import exporting
+
+    def broken(*_a, **_k):
+        raise RuntimeError("Exporting the operator 'aten::weird' to ONNX opset version 17 is not supported")
+
+    monkeypatch.setattr(exporting, "export_onnx", broken)
+    with pytest.raises(RagtuneError) as err:
+        run(compose(fast(tiny_model, "logger=none", "export=[onnx,static]"), tmp_path / "run"))
+    assert "export=onnx failed: Exporting the operator 'aten::weird'" in str(err.value)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert "error" in results["exports"]["onnx"] and results["exports"]["static"]["texts_per_s"] > 0
+    assert (tmp_path / "run" / "model" / "model.safetensors").exists() and results["verdict"]["deploy"]
+
+
+def test_bad_export_settings_are_clear_errors(tiny_model, tmp_path):
+    proc = run_cli(*fast(tiny_model, "logger=none"), "+export.tflite={}", f"hydra.run.dir={tmp_path}/a")
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "export.tflite is not an export target: choose from onnx, onnx_int8, static" in said
+    bad = ("export=onnx", "export.onnx.opset=11", "finetune=none", f"hydra.run.dir={tmp_path}/b")
+    proc = run_cli(*fast(tiny_model, "logger=none"), *bad)
+    assert proc.returncode == 2
+    said = proc.stdout + proc.stderr
+    assert "export.onnx.opset=11 is too old" in said and "finetune=none trains none" in said
