@@ -3,7 +3,7 @@
     python -m runner.stages.export.measure TARGET PATH TEXTS_JSON   # prints {"texts_per_s":, "peak_rss_mb":}
 
 TARGET is torch (a sentence-transformers directory, fp32 on the CPU), onnx, onnx_int8 or static. The
-libraries are imported first; the memory is the process's peak resident set (`ru_maxrss`) less what
+libraries are imported first; the memory is the process's peak resident set (VmHWM) less what
 it held before loading the model: what the model and one batch of encoding add.
 """
 
@@ -36,7 +36,14 @@ def _rss_mb() -> float:
 
 
 def _peak_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux, bytes on macOS
+    """The process's peak resident set: VmHWM on Linux, which a new program starts afresh (ru_maxrss
+    keeps the forking parent's peak across exec), else ru_maxrss (bytes on macOS)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
