@@ -50,16 +50,16 @@ def test_every_export_is_scored_against_the_torch_model_timed_and_sized(exported
 def test_the_onnx_graph_embeds_as_the_torch_model_does(exported):
     from sentence_transformers import SentenceTransformer
 
-    from runner.stages.export.exporting import load_encoder
+    from runner.stages.export.measure import load_encoder
 
     texts = ["What does a context manager do?", "The with statement calls __enter__ and __exit__."]
     torch_emb = SentenceTransformer(str(exported / "a" / "model"), device="cpu").encode_document(texts, normalize_embeddings=True)
-    onnx_emb = load_encoder("onnx", exported / "a" / "exports" / "onnx").encode_document(texts)
-    int8_emb = load_encoder("onnx_int8", exported / "a" / "exports" / "onnx_int8").encode_document(texts)
+    onnx_emb = load_encoder(exported / "a" / "exports" / "onnx").encode_document(texts)
+    int8_emb = load_encoder(exported / "a" / "exports" / "onnx_int8").encode_document(texts)
     assert np.allclose(onnx_emb, torch_emb, atol=1e-4)
     cosine = (int8_emb * torch_emb).sum(axis=1)
     assert cosine.min() > 0.9 and not np.allclose(int8_emb, torch_emb, atol=1e-4)
-    static = load_encoder("static", exported / "a" / "exports" / "static")
+    static = load_encoder(exported / "a" / "exports" / "static")
     assert static.encode_document(texts).shape[0] == 2
 
 

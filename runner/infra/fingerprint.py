@@ -35,15 +35,16 @@ def _files_below(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def path_fingerprint(path: str | Path) -> dict | None:
-    """{"sha256": ..., "files": n, "bytes": n} of a file or a folder's files; None if it does not exist."""
+def path_fingerprint(path: str | Path, ignore: frozenset[str] = frozenset()) -> dict | None:
+    """{"sha256": ..., "files": n, "bytes": n} of a file or a folder's files (but those named in
+    `ignore`); None if it does not exist."""
     p = Path(path).expanduser()
     if p.is_file():
         return {"sha256": file_digest(p), "files": 1, "bytes": p.stat().st_size}
     if not p.is_dir():
         return None
     h, size = hashlib.sha256(), 0
-    files = _files_below(p)
+    files = [f for f in _files_below(p) if f.name not in ignore]
     for f in files:
         h.update(f.relative_to(p).as_posix().encode() + b"\0" + file_digest(f).encode() + b"\0")
         size += f.stat().st_size

@@ -10,7 +10,6 @@ content of the model directory it comes from, its knobs, the code and the librar
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -23,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from runner.infra.errors import first_line
-from runner.infra.fingerprint import file_digest, path_fingerprint, short_identity
+from runner.infra.fingerprint import path_fingerprint, short_identity
 from runner.infra.metrics import paired_bootstrap_ci, paired_randomization_p
 from runner.stages.evaluate.scoring import evaluate_model
 from runner.stages.export.measure import load_encoder
-from runner.stages.export.onnx import GRAPH, SKIP, export_onnx, quantize_int8
+from runner.stages.export.onnx import SKIP, export_onnx, quantize_int8
 from runner.stages.export.schema import EXTRA, missing_packages
 from runner.stages.export.static import distill_static
 
@@ -91,7 +90,7 @@ def _export_row(cfg, stages, target, spec, model_dir, reference, eval_set, metri
     path = out / "exports" / target
     status, seconds = cached_build(stages, target, spec, model_dir, path, device)
     speed, peak = measure(target, path, texts)
-    encoder = load_encoder(target, path)
+    encoder = load_encoder(path)
     model_id = short_identity(f"{target}:{path}", path_fingerprint(path))
     result = evaluate_model(encoder, eval_set, cfg.evaluate, cfg.evaluate.batch_size, model_id=model_id, precision="fp32")
     ref, got = np.asarray(reference.per_query[metric]), np.asarray(result.per_query[metric])
@@ -147,10 +146,7 @@ def cached_build(stages, target: str, spec, model_dir: Path, path: Path, device:
 def model_content(model_dir: Path) -> str:
     """SHA-256 of the model directory's files but its model card (README.md names the run, not the
     weights) and where it lies: the same trained model in another run dir is the same export."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in Path(model_dir).rglob("*") if p.is_file() and p.name not in SKIP):
-        h.update(f.relative_to(model_dir).as_posix().encode() + b"\0" + file_digest(f).encode() + b"\0")
-    return h.hexdigest()
+    return path_fingerprint(model_dir, ignore=SKIP)["sha256"]
 
 
 def measure(target: str, path: Path, texts: list[str]) -> tuple[float, float]:
@@ -160,7 +156,7 @@ def measure(target: str, path: Path, texts: list[str]) -> tuple[float, float]:
     with tempfile.TemporaryDirectory(prefix="ragtune-measure-") as tmp:
         (Path(tmp) / "texts.json").write_text(json.dumps(texts))
         proc = subprocess.run(
-            [sys.executable, "-m", "runner.stages.export.measure", target, str(path), str(Path(tmp) / "texts.json")],
+            [sys.executable, "-m", "runner.stages.export.measure", str(path), str(Path(tmp) / "texts.json")],
             capture_output=True,
             text=True,
         )
@@ -174,6 +170,3 @@ def measure(target: str, path: Path, texts: list[str]) -> tuple[float, float]:
 def size_mb(path: Path) -> float:
     """What the model directory holds on disk, in MB (2^20 bytes)."""
     return round(sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20, 2)
-
-
-__all__ = ["GRAPH", "export_all", "load_encoder"]

@@ -10,7 +10,8 @@ from pathlib import Path
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import PrivateAttr
 
-from runner.stages.export.onnx import GRAPH, INT8_GRAPH, OnnxEncoder
+from runner.stages.export.measure import load_encoder
+from runner.stages.export.onnx import graph_of
 
 
 class EncoderEmbedding(BaseEmbedding):
@@ -21,13 +22,7 @@ class EncoderEmbedding(BaseEmbedding):
 
     def __init__(self, path: str | Path, embed_batch_size: int = 32, **kwargs):
         super().__init__(model_name=str(path), embed_batch_size=embed_batch_size, **kwargs)
-        path = Path(path)
-        if (path / GRAPH).exists() or (path / INT8_GRAPH).exists():
-            self._encoder = OnnxEncoder(path)
-        else:
-            from sentence_transformers import SentenceTransformer
-
-            self._encoder = SentenceTransformer(str(path), device="cpu")
+        self._encoder = load_encoder(Path(path))
 
     @classmethod
     def class_name(cls) -> str:
@@ -55,7 +50,7 @@ def load_embedding(path: str | Path, **kwargs) -> BaseEmbedding:
     path = Path(path)
     if not (path / "modules.json").exists():
         raise FileNotFoundError(f"{path} is not a model directory or an export of ragtune (it has no modules.json)")
-    if (path / GRAPH).exists() or (path / INT8_GRAPH).exists() or "StaticEmbedding" in (path / "modules.json").read_text():
+    if graph_of(path) or "StaticEmbedding" in (path / "modules.json").read_text():
         return EncoderEmbedding(path, **kwargs)
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 

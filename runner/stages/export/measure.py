@@ -1,8 +1,8 @@
 """One backend's encode speed and memory, measured in a process of its own.
 
-    python -m runner.stages.export.measure TARGET PATH TEXTS_JSON   # prints {"texts_per_s":, "peak_rss_mb":}
+    python -m runner.stages.export.measure PATH TEXTS_JSON   # prints {"texts_per_s":, "peak_rss_mb":}
 
-TARGET is torch (a sentence-transformers directory, fp32 on the CPU), onnx, onnx_int8 or static. The
+PATH is a trained model directory (torch, fp32 on the CPU) or an export (onnx, onnx_int8, static). The
 libraries are imported first; the memory is the process's peak resident set (VmHWM) less what
 it held before loading the model: what the model and one batch of encoding add.
 """
@@ -18,11 +18,12 @@ from pathlib import Path
 BATCH = 32  # texts a batch; the first batch is a warm-up, not timed
 
 
-def load_encoder(target: str, path: Path):
-    """The exported model as an encoder the scorer takes (encode_query / encode_document)."""
-    if target in ("onnx", "onnx_int8"):
-        from runner.stages.export.onnx import OnnxEncoder
+def load_encoder(path: Path):
+    """A model directory or export as an encoder the scorer takes (encode_query / encode_document):
+    ONNX Runtime where it holds a graph, else sentence-transformers (the torch model, a static model)."""
+    from runner.stages.export.onnx import OnnxEncoder, graph_of
 
+    if graph_of(path):
         return OnnxEncoder(path)
     from sentence_transformers import SentenceTransformer
 
@@ -47,16 +48,18 @@ def _peak_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
-def main(target: str, path: str, texts_file: str) -> dict:
+def main(path: str, texts_file: str) -> dict:
     import sentence_transformers  # noqa: F401  (the libraries before the baseline: their memory is not the model's)
     import transformers  # noqa: F401
 
-    if target.startswith("onnx"):
+    from runner.stages.export.onnx import graph_of
+
+    if graph_of(Path(path)):
         import onnxruntime  # noqa: F401
 
     texts = json.loads(Path(texts_file).read_text())
     before = _rss_mb()
-    encoder = load_encoder(target, Path(path))
+    encoder = load_encoder(Path(path))
     encoder.encode_document(texts[:BATCH], batch_size=BATCH)
     start = time.perf_counter()
     encoder.encode_document(texts, batch_size=BATCH, show_progress_bar=False)
@@ -65,4 +68,4 @@ def main(target: str, path: str, texts_file: str) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(*sys.argv[1:4])))
+    print(json.dumps(main(*sys.argv[1:3])))

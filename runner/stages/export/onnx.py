@@ -84,6 +84,11 @@ def quantize_int8(source: Path, out: Path, per_channel: bool, reduce_range: bool
     return out / INT8_GRAPH
 
 
+def graph_of(path: Path) -> Path | None:
+    """The ONNX graph an export directory holds (the int8 one first), or None."""
+    return next((Path(path) / g for g in (INT8_GRAPH, GRAPH) if (Path(path) / g).exists()), None)
+
+
 class _Device:
     type = "cpu"
 
@@ -92,18 +97,15 @@ class OnnxEncoder:
     """A sentence-transformers-like encoder over an exported directory: `encode_query`,
     `encode_document` (with the model's prompts), `max_seq_length`, `device.type`."""
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path):
         import onnxruntime as ort
         from transformers import AutoTokenizer
 
         self.path = Path(path)
-        graph = next((self.path / g for g in (INT8_GRAPH, GRAPH) if (self.path / g).exists()), None)
+        graph = graph_of(self.path)
         if graph is None:
             raise FileNotFoundError(f"{self.path} holds no {GRAPH} or {INT8_GRAPH}: not an ONNX export of ragtune")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
         st = _read(self.path / "sentence_bert_config.json")
