@@ -150,3 +150,45 @@ def test_bad_export_settings_are_clear_errors(tiny_model, tmp_path):
     assert proc.returncode == 2
     said = proc.stdout + proc.stderr
     assert "export.onnx.opset=11 is too old" in said and "finetune=none trains none" in said
+
+
+def test_a_changed_knob_or_model_file_misses_the_export_cache(tiny_model, tmp_path, monkeypatch):
+    """The export key holds the model's content and every knob: an identical export is a hit, a changed
+    `per_channel` or a changed weight file a miss; the model card (README.md) and the path are not in it."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    from runner.infra.stage_cache import StageCache
+    from runner.stages.export import exporting
+    from runner.stages.export.schema import OnnxInt8Export
+
+    built = []
+
+    def fake_build(target, spec, model_dir, out, device):  # what was built from what, not a real export
+        out.mkdir(parents=True)
+        (out / "made_from.txt").write_text(f"{model_dir.name} {OmegaConf.to_container(spec)}")
+        built.append(out)
+        return out
+
+    monkeypatch.setattr(exporting, "build", fake_build)
+    stages = StageCache(tmp_path / "cache")
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    spec = OmegaConf.structured(OnnxInt8Export)
+
+    def export(spec, model_dir=model):
+        return exporting.cached_build(stages, "onnx_int8", spec, model_dir, tmp_path / "run" / "exports" / "onnx_int8", "cpu")[0]
+
+    assert export(spec) == "miss" and len(built) == 1
+    assert export(spec) == "hit" and len(built) == 1
+    (model / "README.md").write_text("a model card naming another run")
+    moved = tmp_path / "elsewhere" / "model"
+    shutil.copytree(model, moved)
+    assert export(spec, moved) == "hit" and len(built) == 1  # the card and the path are not the weights
+    assert export(OmegaConf.merge(spec, {"per_channel": False})) == "miss" and len(built) == 2
+    weights = next(p for p in model.iterdir() if p.suffix in (".safetensors", ".bin"))
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
+    assert export(spec) == "miss" and len(built) == 3
+    assert export(spec) == "hit" and len(built) == 3
+    assert (tmp_path / "run" / "exports" / "onnx_int8" / "made_from.txt").exists()
