@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", type=Path)
-    ap.add_argument("--targets", default="onnx,onnx_int8,static")
+    ap.add_argument("--targets", default="onnx,onnx_int8,openvino,openvino_int8,static")
     ap.add_argument("--set", action="append", default=[], help="TARGET.KNOB=VALUE, e.g. static.pca_dims=128")
     args = ap.parse_args()
 
@@ -59,7 +59,10 @@ def main() -> None:
     reference = evaluate_saved(job, torch_model, eval_set, model_dir)
     stages = StageCache(ROOT / "outputs" / "cache")
     out = ROOT / "outputs" / "bench" / "exports" / args.run_dir.name
-    rows = export_all(cfg, stages, model_dir, reference, eval_set, metric, out, "cpu")
+    train = args.run_dir / "train_pairs.json"  # the run's training passages: int8 calibration data
+    corpus = EmbeddingQAFinetuneDataset.from_json(str(train)).corpus if train.exists() else {}
+    passages = [corpus[k] for k in sorted(corpus)]
+    rows = export_all(cfg, stages, model_dir, reference, eval_set, metric, out, "cpu", passages)
     print(exports_table(rows, metric))
     for name, row in rows.items():
         if "llama_index" in row:

@@ -216,7 +216,8 @@ def experiment(cfg: DictConfig, out: Path, config: dict, share: dict, tracker) -
     exports = {}
     if cfg.export and trained.model_dir:
         with stage("export", timings):
-            exports = export_all(cfg, job.stages, trained.model_dir, trained.run_result, eval_set, metric, out, device)
+            passages = [pairs.corpus[k] for k in sorted(pairs.corpus)]  # int8 calibration: training text only
+            exports = export_all(cfg, job.stages, trained.model_dir, trained.run_result, eval_set, metric, out, device, passages)
 
     # 8. report: per_query.csv, results.json, W&B, the console
     write_tables(job, eval_set, rows, choices)

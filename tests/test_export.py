@@ -14,7 +14,8 @@ from runner.infra.errors import RagtuneError
 from runner.pipeline import run
 from wandb_records import run_contents
 
-EXPORTS = "export=[onnx,onnx_int8,static]"
+EXPORTS = "export=[onnx,onnx_int8,openvino,openvino_int8,static]"
+TARGETS = ["onnx", "onnx_int8", "openvino", "openvino_int8", "static"]
 
 
 @pytest.fixture(scope="module")
@@ -22,18 +23,18 @@ def exported(tiny_model, tmp_path_factory):
     """One debug=fast run with every export, and a second run of the same config (the cache)."""
     root = tmp_path_factory.mktemp("export")
     run(compose(fast(tiny_model, EXPORTS), root / "a", root / "outputs"))  # W&B offline
-    run(compose(fast(tiny_model, "logger=none", EXPORTS), root / "b", root / "outputs"))
+    run(compose(fast(tiny_model, "logger=none", "export=[onnx_int8,openvino_int8,static]"), root / "b", root / "outputs"))
     return root
 
 
 def test_every_export_is_scored_against_the_torch_model_timed_and_sized(exported):
     results = json.loads((exported / "a" / "results.json").read_text())
     rows = results["exports"]
-    assert list(rows) == ["torch", "onnx", "onnx_int8", "static"]
+    assert list(rows) == ["torch", *TARGETS]
     torch_row = rows["torch"]
     assert torch_row["metrics"] == results["metrics"]["finetuned"]  # the reference is the shipped model
     assert torch_row["speedup_vs_torch"] == 1.0 and torch_row["texts_per_s"] > 0
-    for name in ("onnx", "onnx_int8", "static"):
+    for name in TARGETS:
         row = rows[name]
         assert row["size_mb"] > 0 and row["texts_per_s"] > 0 and row["peak_rss_mb"] >= 0
         low, high = row["delta_ci95"]
@@ -41,9 +42,13 @@ def test_every_export_is_scored_against_the_torch_model_timed_and_sized(exported
         assert row["delta_vs_torch"] == pytest.approx(row["metrics"]["ndcg@10"] - torch_row["metrics"]["ndcg@10"])
         assert row["cache"] == "miss" and (exported / "a" / "exports" / name).is_dir()
     # the fp32 graph is the torch model: the same rankings, so the same scores
-    assert rows["onnx"]["metrics"]["ndcg@10"] == pytest.approx(torch_row["metrics"]["ndcg@10"], abs=1e-3)
-    # int8 weights: about a quarter of the fp32 graph
-    assert rows["onnx_int8"]["size_mb"] < 0.6 * rows["onnx"]["size_mb"]
+    for fp32, int8 in (("onnx", "onnx_int8"), ("openvino", "openvino_int8")):
+        assert rows[fp32]["metrics"]["ndcg@10"] == pytest.approx(torch_row["metrics"]["ndcg@10"], abs=1e-3)
+        assert rows[int8]["size_mb"] < 0.6 * rows[fp32]["size_mb"]  # int8 weights: about a quarter
+    # static int8 calibrates on training passages (the tiny run has fewer than 300: all of them)
+    train = json.loads((exported / "a" / "train_pairs.json").read_text())["corpus"]
+    assert rows["openvino_int8"]["calibration_texts"] == min(300, len(train)) and "calibration_texts" not in rows["onnx_int8"]
+    assert (exported / "a" / "exports" / "openvino_int8" / "openvino" / "openvino_model_qint8_quantized.xml").exists()
     assert not (exported / "a" / "exports" / "onnx" / "model.safetensors").exists()
 
 
@@ -54,11 +59,12 @@ def test_the_onnx_graph_embeds_as_the_torch_model_does(exported):
 
     texts = ["What does a context manager do?", "The with statement calls __enter__ and __exit__."]
     torch_emb = SentenceTransformer(str(exported / "a" / "model"), device="cpu").encode_document(texts, normalize_embeddings=True)
-    onnx_emb = load_encoder(exported / "a" / "exports" / "onnx").encode_document(texts)
-    int8_emb = load_encoder(exported / "a" / "exports" / "onnx_int8").encode_document(texts)
-    assert np.allclose(onnx_emb, torch_emb, atol=1e-4)
-    cosine = (int8_emb * torch_emb).sum(axis=1)
-    assert cosine.min() > 0.9 and not np.allclose(int8_emb, torch_emb, atol=1e-4)
+    for fp32, int8 in (("onnx", "onnx_int8"), ("openvino", "openvino_int8")):
+        fp32_emb = load_encoder(exported / "a" / "exports" / fp32).encode_document(texts)
+        int8_emb = load_encoder(exported / "a" / "exports" / int8).encode_document(texts)
+        assert np.allclose(fp32_emb, torch_emb, atol=1e-4)
+        cosine = (int8_emb * torch_emb).sum(axis=1)
+        assert cosine.min() > 0.9 and not np.allclose(int8_emb, torch_emb, atol=1e-4)
     static = load_encoder(exported / "a" / "exports" / "static")
     assert static.encode_document(texts).shape[0] == 2
 
@@ -66,8 +72,9 @@ def test_the_onnx_graph_embeds_as_the_torch_model_does(exported):
 def test_a_second_run_copies_the_exports_from_the_cache(exported):
     first = json.loads((exported / "a" / "results.json").read_text())["exports"]
     again = json.loads((exported / "b" / "results.json").read_text())
-    assert {again["cache"][f"export_{n}"] for n in ("onnx", "onnx_int8", "static")} == {"hit"}
-    for name in ("onnx", "onnx_int8", "static"):
+    names = ("onnx_int8", "openvino_int8", "static")
+    assert {again["cache"][f"export_{n}"] for n in names} == {"hit"}
+    for name in names:
         assert again["exports"][name]["metrics"] == first[name]["metrics"]  # the same model, the same files
 
 
@@ -75,7 +82,7 @@ def test_the_wandb_run_holds_each_exports_row(exported):
     rows = json.loads((exported / "a" / "results.json").read_text())["exports"]
     (run_file,) = (exported / "a").glob("wandb/offline-run-*/run-*.wandb")
     summary = run_contents(run_file)["summary"]
-    for name in ("torch", "onnx", "onnx_int8", "static"):
+    for name in ("torch", *TARGETS):
         assert summary[f"export/{name}/texts_per_s"] == pytest.approx(rows[name]["texts_per_s"])
         assert summary[f"export/{name}/ndcg@10"] == pytest.approx(rows[name]["metrics"]["ndcg@10"])
     assert summary["export/onnx_int8/delta_ci95_low"] == pytest.approx(rows["onnx_int8"]["delta_ci95"][0])
@@ -103,7 +110,7 @@ def test_an_export_serves_a_llama_index_vector_store_as_the_readme_shows(exporte
     code = readme.split("<!-- example: load_embedding -->")[1].split("```python")[1].split("```")[0]
     before = Settings._embed_model
     try:
-        for name in ("onnx_int8", "static"):
+        for name in ("onnx_int8", "openvino_int8", "static"):
             scope = {"documents": docs}
             path = str(exported / "a" / "exports" / name)
             exec(code.replace('"outputs/runs/<date>/<run>/exports/onnx_int8"', repr(path)), scope)
@@ -144,12 +151,14 @@ def test_an_export_that_fails_keeps_the_model_and_the_results(tiny_model, tmp_pa
 def test_bad_export_settings_are_clear_errors(tiny_model, tmp_path):
     proc = run_cli(*fast(tiny_model, "logger=none"), "+export.tflite={}", f"hydra.run.dir={tmp_path}/a")
     said = proc.stdout + proc.stderr
-    assert proc.returncode == 2 and "export.tflite is not an export target: choose from onnx, onnx_int8, static" in said
-    bad = ("export=onnx", "export.onnx.opset=11", "finetune=none", f"hydra.run.dir={tmp_path}/b")
-    proc = run_cli(*fast(tiny_model, "logger=none"), *bad)
+    assert proc.returncode == 2
+    assert "export.tflite is not an export target: choose from onnx, onnx_int8, openvino, openvino_int8, static" in said
+    bad = ("export=[onnx,openvino_int8]", "export.onnx.opset=11", "export.openvino_int8.preset=fast", "finetune=none")
+    proc = run_cli(*fast(tiny_model, "logger=none"), *bad, f"hydra.run.dir={tmp_path}/b")
     assert proc.returncode == 2
     said = proc.stdout + proc.stderr
     assert "export.onnx.opset=11 is too old" in said and "finetune=none trains none" in said
+    assert "export.openvino_int8.preset='fast' is not an NNCF preset: use performance or mixed" in said
 
 
 def test_a_changed_knob_or_model_file_misses_the_export_cache(tiny_model, tmp_path, monkeypatch):
@@ -165,7 +174,7 @@ def test_a_changed_knob_or_model_file_misses_the_export_cache(tiny_model, tmp_pa
 
     built = []
 
-    def fake_build(target, spec, model_dir, out, device):  # what was built from what, not a real export
+    def fake_build(target, spec, model_dir, out, device, calibration):  # what was built from what, not a real export
         out.mkdir(parents=True)
         (out / "made_from.txt").write_text(f"{model_dir.name} {OmegaConf.to_container(spec)}")
         built.append(out)
@@ -177,8 +186,9 @@ def test_a_changed_knob_or_model_file_misses_the_export_cache(tiny_model, tmp_pa
     shutil.copytree(tiny_model, model)
     spec = OmegaConf.structured(OnnxInt8Export)
 
-    def export(spec, model_dir=model):
-        return exporting.cached_build(stages, "onnx_int8", spec, model_dir, tmp_path / "run" / "exports" / "onnx_int8", "cpu")[0]
+    def export(spec, model_dir=model, calibration=()):
+        path = tmp_path / "run" / "exports" / "onnx_int8"
+        return exporting.cached_build(stages, "onnx_int8", spec, model_dir, path, "cpu", calibration)[0]
 
     assert export(spec) == "miss" and len(built) == 1
     assert export(spec) == "hit" and len(built) == 1
@@ -191,4 +201,7 @@ def test_a_changed_knob_or_model_file_misses_the_export_cache(tiny_model, tmp_pa
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
     assert export(spec) == "miss" and len(built) == 3
     assert export(spec) == "hit" and len(built) == 3
+    assert export(spec, calibration=["a passage", "another"]) == "miss" and len(built) == 4  # int8 ranges
+    assert export(spec, calibration=["a passage", "another"]) == "hit" and len(built) == 4
+    assert export(spec, calibration=["a passage", "a third"]) == "miss" and len(built) == 5
     assert (tmp_path / "run" / "exports" / "onnx_int8" / "made_from.txt").exists()

@@ -10,13 +10,17 @@ content of the model directory it comes from, its knobs, the code and the librar
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import random
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +31,7 @@ from runner.infra.metrics import paired_bootstrap_ci, paired_randomization_p
 from runner.stages.evaluate.scoring import evaluate_model
 from runner.stages.export.measure import load_encoder
 from runner.stages.export.onnx import SKIP, export_onnx, quantize_int8
+from runner.stages.export.openvino import export_openvino, quantize_openvino_int8
 from runner.stages.export.schema import EXTRA, missing_packages
 from runner.stages.export.static import distill_static
 
@@ -37,63 +42,122 @@ LOADS = {
     "torch": 'HuggingFaceEmbedding(model_name="{path}")',
     "onnx": 'ragtune.load_embedding("{path}")  # or SentenceTransformer("{path}", backend="onnx") with optimum',
     "onnx_int8": 'ragtune.load_embedding("{path}")  # or backend="onnx", model_kwargs={{"file_name": "onnx/model_qint8.onnx"}}',
+    "openvino": 'ragtune.load_embedding("{path}")  # or SentenceTransformer("{path}", backend="openvino") with optimum-intel',
+    "openvino_int8": 'ragtune.load_embedding("{path}")  # or backend="openvino", model_kwargs='
+    '{{"file_name": "openvino/openvino_model_qint8_quantized.xml"}}',
     "static": 'ragtune.load_embedding("{path}")  # or SentenceTransformer("{path}")',
 }
 
 
-def build(target: str, spec, model_dir: Path, out: Path, device: str) -> Path:
-    """Write the export `target` of the model in `model_dir` into `out` (a new directory)."""
+def build(target: str, spec, model_dir: Path, out: Path, device: str, calibration: list[str]) -> Path:
+    """Write the export `target` of the model in `model_dir` into `out` (a new directory);
+    `calibration` is the training passages a static int8 quantization sets its ranges on."""
     if target == "onnx":
         export_onnx(model_dir, out, spec.opset)
     elif target == "onnx_int8":
         with tempfile.TemporaryDirectory(prefix="ragtune-onnx-") as tmp:
             export_onnx(model_dir, Path(tmp) / "onnx", spec.opset)
             quantize_int8(Path(tmp) / "onnx", out, spec.per_channel, spec.reduce_range)
+    elif target == "openvino":
+        export_openvino(model_dir, out, spec.opset)
+    elif target == "openvino_int8":
+        quantize_openvino_int8(model_dir, out, spec.opset, calibration, spec.preset)
     elif target == "static":
         distill_static(model_dir, out, spec.pca_dims, device)
     return out
 
 
-def export_all(cfg, stages, model_dir: Path, reference, eval_set, metric: str, out: Path, device: str) -> dict:
+class Timer:
+    """Each backend's encode speed and peak memory, in a process of its own: forked, on POSIX, from
+    one `measure --serve` process that imported the libraries once (a new interpreter per backend
+    cost ~10 s of imports each); elsewhere a new interpreter per backend. One backend's freed memory
+    cannot hide another's peak, and none runs beside another's threads."""
+
+    def __init__(self):
+        self.server = None
+        if hasattr(os, "fork"):
+            cmd = [sys.executable, "-m", "runner.stages.export.measure", "--serve"]
+            self.server = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def measure(self, target: str, path: Path, texts: list[str]) -> tuple[float, float]:
+        """(texts per second encoding `texts` after a warm-up batch, MB of resident memory that
+        loading and encoding added)."""
+        if self.server is None or self.server.poll() is not None:
+            return _measure_in_new_interpreter(target, path, texts)
+        self.server.stdin.write(json.dumps({"path": str(path), "texts": texts}) + "\n")
+        self.server.stdin.flush()
+        got = json.loads(self.server.stdout.readline() or '{"error": "the timing process ended"}')
+        if "error" in got:
+            raise RuntimeError(f"measuring {target} failed: {got['error'][:300]}")
+        return got["texts_per_s"], got["peak_rss_mb"]
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stdin.close()
+            self.server.wait()
+
+
+@dataclass
+class Source:
+    """What every export is measured against: the trained model, its eval-set result, the eval set,
+    the passages timed (the eval set's longest) and the training passages int8 calibrates on."""
+
+    model_dir: Path
+    reference: object  # the torch model's EvalResult on the eval set
+    eval_set: object
+    metric: str
+    texts: list[str]
+    passages: list[str]
+    timer: Timer
+
+
+def export_all(cfg, stages, model_dir: Path, reference, eval_set, metric: str, out: Path, device: str, passages=()) -> dict:
     """Every target of `cfg.export`, each a row: where it is, size, texts/s and its ratio to torch,
     peak memory, its metrics on the eval set and the paired difference from the torch model. A
-    target that fails is a row with its error; the others, the model and the results stay."""
+    target that fails is a row with its error; the others, the model and the results stay.
+    `passages` are the training pairs' passages (calibration data; never the eval set's)."""
     texts = sorted(eval_set.corpus.values(), key=len)[-TIMING_TEXTS:]  # the longest: what serving pays for
-    rows = {"torch": _torch_row(model_dir, reference, texts)}
-    for target, spec in cfg.export.items():
-        try:
-            rows[target] = _export_row(cfg, stages, target, spec, model_dir, reference, eval_set, metric, out, device, texts)
-        except Exception as err:  # an op the exporter cannot handle, a missing library: this target only
-            hint = f" ({EXTRA})" if isinstance(err, ImportError) or missing_packages(target) else ""
-            rows[target] = {"error": f"export={target} failed: {first_line(err, 300)}{hint}"}
-            log.error("[export] %s", rows[target]["error"])
-    torch_speed = rows["torch"]["texts_per_s"]
+    source = Source(Path(model_dir), reference, eval_set, metric, texts, list(passages), Timer())
+    rows = {}
+    try:
+        for target, spec in {"torch": None, **cfg.export}.items():
+            try:
+                row = _torch_row(source) if spec is None else _export_row(cfg, stages, target, spec, source, out, device)
+                rows[target] = row
+            except Exception as err:  # an op the exporter cannot handle, a missing library: this target only
+                hint = f" ({EXTRA})" if isinstance(err, ImportError) or (spec is not None and missing_packages(target)) else ""
+                rows[target] = {"error": f"export={target} failed: {first_line(err, 300)}{hint}"}
+                log.error("[export] %s", rows[target]["error"])
+    finally:
+        source.timer.close()
+    torch_speed = rows["torch"].get("texts_per_s")
     for row in rows.values():
-        if "texts_per_s" in row:
+        if "texts_per_s" in row and torch_speed:
             row["speedup_vs_torch"] = round(row["texts_per_s"] / torch_speed, 2)
     return rows
 
 
-def _torch_row(model_dir: Path, reference, texts: list[str]) -> dict:
-    speed, peak = measure("torch", model_dir, texts)
+def _torch_row(source: Source) -> dict:
+    speed, peak = source.timer.measure("torch", source.model_dir, source.texts)
     return {
-        "path": str(model_dir),
-        "size_mb": size_mb(model_dir),
+        "path": str(source.model_dir),
+        "size_mb": size_mb(source.model_dir),
         "texts_per_s": speed,
         "peak_rss_mb": peak,
-        "metrics": reference.metrics,
-        "llama_index": LOADS["torch"].format(path=model_dir),
+        "metrics": source.reference.metrics,
+        "llama_index": LOADS["torch"].format(path=source.model_dir),
     }
 
 
-def _export_row(cfg, stages, target, spec, model_dir, reference, eval_set, metric, out, device, texts) -> dict:
+def _export_row(cfg, stages, target: str, spec, source: Source, out: Path, device: str) -> dict:
     path = out / "exports" / target
-    status, seconds = cached_build(stages, target, spec, model_dir, path, device)
-    speed, peak = measure(target, path, texts)
+    calibration = calibration_texts(source.passages, spec, cfg.seed)
+    status, seconds = cached_build(stages, target, spec, source.model_dir, path, device, calibration)
+    speed, peak = source.timer.measure(target, path, source.texts)
     encoder = load_encoder(path)
     model_id = short_identity(f"{target}:{path}", path_fingerprint(path))
-    result = evaluate_model(encoder, eval_set, cfg.evaluate, cfg.evaluate.batch_size, model_id=model_id, precision="fp32")
-    ref, got = np.asarray(reference.per_query[metric]), np.asarray(result.per_query[metric])
+    result = evaluate_model(encoder, source.eval_set, cfg.evaluate, cfg.evaluate.batch_size, model_id=model_id, precision="fp32")
+    ref, got = np.asarray(source.reference.per_query[source.metric]), np.asarray(result.per_query[source.metric])
     n, seed = cfg.evaluate.bootstrap, cfg.seed
     return {
         "path": str(path),
@@ -106,15 +170,27 @@ def _export_row(cfg, stages, target, spec, model_dir, reference, eval_set, metri
         "delta_p": paired_randomization_p(ref, got, n, seed),
         "export_s": seconds,
         "cache": status,
+        **({"calibration_texts": len(calibration)} if calibration else {}),
         "llama_index": LOADS[target].format(path=path),
     }
 
 
-def cached_build(stages, target: str, spec, model_dir: Path, path: Path, device: str) -> tuple[str, float]:
+def calibration_texts(passages: list[str], spec, seed: int) -> list[str]:
+    """The training passages a static quantization calibrates on: `spec.calibration_texts` of them,
+    drawn with the run's seed (all when there are fewer); none for a target that needs none."""
+    n = spec.get("calibration_texts") if spec is not None else None
+    if not n:
+        return []
+    return random.Random(seed).sample(passages, n) if len(passages) > n else list(passages)
+
+
+def cached_build(stages, target: str, spec, model_dir: Path, path: Path, device: str, calibration=()) -> tuple[str, float]:
     """Build the export into `path`, or copy it from the cache; ("hit" | "miss" | "off", seconds)."""
     from omegaconf import OmegaConf
 
     config = {"target": target, "spec": OmegaConf.to_container(spec), "model": model_content(model_dir)}
+    if calibration:  # the texts themselves decide the int8 ranges
+        config["calibration"] = hashlib.sha256(json.dumps(list(calibration)).encode()).hexdigest()
     key = stages.key(f"export_{target}", config, code=(build,))
     entry = Path(stages.root) / "export" / target / key
     start = time.perf_counter()
@@ -127,7 +203,7 @@ def cached_build(stages, target: str, spec, model_dir: Path, path: Path, device:
         return "hit", round(time.perf_counter() - start, 3)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target}-", dir=path.parent))
     shutil.rmtree(tmp)
-    build(target, spec, model_dir, tmp, device)
+    build(target, spec, model_dir, tmp, device, list(calibration))
     seconds = round(time.perf_counter() - start, 3)
     if stages.enabled:  # into the cache first (temp dir, a marker, a rename), then the run dir
         staging = entry.parent / f".{key}.tmp"
@@ -149,10 +225,7 @@ def model_content(model_dir: Path) -> str:
     return path_fingerprint(model_dir, ignore=SKIP)["sha256"]
 
 
-def measure(target: str, path: Path, texts: list[str]) -> tuple[float, float]:
-    """(texts per second encoding `texts` after a warm-up batch, peak resident memory in MB that
-    loading and encoding added), in a fresh process per backend: one backend's freed memory cannot
-    hide another's peak, and none runs beside another's threads."""
+def _measure_in_new_interpreter(target: str, path: Path, texts: list[str]) -> tuple[float, float]:
     with tempfile.TemporaryDirectory(prefix="ragtune-measure-") as tmp:
         (Path(tmp) / "texts.json").write_text(json.dumps(texts))
         proc = subprocess.run(

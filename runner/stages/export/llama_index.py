@@ -1,5 +1,5 @@
 """An export in a LlamaIndex app: `ragtune.load_embedding(dir)` gives the embedding model to set as
-`Settings.embed_model`. LlamaIndex's `HuggingFaceEmbedding` loads neither export: `backend="onnx"` needs
+`Settings.embed_model`. LlamaIndex's `HuggingFaceEmbedding` loads no export: `backend="onnx"` / `"openvino"` need
 optimum, which does not install next to transformers 5, and a static model has no `max_seq_length`
 for it to read or set. So both go through `EncoderEmbedding`, over the encoder the run scored."""
 
@@ -11,11 +11,11 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import PrivateAttr
 
 from runner.stages.export.measure import load_encoder
-from runner.stages.export.onnx import graph_of
+from runner.stages.export.encoder import graph_of
 
 
 class EncoderEmbedding(BaseEmbedding):
-    """A ragtune export (`exports/onnx`, `exports/onnx_int8`, `exports/static`) as a LlamaIndex
+    """A ragtune export (`exports/onnx`, `exports/onnx_int8`, `exports/openvino`, ..., `exports/static`) as a LlamaIndex
     embedding model; queries and passages get the model's own prompts, embeddings are normalized."""
 
     _encoder: object = PrivateAttr()

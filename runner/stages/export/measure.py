@@ -1,8 +1,10 @@
 """One backend's encode speed and memory, measured in a process of its own.
 
     python -m runner.stages.export.measure PATH TEXTS_JSON   # prints {"texts_per_s":, "peak_rss_mb":}
+    python -m runner.stages.export.measure --serve           # the same for each request line, forked
 
-PATH is a trained model directory (torch, fp32 on the CPU) or an export (onnx, onnx_int8, static). The
+PATH is a trained model directory (torch, fp32 on the CPU) or an export (onnx, onnx_int8, openvino,
+openvino_int8, static). The
 libraries are imported first; the memory is the process's peak resident set (VmHWM) less what
 it held before loading the model: what the model and one batch of encoding add.
 """
@@ -10,6 +12,7 @@ it held before loading the model: what the model and one batch of encoding add.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
@@ -20,11 +23,12 @@ BATCH = 32  # texts a batch; the first batch is a warm-up, not timed
 
 def load_encoder(path: Path):
     """A model directory or export as an encoder the scorer takes (encode_query / encode_document):
-    ONNX Runtime where it holds a graph, else sentence-transformers (the torch model, a static model)."""
-    from runner.stages.export.onnx import OnnxEncoder, graph_of
+    ONNX Runtime or OpenVINO where it holds a graph, else sentence-transformers (the torch model, a
+    static model)."""
+    from runner.stages.export.encoder import GraphEncoder, graph_of
 
     if graph_of(path):
-        return OnnxEncoder(path)
+        return GraphEncoder(path)
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(path), device="cpu")
@@ -48,16 +52,48 @@ def _peak_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
-def main(path: str, texts_file: str) -> dict:
-    import sentence_transformers  # noqa: F401  (the libraries before the baseline: their memory is not the model's)
-    import transformers  # noqa: F401
+LIBRARIES = ["sentence_transformers", "transformers", "onnxruntime", "openvino"]  # imported before the baseline
 
-    from runner.stages.export.onnx import graph_of
 
-    if graph_of(Path(path)):
-        import onnxruntime  # noqa: F401
+def serve() -> None:
+    """Answer requests, one JSON line each on stdin (`{"path":, "texts":}`), with one JSON line each
+    on stdout, each measured in a child forked from this process: the libraries are imported once,
+    yet every backend has a process of its own. This process imports and never encodes, so it holds
+    no thread pool a fork could break."""
+    _import_libraries()
+    for line in sys.stdin:
+        request = json.loads(line)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: measure, answer, exit without the parent's atexit handlers
+            os.close(read)
+            try:
+                answer = timed(request["path"], request["texts"])
+            except BaseException as err:
+                answer = {"error": f"{type(err).__name__}: {err}"}
+            os.write(write, json.dumps(answer).encode())
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as got:
+            answer = got.read()
+        _, code = os.waitpid(pid, 0)
+        print(answer or json.dumps({"error": f"the process ended with status {code}"}), flush=True)
 
-    texts = json.loads(Path(texts_file).read_text())
+
+def _import_libraries() -> None:
+    import importlib.util
+
+    for name in LIBRARIES:
+        if importlib.util.find_spec(name) is not None:
+            __import__(name)
+
+
+def timed(path: str, texts: list[str]) -> dict:
+    """Encode `texts` with the backend in `path` after a warm-up batch: texts/s and the memory added."""
+    _import_libraries()  # their memory is not the model's
+    status = Path("/proc/self/clear_refs")
+    if status.exists():  # a forked process starts at its server's peak: restart the high-water mark
+        status.write_text("5")
     before = _rss_mb()
     encoder = load_encoder(Path(path))
     encoder.encode_document(texts[:BATCH], batch_size=BATCH)
@@ -68,4 +104,7 @@ def main(path: str, texts_file: str) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(*sys.argv[1:3])))
+    if sys.argv[1:] == ["--serve"]:
+        serve()
+    else:
+        print(json.dumps(timed(sys.argv[1], json.loads(Path(sys.argv[2]).read_text()))))

@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from typing import Optional
 
 EXTRA = "pip install 'ragtune[export]'"
-NEEDS = {"onnx": ("onnx", "onnxruntime"), "onnx_int8": ("onnx", "onnxruntime"), "static": ("model2vec",)}
+NEEDS = {
+    "onnx": ("onnx", "onnxruntime"),
+    "onnx_int8": ("onnx", "onnxruntime"),
+    "openvino": ("onnx", "openvino"),
+    "openvino_int8": ("onnx", "openvino", "nncf"),
+    "static": ("model2vec",),
+}
+PRESETS = ("performance", "mixed")
 
 
 @dataclass
@@ -23,11 +30,28 @@ class OnnxInt8Export(OnnxExport):
 
 
 @dataclass
+class OpenVinoExport:
+    opset: int = 17  # ONNX opset of the graph OpenVINO converts (14 or more)
+
+
+@dataclass
+class OpenVinoInt8Export(OpenVinoExport):
+    calibration_texts: int = 300  # training passages whose activations set the int8 ranges (never eval)
+    preset: str = "performance"  # NNCF: performance (symmetric activations) | mixed (asymmetric: more accurate)
+
+
+@dataclass
 class StaticExport:
     pca_dims: Optional[int] = 256  # PCA width of the token vectors; null keeps the model's width
 
 
-EXPORT = {"onnx": OnnxExport, "onnx_int8": OnnxInt8Export, "static": StaticExport}
+EXPORT = {
+    "onnx": OnnxExport,
+    "onnx_int8": OnnxInt8Export,
+    "openvino": OpenVinoExport,
+    "openvino_int8": OpenVinoInt8Export,
+    "static": StaticExport,
+}
 
 
 def missing_packages(target: str) -> list[str]:
@@ -47,6 +71,10 @@ def problems(cfg) -> list[str]:
             p.append(f"export.{target}.opset={spec.opset} is too old for the attention ops: use 14 or more (17 is the default)")
         if target == "static" and spec.pca_dims is not None and spec.pca_dims < 2:
             p.append(f"export.static.pca_dims={spec.pca_dims} must be 2 or more, or null to keep the model's width")
+        if target == "openvino_int8" and spec.calibration_texts < 1:
+            p.append(f"export.openvino_int8.calibration_texts={spec.calibration_texts} must be 1 or more (300 is the default)")
+        if target == "openvino_int8" and spec.preset not in PRESETS:
+            p.append(f"export.openvino_int8.preset={spec.preset!r} is not an NNCF preset: use {' or '.join(PRESETS)}")
         missing = missing_packages(target)
         if missing:
             p.append(f"export={target} needs {', '.join(missing)}, which is not installed: {EXTRA}")

@@ -1,0 +1,138 @@
+"""`GraphEncoder`: an exported graph (ONNX or OpenVINO IR) with the model's tokenizer, prompts and
+pooling around it, encoding as a sentence-transformers model does (`encode_query`, `encode_document`).
+
+Every graph export is the transformer alone, from the token ids to the last hidden state, in
+sentence-transformers' layout (`onnx/model.onnx`, `onnx/model_qint8.onnx`, `openvino/openvino_model.xml`,
+`openvino/openvino_model_qint8_quantized.xml`) next to the model's configs, tokenizer and
+`1_Pooling/`; the pooling the model's own `1_Pooling/config.json` names (mean or CLS) runs here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+# the graph files an export may hold, the int8 ones first: a directory holds one of them
+GRAPHS = (
+    "onnx/model_qint8.onnx",
+    "onnx/model.onnx",
+    "openvino/openvino_model_qint8_quantized.xml",
+    "openvino/openvino_model.xml",
+)
+
+
+def graph_of(path: Path) -> Path | None:
+    """The graph an export directory holds, or None (a torch or static model)."""
+    return next((Path(path) / g for g in GRAPHS if (Path(path) / g).exists()), None)
+
+
+class _Device:
+    type = "cpu"
+
+
+class GraphEncoder:
+    """A sentence-transformers-like encoder over an exported directory: `encode_query`,
+    `encode_document` (with the model's prompts), `max_seq_length`, `device.type`."""
+
+    def __init__(self, path: str | Path):
+        from transformers import AutoTokenizer
+
+        self.path = Path(path)
+        graph = graph_of(self.path)
+        if graph is None:
+            raise FileNotFoundError(f"{self.path} holds none of {', '.join(GRAPHS)}: not a graph export of ragtune")
+        self.run = runtime(graph)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
+        st = _read(self.path / "sentence_bert_config.json")
+        self.max_seq_length = int(st.get("max_seq_length") or self.tokenizer.model_max_length)
+        self.do_lower_case = bool(st.get("do_lower_case", False))
+        self.prompts = _read(self.path / "config_sentence_transformers.json").get("prompts") or {}
+        self.pooling = pooling_mode(_read(self.path / "1_Pooling" / "config.json"), self.path)
+        self.device = _Device()
+
+    def encode_query(self, texts, **kwargs):
+        return self.encode(texts, prompt=self.prompts.get("query", ""), **kwargs)
+
+    def encode_document(self, texts, **kwargs):
+        prompt = self.prompts.get("document", self.prompts.get("passage", ""))
+        return self.encode(texts, prompt=prompt, **kwargs)
+
+    def encode(
+        self,
+        texts,
+        prompt: str = "",
+        batch_size: int = 32,
+        convert_to_tensor: bool = False,
+        normalize_embeddings: bool = True,
+        show_progress_bar: bool = False,
+        **_,
+    ):
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        texts = [prompt + t for t in texts]
+        if self.do_lower_case:
+            texts = [t.lower() for t in texts]
+        order = np.argsort([-len(t) for t in texts], kind="stable")  # like lengths in a batch: less padding
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32) if texts else np.zeros((0, 0), np.float32)
+        for start in range(0, len(texts), batch_size):
+            rows = order[start : start + batch_size]
+            out[rows] = self._embed([texts[r] for r in rows], normalize_embeddings)
+        if convert_to_tensor:
+            import torch
+
+            out = torch.from_numpy(out)
+        return out[0] if single else out
+
+    @property
+    def dimension(self) -> int:
+        if not hasattr(self, "_dimension"):
+            self._dimension = self._embed(["x"], False).shape[1]
+        return self._dimension
+
+    def tokenize(self, texts: list[str]) -> dict:
+        """The graph's inputs for `texts` (int64 ids, mask and token types where the graph takes them)."""
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_seq_length, return_tensors="np")
+        return {k: v.astype(np.int64) for k, v in enc.items() if k in self.run.inputs}
+
+    def _embed(self, texts: list[str], normalize: bool) -> np.ndarray:
+        feed = self.tokenize(texts)
+        hidden = self.run(feed)
+        if self.pooling == "cls":
+            emb = hidden[:, 0]
+        else:
+            mask = feed["attention_mask"][..., None].astype(np.float32)
+            emb = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+        if normalize:
+            emb = emb / np.clip(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12, None)
+        return emb.astype(np.float32)
+
+
+def runtime(graph: Path):
+    """The runtime of a graph file: ONNX Runtime for `.onnx`, OpenVINO for `.xml`."""
+    if graph.suffix == ".onnx":
+        from runner.stages.export.onnx import OnnxRuntime
+
+        return OnnxRuntime(graph)
+    from runner.stages.export.openvino import OpenVinoRuntime
+
+    return OpenVinoRuntime(graph)
+
+
+def pooling_mode(config: dict, path: Path) -> str:
+    """ "mean" or "cls" from the model's pooling config (sentence-transformers 6's `pooling_mode`, or
+    the older `pooling_mode_*_tokens` flags); any other pooling is a clear error."""
+    mode = config.get("pooling_mode")
+    if mode is None:
+        mode = "cls" if config.get("pooling_mode_cls_token") else "mean" if config.get("pooling_mode_mean_tokens", True) else "?"
+    if mode not in ("mean", "cls") or config.get("include_prompt") is False:
+        raise ValueError(
+            f"{path / '1_Pooling/config.json'} pools by {mode!r} (include_prompt={config.get('include_prompt', True)}): "
+            "graph exports support mean or CLS pooling over every token; use export=static or the torch model"
+        )
+    return mode
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
