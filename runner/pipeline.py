@@ -34,6 +34,8 @@ from runner.infra.stage_cache import StageCache
 from runner.report.results import (
     choices_summary,
     compare_metrics,
+    dimensions_summary,
+    dimensions_table,
     exports_summary,
     exports_table,
     flatten,
@@ -47,6 +49,7 @@ from runner.report.results import (
 )
 from runner.stages.evaluate.retrievers import Before, depth
 from runner.stages.evaluate.scoring import EvalResult, evaluate_with_engine
+from runner.stages.export.dimensions import score_dimensions
 from runner.stages.export.exporting import export_all
 from runner.stages.ship.retriever import add_model_card, model_card, settings, settings_text
 from runner.stages.ship.steps import (
@@ -218,6 +221,10 @@ def experiment(cfg: DictConfig, out: Path, config: dict, share: dict, tracker) -
         with stage("export", timings):
             passages = [pairs.corpus[k] for k in sorted(pairs.corpus)]  # int8 calibration: training text only
             exports = export_all(cfg, job.stages, trained.model_dir, trained.run_result, eval_set, metric, out, device, passages)
+    dimensions = {}
+    if trained.model_dir:  # loss=matryoshka: every trained width scored against the full one
+        with stage("dimensions", timings):
+            dimensions = score_dimensions(cfg, trained.model_dir, trained.run_result, eval_set, metric, out)
 
     # 8. report: per_query.csv, results.json, W&B, the console
     write_tables(job, eval_set, rows, choices)
@@ -233,6 +240,7 @@ def experiment(cfg: DictConfig, out: Path, config: dict, share: dict, tracker) -
         "counts": job.counts,
         "truncation": truncation,
         "exports": exports,
+        "dimensions": dimensions,
         "device": device,
         "precision": precision,
         "machine_share": share,
@@ -349,8 +357,13 @@ def report(job: Job, results: dict, spec: dict, llama_index: str | None) -> floa
             **{f"cache/{k}": v for k, v in results["cache"].items()},
             **{f"counts/{k}": v for k, v in job.counts.items()},
             **exports_summary(results["exports"], job.metric),
+            **dimensions_summary(results["dimensions"], job.metric),
         }
     )
+    if results["dimensions"]:
+        dims = results["dimensions"].values()
+        rows = [[r["dim"], r["bytes_per_vector"], r["metrics"][job.metric], r.get("delta_vs_full", 0.0)] for r in dims]
+        job.tracker.table("dimensions", ["dims", "bytes_per_vector", job.metric, "delta_vs_full"], rows)
     out = job.out
     log.info("\n%s", metrics_table(metrics))
     log.info("\n%s", shipping_table(metrics, verdict))
@@ -359,6 +372,8 @@ def report(job: Job, results: dict, spec: dict, llama_index: str | None) -> floa
         for name, row in results["exports"].items():
             if "llama_index" in row and name != "torch":
                 log.info("export %s: %s", name, row["llama_index"])
+    if results["dimensions"]:
+        log.info("\n%s", dimensions_table(results["dimensions"], job.metric))
     log.info("verdict: deploy %s (%s). %s", verdict["deploy"], settings_text(spec), verdict["reason"])
     log.info("results: %s", out / "results.json")
     log.info("retriever: ragtune.load_retriever(%r, documents) rebuilds it in LlamaIndex", str(out))

@@ -214,6 +214,42 @@ def exports_table(exports: dict, metric: str) -> str:
     return console.export_text()
 
 
+def dimensions_table(rows: dict, metric: str) -> str:
+    """A Matryoshka model at each trained width: vector and index size, quality, paired vs. full width."""
+    from rich.console import Console
+    from rich.table import Table
+
+    title = f"dimensions (Matryoshka truncation; {metric} on the eval set, paired vs. full width; dimensions.png)"
+    table = Table(title=title, title_justify="left")
+    for col in ("dims", "bytes/vector", "index MB", metric, "vs. full", "95% CI", "p"):
+        table.add_column(col, justify="right")
+    for row in rows.values():
+        ci = row.get("delta_ci95")
+        table.add_row(
+            str(row["dim"]),
+            str(row["bytes_per_vector"]),
+            f"{row['index_mb']:.2f}",
+            f"{row['metrics'][metric]:.4f}",
+            f"{row['delta_vs_full']:+.4f}" if ci else "",
+            f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "",
+            f"{row['delta_p']:.3f}" if ci else "",
+        )
+    console = Console(width=120, record=True, file=io.StringIO(), color_system=None)
+    console.print(table)
+    return console.export_text()
+
+
+def dimensions_summary(rows: dict, metric: str) -> dict:
+    """The W&B summary keys of the Matryoshka table: dimensions/<d>/<what>."""
+    out = {}
+    for d, row in rows.items():
+        out[f"dimensions/{d}/{metric}"] = row["metrics"][metric]
+        if "delta_ci95" in row:
+            out[f"dimensions/{d}/delta_vs_full"] = row["delta_vs_full"]
+            out[f"dimensions/{d}/delta_ci95_low"], out[f"dimensions/{d}/delta_ci95_high"] = row["delta_ci95"]
+    return out
+
+
 def exports_summary(exports: dict, metric: str) -> dict:
     """The W&B summary keys of the exports: export/<backend>/<what>."""
     keep = ("size_mb", "texts_per_s", "speedup_vs_torch", "peak_rss_mb", "delta_vs_torch", "delta_p")
