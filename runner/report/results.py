@@ -187,7 +187,6 @@ def shipping_table(metrics: dict, verdict: dict) -> str:
 
 def exports_table(exports: dict, metric: str) -> str:
     """Each export against the torch model it came from: size, speed on this CPU, quality."""
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"exports (on the CPU; {metric} on the eval set, paired vs. torch)", title_justify="left")
@@ -197,26 +196,14 @@ def exports_table(exports: dict, metric: str) -> str:
         if "error" in row:
             table.add_row(name, *[""] * 7, row["error"][:60])
             continue
-        ci = row.get("delta_ci95")
-        table.add_row(
-            name,
-            f"{row['size_mb']:.1f}",
-            f"{row['texts_per_s']:.1f}",
-            f"{row['speedup_vs_torch']:.2f}",
-            f"{row['peak_rss_mb']:.0f}",
-            f"{row['metrics'][metric]:.4f}",
-            f"{row['delta_vs_torch']:+.4f}" if ci else "",
-            f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "",
-            f"{row['delta_p']:.3f}" if ci else "",
-        )
-    console = Console(width=120, record=True, file=io.StringIO(), color_system=None)
-    console.print(table)
-    return console.export_text()
+        speed = f"{row['speedup_vs_torch']:.2f}" if "speedup_vs_torch" in row else ""
+        sizes = (f"{row['size_mb']:.1f}", f"{row['texts_per_s']:.1f}", speed, f"{row['peak_rss_mb']:.0f}")
+        table.add_row(name, *sizes, *_paired_cells(row, metric, "delta_vs_torch"))
+    return _text(table)
 
 
 def dimensions_table(rows: dict, metric: str) -> str:
     """A Matryoshka model at each trained width: vector and index size, quality, paired vs. full width."""
-    from rich.console import Console
     from rich.table import Table
 
     title = f"dimensions (Matryoshka truncation; {metric} on the eval set, paired vs. full width; dimensions.png)"
@@ -224,16 +211,22 @@ def dimensions_table(rows: dict, metric: str) -> str:
     for col in ("dims", "bytes/vector", "index MB", metric, "vs. full", "95% CI", "p"):
         table.add_column(col, justify="right")
     for row in rows.values():
-        ci = row.get("delta_ci95")
-        table.add_row(
-            str(row["dim"]),
-            str(row["bytes_per_vector"]),
-            f"{row['index_mb']:.2f}",
-            f"{row['metrics'][metric]:.4f}",
-            f"{row['delta_vs_full']:+.4f}" if ci else "",
-            f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "",
-            f"{row['delta_p']:.3f}" if ci else "",
-        )
+        sizes = (str(row["dim"]), str(row["bytes_per_vector"]), f"{row['index_mb']:.2f}")
+        table.add_row(*sizes, *_paired_cells(row, metric, "delta_vs_full"))
+    return _text(table)
+
+
+def _paired_cells(row: dict, metric: str, delta: str) -> tuple[str, ...]:
+    """The metric, then the paired difference, its 95% CI and p (blank for the reference row)."""
+    ci = row.get("delta_ci95")
+    if not ci:
+        return f"{row['metrics'][metric]:.4f}", "", "", ""
+    return f"{row['metrics'][metric]:.4f}", f"{row[delta]:+.4f}", f"[{ci[0]:+.4f}, {ci[1]:+.4f}]", f"{row['delta_p']:.3f}"
+
+
+def _text(table) -> str:
+    from rich.console import Console
+
     console = Console(width=120, record=True, file=io.StringIO(), color_system=None)
     console.print(table)
     return console.export_text()
