@@ -23,7 +23,8 @@ def test_a_matryoshka_model_is_scored_at_each_trained_width(tiny_model, tmp_path
 
     out = tmp_path / "run"
     caplog.set_level(logging.INFO, logger="ragtune")
-    run(compose(fast(tiny_model, "logger=none", "finetune.loss=matryoshka", "finetune.matryoshka_dims=[32,16]"), out))
+    matryoshka = ("finetune.loss=matryoshka", "finetune.matryoshka_dims=[32,16]", "export=truncate", "export.truncate.dim=16")
+    run(compose(fast(tiny_model, "logger=none", *matryoshka), out))
     results = json.loads((out / "results.json").read_text())
     rows = results["dimensions"]
     assert list(rows) == ["64", "32", "16"]  # the full width (tiny BERT: 64) first
@@ -44,9 +45,25 @@ def test_a_matryoshka_model_is_scored_at_each_trained_width(tiny_model, tmp_path
     table = next(r.getMessage() for r in caplog.records if "dimensions (Matryoshka truncation" in r.getMessage())
     assert f"{rows['16']['metrics']['ndcg@10']:.4f}" in table and f"{rows['16']['delta_vs_full']:+.4f}" in table
 
+    # export=truncate saves the width with the model: the same score, and LlamaIndex gets 16 numbers
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+    row = results["exports"]["truncate"]
+    assert row["dim"] == 16 and row["metrics"]["ndcg@10"] == pytest.approx(rows["16"]["metrics"]["ndcg@10"], abs=1e-6)
+    assert row["delta_vs_torch"] == pytest.approx(rows["16"]["delta_vs_full"], abs=1e-6)
+    assert len(HuggingFaceEmbedding(model_name=row["path"], device="cpu").get_text_embedding("a passage")) == 16
+
 
 def test_other_losses_have_no_dimension_table(tiny_model, tmp_path):
     out = tmp_path / "run"
     run(compose(fast(tiny_model, "logger=none"), out))
     assert json.loads((out / "results.json").read_text())["dimensions"] == {}
     assert not (out / "dimensions.png").exists()
+
+
+def test_a_truncation_wider_than_the_model_is_a_row_error(tiny_model, tmp_path):
+    from runner.infra.errors import RagtuneError
+
+    with pytest.raises(RagtuneError, match=r"export.truncate.dim=128 is wider than the model's 64 dimensions: use 32 or less"):
+        run(compose(fast(tiny_model, "logger=none", "export=truncate"), tmp_path / "run"))
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["exports"]["truncate"]["error"]

@@ -152,7 +152,7 @@ def test_bad_export_settings_are_clear_errors(tiny_model, tmp_path):
     proc = run_cli(*fast(tiny_model, "logger=none"), "+export.tflite={}", f"hydra.run.dir={tmp_path}/a")
     said = proc.stdout + proc.stderr
     assert proc.returncode == 2
-    assert "export.tflite is not an export target: choose from onnx, onnx_int8, openvino, openvino_int8, static" in said
+    assert "export.tflite is not an export target: choose from onnx, onnx_int8, openvino, openvino_int8, static, truncate" in said
     bad = ("export=[onnx,openvino_int8]", "export.onnx.opset=11", "export.openvino_int8.preset=fast", "finetune=none")
     proc = run_cli(*fast(tiny_model, "logger=none"), *bad, f"hydra.run.dir={tmp_path}/b")
     assert proc.returncode == 2

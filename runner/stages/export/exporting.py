@@ -34,6 +34,7 @@ from runner.stages.export.onnx import SKIP, export_onnx, quantize_int8
 from runner.stages.export.openvino import export_openvino, quantize_openvino_int8
 from runner.stages.export.schema import EXTRA, missing_packages
 from runner.stages.export.static import distill_static
+from runner.stages.export.truncate import save_truncated
 
 log = logging.getLogger("ragtune")
 TIMING_TEXTS = 512  # eval passages each backend encodes for its texts/s
@@ -46,6 +47,7 @@ LOADS = {
     "openvino_int8": 'ragtune.load_embedding("{path}")  # or backend="openvino", model_kwargs='
     '{{"file_name": "openvino/openvino_model_qint8_quantized.xml"}}',
     "static": 'ragtune.load_embedding("{path}")  # or SentenceTransformer("{path}")',
+    "truncate": 'HuggingFaceEmbedding(model_name="{path}")  # truncate_dim is in its config',
 }
 
 
@@ -62,6 +64,8 @@ def build(target: str, spec, model_dir: Path, out: Path, device: str, calibratio
         export_openvino(model_dir, out, spec.opset)
     elif target == "openvino_int8":
         quantize_openvino_int8(model_dir, out, spec.opset, calibration, spec.preset)
+    elif target == "truncate":
+        save_truncated(model_dir, out, spec.dim)
     elif target == "static":
         distill_static(model_dir, out, spec.pca_dims, device)
     return out
@@ -171,6 +175,7 @@ def _export_row(cfg, stages, target: str, spec, source: Source, out: Path, devic
         "export_s": seconds,
         "cache": status,
         **({"calibration_texts": len(calibration)} if calibration else {}),
+        **({"dim": spec.dim} if target == "truncate" else {}),
         "llama_index": LOADS[target].format(path=path),
     }
 

@@ -14,6 +14,7 @@ NEEDS = {
     "openvino": ("onnx", "openvino"),
     "openvino_int8": ("onnx", "openvino", "nncf"),
     "static": ("model2vec",),
+    "truncate": (),
 }
 PRESETS = ("performance", "mixed")
 
@@ -45,12 +46,18 @@ class StaticExport:
     pca_dims: Optional[int] = 256  # PCA width of the token vectors; null keeps the model's width
 
 
+@dataclass
+class TruncateExport:
+    dim: int = 128  # the width the saved model encodes to (a Matryoshka width: see the dimensions table)
+
+
 EXPORT = {
     "onnx": OnnxExport,
     "onnx_int8": OnnxInt8Export,
     "openvino": OpenVinoExport,
     "openvino_int8": OpenVinoInt8Export,
     "static": StaticExport,
+    "truncate": TruncateExport,
 }
 
 
@@ -75,6 +82,8 @@ def problems(cfg) -> list[str]:
             p.append(f"export.openvino_int8.calibration_texts={spec.calibration_texts} must be 1 or more (300 is the default)")
         if target == "openvino_int8" and spec.preset not in PRESETS:
             p.append(f"export.openvino_int8.preset={spec.preset!r} is not an NNCF preset: use {' or '.join(PRESETS)}")
+        if target == "truncate" and spec.dim < 1:
+            p.append(f"export.truncate.dim={spec.dim} must be 1 or more: a width from the dimensions table, e.g. 128")
         missing = missing_packages(target)
         if missing:
             p.append(f"export={target} needs {', '.join(missing)}, which is not installed: {EXTRA}")
