@@ -34,9 +34,11 @@ def test_every_export_is_scored_against_the_torch_model_timed_and_sized(exported
     torch_row = rows["torch"]
     assert torch_row["metrics"] == results["metrics"]["finetuned"]  # the reference is the shipped model
     assert torch_row["speedup_vs_torch"] == 1.0 and torch_row["texts_per_s"] > 0
+    assert torch_row["query_speedup_vs_torch"] == 1.0 and torch_row["query_ms"] > 0
     for name in TARGETS:
         row = rows[name]
-        assert row["size_mb"] > 0 and row["texts_per_s"] > 0 and row["peak_rss_mb"] >= 0
+        assert row["size_mb"] > 0 and row["texts_per_s"] > 0 and row["peak_rss_mb"] >= 0 and row["query_ms"] > 0
+        assert row["query_speedup_vs_torch"] == pytest.approx(torch_row["query_ms"] / row["query_ms"], abs=0.01)
         low, high = row["delta_ci95"]
         assert low <= row["delta_vs_torch"] <= high and 0 <= row["delta_p"] <= 1
         assert row["delta_vs_torch"] == pytest.approx(row["metrics"]["ndcg@10"] - torch_row["metrics"]["ndcg@10"])
@@ -205,3 +207,18 @@ def test_a_changed_knob_or_model_file_misses_the_export_cache(tiny_model, tmp_pa
     assert export(spec, calibration=["a passage", "another"]) == "hit" and len(built) == 4
     assert export(spec, calibration=["a passage", "a third"]) == "miss" and len(built) == 5
     assert (tmp_path / "run" / "exports" / "onnx_int8" / "made_from.txt").exists()
+
+
+def test_the_timing_server_answers_each_backend_and_survives_one_that_fails(tiny_model, tmp_path):
+    from runner.stages.export.exporting import Timer
+
+    timer = Timer()
+    try:
+        got = timer.measure("torch", tiny_model, ["a passage to encode"] * 40, ["a question?"] * 8)
+        assert got["texts_per_s"] > 0 and got["peak_rss_mb"] >= 0 and got["query_ms"] > 0
+        with pytest.raises(RuntimeError, match="measuring broken failed: .*"):
+            timer.measure("broken", tmp_path, ["a passage"] * 40)  # no model there: the child fails, not the server
+        assert "query_ms" not in timer.measure("torch", tiny_model, ["another passage"] * 40)  # no queries, none timed
+    finally:
+        timer.close()
+    assert timer.server.returncode == 0

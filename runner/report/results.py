@@ -190,14 +190,17 @@ def exports_table(exports: dict, metric: str) -> str:
     from rich.table import Table
 
     table = Table(title=f"exports (on the CPU; {metric} on the eval set, paired vs. torch)", title_justify="left")
-    for col in ("backend", "size MB", "texts/s", "x torch", "peak MB", metric, "vs. torch", "95% CI", "p"):
+    for col in ("backend", "size MB", "texts/s", "x torch", "query ms", "x torch", "peak MB", metric, "vs. torch", "95% CI", "p"):
         table.add_column(col, justify="left" if col == "backend" else "right")
     for name, row in exports.items():
         if "error" in row:
-            table.add_row(name, *[""] * 7, row["error"][:60])
+            table.add_row(name, *[""] * 9, row["error"][:60])
             continue
         speed = f"{row['speedup_vs_torch']:.2f}" if "speedup_vs_torch" in row else ""
-        sizes = (f"{row['size_mb']:.1f}", f"{row['texts_per_s']:.1f}", speed, f"{row['peak_rss_mb']:.0f}")
+        query = ("", "")
+        if "query_speedup_vs_torch" in row:
+            query = (f"{row['query_ms']:.1f}", f"{row['query_speedup_vs_torch']:.2f}")
+        sizes = (f"{row['size_mb']:.1f}", f"{row['texts_per_s']:.1f}", speed, *query, f"{row['peak_rss_mb']:.0f}")
         table.add_row(name, *sizes, *_paired_cells(row, metric, "delta_vs_torch"))
     return _text(table)
 
@@ -227,7 +230,7 @@ def _paired_cells(row: dict, metric: str, delta: str) -> tuple[str, ...]:
 def _text(table) -> str:
     from rich.console import Console
 
-    console = Console(width=120, record=True, file=io.StringIO(), color_system=None)
+    console = Console(width=150, record=True, file=io.StringIO(), color_system=None)
     console.print(table)
     return console.export_text()
 
@@ -245,7 +248,8 @@ def dimensions_summary(rows: dict, metric: str) -> dict:
 
 def exports_summary(exports: dict, metric: str) -> dict:
     """The W&B summary keys of the exports: export/<backend>/<what>."""
-    keep = ("size_mb", "texts_per_s", "speedup_vs_torch", "peak_rss_mb", "delta_vs_torch", "delta_p")
+    keep = ("size_mb", "texts_per_s", "speedup_vs_torch", "query_ms", "query_speedup_vs_torch", "peak_rss_mb")
+    keep += ("delta_vs_torch", "delta_p")
     out = {}
     for name, row in exports.items():
         out.update({f"export/{name}/{k}": row[k] for k in keep if k in row})

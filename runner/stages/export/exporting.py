@@ -38,6 +38,7 @@ from runner.stages.export.truncate import save_truncated
 
 log = logging.getLogger("ragtune")
 TIMING_TEXTS = 512  # eval passages each backend encodes for its texts/s
+TIMING_QUERIES = 64  # eval questions each backend encodes one at a time for its query latency
 
 LOADS = {
     "torch": 'HuggingFaceEmbedding(model_name="{path}")',
@@ -81,19 +82,20 @@ class Timer:
         self.server = None
         if hasattr(os, "fork"):
             cmd = [sys.executable, "-m", "runner.stages.export.measure", "--serve"]
-            self.server = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.DEVNULL}  # errors: in the answer
+            self.server = subprocess.Popen(cmd, text=True, **pipes)
 
-    def measure(self, target: str, path: Path, texts: list[str]) -> tuple[float, float]:
-        """(texts per second encoding `texts` after a warm-up batch, MB of resident memory that
-        loading and encoding added)."""
+    def measure(self, target: str, path: Path, texts: list[str], queries=()) -> dict:
+        """{texts_per_s: encoding `texts` in batches after a warm-up batch, peak_rss_mb: resident
+        memory that loading and encoding added, query_ms: the median of `queries` one at a time}."""
         if self.server is None or self.server.poll() is not None:
-            return _measure_in_new_interpreter(target, path, texts)
-        self.server.stdin.write(json.dumps({"path": str(path), "texts": texts}) + "\n")
+            return _measure_in_new_interpreter(target, path, texts, list(queries))
+        self.server.stdin.write(json.dumps({"path": str(path), "texts": texts, "queries": list(queries)}) + "\n")
         self.server.stdin.flush()
         got = json.loads(self.server.stdout.readline() or '{"error": "the timing process ended"}')
         if "error" in got:
             raise RuntimeError(f"measuring {target} failed: {got['error'][:300]}")
-        return got["texts_per_s"], got["peak_rss_mb"]
+        return got
 
     def close(self) -> None:
         if self.server is not None:
@@ -111,6 +113,7 @@ class Source:
     eval_set: object
     metric: str
     texts: list[str]
+    queries: list[str]
     passages: list[str]
     timer: Timer
 
@@ -121,7 +124,8 @@ def export_all(cfg, stages, model_dir: Path, reference, eval_set, metric: str, o
     target that fails is a row with its error; the others, the model and the results stay.
     `passages` are the training pairs' passages (calibration data; never the eval set's)."""
     texts = sorted(eval_set.corpus.values(), key=len)[-TIMING_TEXTS:]  # the longest: what serving pays for
-    source = Source(Path(model_dir), reference, eval_set, metric, texts, list(passages), Timer())
+    queries = [eval_set.queries[q] for q in eval_set.answered_query_ids()[:TIMING_QUERIES]]
+    source = Source(Path(model_dir), reference, eval_set, metric, texts, queries, list(passages), Timer())
     rows = {}
     try:
         for target, spec in {"torch": None, **cfg.export}.items():
@@ -134,20 +138,21 @@ def export_all(cfg, stages, model_dir: Path, reference, eval_set, metric: str, o
                 log.error("[export] %s", rows[target]["error"])
     finally:
         source.timer.close()
-    torch_speed = rows["torch"].get("texts_per_s")
+    torch_speed, torch_ms = rows["torch"].get("texts_per_s"), rows["torch"].get("query_ms")
     for row in rows.values():
         if "texts_per_s" in row and torch_speed:
             row["speedup_vs_torch"] = round(row["texts_per_s"] / torch_speed, 2)
+        if row.get("query_ms") and torch_ms:
+            row["query_speedup_vs_torch"] = round(torch_ms / row["query_ms"], 2)
     return rows
 
 
 def _torch_row(source: Source) -> dict:
-    speed, peak = source.timer.measure("torch", source.model_dir, source.texts)
+    timing = source.timer.measure("torch", source.model_dir, source.texts, source.queries)
     return {
         "path": str(source.model_dir),
         "size_mb": size_mb(source.model_dir),
-        "texts_per_s": speed,
-        "peak_rss_mb": peak,
+        **timing,
         "metrics": source.reference.metrics,
         "llama_index": LOADS["torch"].format(path=source.model_dir),
     }
@@ -157,7 +162,7 @@ def _export_row(cfg, stages, target: str, spec, source: Source, out: Path, devic
     path = out / "exports" / target
     calibration = calibration_texts(source.passages, spec, cfg.seed)
     status, seconds = cached_build(stages, target, spec, source.model_dir, path, device, calibration)
-    speed, peak = source.timer.measure(target, path, source.texts)
+    timing = source.timer.measure(target, path, source.texts, source.queries)
     encoder = load_encoder(path)
     model_id = short_identity(f"{target}:{path}", path_fingerprint(path))
     result = evaluate_model(encoder, source.eval_set, cfg.evaluate, cfg.evaluate.batch_size, model_id=model_id, precision="fp32")
@@ -166,8 +171,7 @@ def _export_row(cfg, stages, target: str, spec, source: Source, out: Path, devic
     return {
         "path": str(path),
         "size_mb": size_mb(path),
-        "texts_per_s": speed,
-        "peak_rss_mb": peak,
+        **timing,
         "metrics": result.metrics,
         "delta_vs_torch": float(got.mean() - ref.mean()),
         "delta_ci95": list(paired_bootstrap_ci(ref, got, n, seed)),
@@ -230,9 +234,9 @@ def model_content(model_dir: Path) -> str:
     return path_fingerprint(model_dir, ignore=SKIP)["sha256"]
 
 
-def _measure_in_new_interpreter(target: str, path: Path, texts: list[str]) -> tuple[float, float]:
+def _measure_in_new_interpreter(target: str, path: Path, texts: list[str], queries: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="ragtune-measure-") as tmp:
-        (Path(tmp) / "texts.json").write_text(json.dumps(texts))
+        (Path(tmp) / "texts.json").write_text(json.dumps([texts, queries]))
         proc = subprocess.run(
             [sys.executable, "-m", "runner.stages.export.measure", str(path), str(Path(tmp) / "texts.json")],
             capture_output=True,
@@ -241,8 +245,7 @@ def _measure_in_new_interpreter(target: str, path: Path, texts: list[str]) -> tu
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"measuring {target} failed: {last[:300]}")
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
-    return got["texts_per_s"], got["peak_rss_mb"]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def size_mb(path: Path) -> float:

@@ -1,6 +1,6 @@
 """One backend's encode speed and memory, measured in a process of its own.
 
-    python -m runner.stages.export.measure PATH TEXTS_JSON   # prints {"texts_per_s":, "peak_rss_mb":}
+    python -m runner.stages.export.measure PATH JSON  # [texts, queries] -> {"texts_per_s":, "peak_rss_mb":, "query_ms":}
     python -m runner.stages.export.measure --serve           # the same for each request line, forked
 
 PATH is a trained model directory (torch, fp32 on the CPU) or an export (onnx, onnx_int8, openvino,
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 BATCH = 32  # texts a batch; the first batch is a warm-up, not timed
+WARM_QUERIES = 3  # single queries encoded before the timed ones
 
 
 def load_encoder(path: Path):
@@ -60,6 +61,8 @@ def serve() -> None:
     on stdout, each measured in a child forked from this process: the libraries are imported once,
     yet every backend has a process of its own. This process imports and never encodes, so it holds
     no thread pool a fork could break."""
+    answers = os.fdopen(os.dup(1), "w")  # the answers' own channel: what a library prints goes to stderr
+    os.dup2(2, 1)
     _import_libraries()
     for line in sys.stdin:
         request = json.loads(line)
@@ -68,7 +71,7 @@ def serve() -> None:
         if pid == 0:  # the child: measure, answer, exit without the parent's atexit handlers
             os.close(read)
             try:
-                answer = timed(request["path"], request["texts"])
+                answer = timed(request["path"], request["texts"], request.get("queries", ()))
             except BaseException as err:
                 answer = {"error": f"{type(err).__name__}: {err}"}
             os.write(write, json.dumps(answer).encode())
@@ -77,7 +80,7 @@ def serve() -> None:
         with os.fdopen(read) as got:
             answer = got.read()
         _, code = os.waitpid(pid, 0)
-        print(answer or json.dumps({"error": f"the process ended with status {code}"}), flush=True)
+        print(answer or json.dumps({"error": f"the process ended with status {code}"}), file=answers, flush=True)
 
 
 def _import_libraries() -> None:
@@ -88,8 +91,9 @@ def _import_libraries() -> None:
             __import__(name)
 
 
-def timed(path: str, texts: list[str]) -> dict:
-    """Encode `texts` with the backend in `path` after a warm-up batch: texts/s and the memory added."""
+def timed(path: str, texts: list[str], queries=()) -> dict:
+    """Encode `texts` with the backend in `path` after a warm-up batch: texts/s and the memory added;
+    then each of `queries` alone, as a RAG app embeds a question: the median milliseconds a query."""
     _import_libraries()  # their memory is not the model's
     status = Path("/proc/self/clear_refs")
     if status.exists():  # a forked process starts at its server's peak: restart the high-water mark
@@ -100,11 +104,21 @@ def timed(path: str, texts: list[str]) -> dict:
     start = time.perf_counter()
     encoder.encode_document(texts, batch_size=BATCH, show_progress_bar=False)
     seconds = time.perf_counter() - start
-    return {"texts_per_s": round(len(texts) / seconds, 1), "peak_rss_mb": round(max(_peak_mb() - before, 0.0), 1)}
+    got = {"texts_per_s": round(len(texts) / seconds, 1), "peak_rss_mb": round(max(_peak_mb() - before, 0.0), 1)}
+    if queries:
+        for query in queries[:WARM_QUERIES]:
+            encoder.encode_query([query], batch_size=1)
+        latencies = []
+        for query in queries:
+            start = time.perf_counter()
+            encoder.encode_query([query], batch_size=1, show_progress_bar=False)
+            latencies.append(time.perf_counter() - start)
+        got["query_ms"] = round(1000 * sorted(latencies)[len(latencies) // 2], 2)
+    return got
 
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--serve"]:
         serve()
     else:
-        print(json.dumps(timed(sys.argv[1], json.loads(Path(sys.argv[2]).read_text()))))
+        print(json.dumps(timed(sys.argv[1], *json.loads(Path(sys.argv[2]).read_text()))))
