@@ -9,6 +9,7 @@ import pytest
 
 from conftest import compose, fast
 from runner.pipeline import run
+from wandb_records import run_contents
 
 
 def test_a_matryoshka_model_is_scored_at_each_trained_width(tiny_model, tmp_path, caplog):
@@ -24,7 +25,7 @@ def test_a_matryoshka_model_is_scored_at_each_trained_width(tiny_model, tmp_path
     out = tmp_path / "run"
     caplog.set_level(logging.INFO, logger="ragtune")
     matryoshka = ("finetune.loss=matryoshka", "finetune.matryoshka_dims=[32,16]", "export=truncate", "export.truncate.dim=16")
-    run(compose(fast(tiny_model, "logger=none", *matryoshka), out))
+    run(compose(fast(tiny_model, *matryoshka), out))  # W&B offline
     results = json.loads((out / "results.json").read_text())
     rows = results["dimensions"]
     assert list(rows) == ["64", "32", "16"]  # the full width (tiny BERT: 64) first
@@ -42,6 +43,10 @@ def test_a_matryoshka_model_is_scored_at_each_trained_width(tiny_model, tmp_path
     direct = evaluate_model(model, EvalSet(qa.queries, qa.corpus, qa.relevant_docs), cfg.evaluate, 64)
     assert np.isclose(direct.metrics["ndcg@10"], rows["16"]["metrics"]["ndcg@10"], atol=1e-6)
     assert (out / "dimensions.png").stat().st_size > 1000
+    (run_file,) = out.glob("wandb/offline-run-*/run-*.wandb")
+    summary = run_contents(run_file)["summary"]
+    assert summary["dimensions/16/ndcg@10"] == pytest.approx(rows["16"]["metrics"]["ndcg@10"])
+    assert summary["dimensions/16/delta_ci95_low"] == pytest.approx(rows["16"]["delta_ci95"][0])
     table = next(r.getMessage() for r in caplog.records if "dimensions (Matryoshka truncation" in r.getMessage())
     assert f"{rows['16']['metrics']['ndcg@10']:.4f}" in table and f"{rows['16']['delta_vs_full']:+.4f}" in table
 
