@@ -130,8 +130,7 @@ def export_all(cfg, stages, model_dir: Path, reference, eval_set, metric: str, o
     try:
         for target, spec in {"torch": None, **cfg.export}.items():
             try:
-                row = _torch_row(source) if spec is None else _export_row(cfg, stages, target, spec, source, out, device)
-                rows[target] = row
+                rows[target] = _torch_row(source) if spec is None else _export_row(cfg, stages, target, spec, source, out, device)
             except Exception as err:  # an op the exporter cannot handle, a missing library: this target only
                 hint = f" ({EXTRA})" if isinstance(err, ImportError) or (spec is not None and missing_packages(target)) else ""
                 rows[target] = {"error": f"export={target} failed: {first_line(err, 300)}{hint}"}

@@ -57,7 +57,7 @@ LIBRARIES = ["sentence_transformers", "transformers", "onnxruntime", "openvino"]
 
 
 def serve() -> None:
-    """Answer requests, one JSON line each on stdin (`{"path":, "texts":}`), with one JSON line each
+    """Answer requests, one JSON line each on stdin (`{"path":, "texts":, "queries":}`), with one JSON line each
     on stdout, each measured in a child forked from this process: the libraries are imported once,
     yet every backend has a process of its own. This process imports and never encodes, so it holds
     no thread pool a fork could break."""
