@@ -52,6 +52,10 @@ def test_every_export_is_scored_against_the_torch_model_timed_and_sized(exported
     assert rows["openvino_int8"]["calibration_texts"] == min(300, len(train)) and "calibration_texts" not in rows["onnx_int8"]
     assert (exported / "a" / "exports" / "openvino_int8" / "openvino" / "openvino_model_qint8_quantized.xml").exists()
     assert not (exported / "a" / "exports" / "onnx" / "model.safetensors").exists()
+    # a BERT model's ONNX graphs are fused (attention, layer norms); OpenVINO converts the plain trace
+    layers = json.loads((exported / "a" / "model" / "config.json").read_text())["num_hidden_layers"]
+    assert rows["onnx"]["fused"]["Attention"] == rows["onnx_int8"]["fused"]["Attention"] == layers
+    assert "fused" not in rows["openvino"] and "fused" not in rows["static"]
 
 
 def test_the_onnx_graph_embeds_as_the_torch_model_does(exported):
@@ -222,3 +226,28 @@ def test_the_timing_server_answers_each_backend_and_survives_one_that_fails(tiny
     finally:
         timer.close()
     assert timer.server.returncode == 0
+
+
+def test_a_bert_graph_is_fused_and_gives_the_plain_graphs_numbers(tiny_model, tmp_path, monkeypatch):
+    import onnx
+
+    from runner.stages.export import onnx as exporter
+    from runner.stages.export.measure import load_encoder
+
+    fused = exporter.export_onnx(tiny_model, tmp_path / "fused", 17, fuse=True)
+    plain = exporter.export_onnx(tiny_model, tmp_path / "plain", 17, fuse=False)
+    layers = json.loads((tiny_model / "config.json").read_text())["num_hidden_layers"]
+    ops = [n.op_type for n in onnx.load(str(fused)).graph.node]
+    assert ops.count("Attention") == layers and "Softmax" not in ops
+    assert "Attention" not in [n.op_type for n in onnx.load(str(plain)).graph.node]
+    said = json.loads((tmp_path / "fused" / exporter.FUSIONS).read_text())
+    assert said["model_type"] == "bert" and said["fused"]["Attention"] == layers
+    assert json.loads((tmp_path / "plain" / exporter.FUSIONS).read_text())["fused"] == {}
+    texts = ["short", "a much longer text, so that the batch is padded: the mask must hide the padding"]
+    fused_emb, plain_emb = (load_encoder(tmp_path / name).encode_document(texts) for name in ("fused", "plain"))
+    assert np.allclose(fused_emb, plain_emb, atol=1e-5)
+    int8 = exporter.quantize_int8(tmp_path / "fused", tmp_path / "int8", per_channel=True, reduce_range=True)
+    assert [n.op_type for n in onnx.load(str(int8)).graph.node].count("QAttention") == layers
+    monkeypatch.setattr(exporter, "FUSED_TOLERANCE", -1.0)  # any difference at all is too much
+    with pytest.raises(ValueError, match=r"differs from the plain one .* export.<target>.fuse=false"):
+        exporter.export_onnx(tiny_model, tmp_path / "strict", 17, fuse=True)

@@ -30,7 +30,7 @@ from runner.infra.fingerprint import path_fingerprint, short_identity
 from runner.infra.metrics import paired_bootstrap_ci, paired_randomization_p
 from runner.stages.evaluate.scoring import evaluate_model
 from runner.stages.export.measure import load_encoder
-from runner.stages.export.onnx import SKIP, export_onnx, quantize_int8
+from runner.stages.export.onnx import FUSIONS, SKIP, export_onnx, quantize_int8
 from runner.stages.export.openvino import export_openvino, quantize_openvino_int8
 from runner.stages.export.schema import EXTRA, missing_packages
 from runner.stages.export.static import distill_static
@@ -56,10 +56,10 @@ def build(target: str, spec, model_dir: Path, out: Path, device: str, calibratio
     """Write the export `target` of the model in `model_dir` into `out` (a new directory);
     `calibration` is the training passages a static int8 quantization sets its ranges on."""
     if target == "onnx":
-        export_onnx(model_dir, out, spec.opset)
+        export_onnx(model_dir, out, spec.opset, spec.fuse)
     elif target == "onnx_int8":
         with tempfile.TemporaryDirectory(prefix="ragtune-onnx-") as tmp:
-            export_onnx(model_dir, Path(tmp) / "onnx", spec.opset)
+            export_onnx(model_dir, Path(tmp) / "onnx", spec.opset, spec.fuse)
             quantize_int8(Path(tmp) / "onnx", out, spec.per_channel, spec.reduce_range)
     elif target == "openvino":
         export_openvino(model_dir, out, spec.opset)
@@ -177,6 +177,7 @@ def _export_row(cfg, stages, target: str, spec, source: Source, out: Path, devic
         "delta_p": paired_randomization_p(ref, got, n, seed),
         "export_s": seconds,
         "cache": status,
+        **({"fused": json.loads((path / FUSIONS).read_text())["fused"]} if (path / FUSIONS).exists() else {}),
         **({"calibration_texts": len(calibration)} if calibration else {}),
         **({"dim": spec.dim} if target == "truncate" else {}),
         "llama_index": LOADS[target].format(path=path),

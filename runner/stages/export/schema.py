@@ -22,6 +22,7 @@ PRESETS = ("performance", "mixed")
 @dataclass
 class OnnxExport:
     opset: int = 17  # ONNX opset of the graph (14 or more: the attention ops need it)
+    fuse: bool = True  # BERT-family models: fuse attention, layer norms, GELU (ONNX Runtime's optimizer)
 
 
 @dataclass
