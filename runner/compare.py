@@ -62,7 +62,8 @@ def rows_for(runs: list[dict], metric: str) -> tuple[list[str], list[list]]:
     extra = [] if metric in shown else [metric]  # the objective, when it is not one of those
     ranked = sorted(runs, key=lambda r: -_num(value_of(r, metric)))
     others = [row for row in ("merged", "bm25", "hybrid_base", "hybrid_finetuned") if any(row in r["metrics"] for r in runs)]
-    exports = [t for t in ("onnx", "onnx_int8", "static") if any("metrics" in r.get("exports", {}).get(t, {}) for r in runs)]
+    scored = (t for r in runs for t, row in r.get("exports", {}).items() if t != "torch" and "metrics" in row)
+    exports = list(dict.fromkeys(scored))  # every target some run scored, in the order the runs list them
     export_columns = [c for t in exports for c in (f"{t}/{name}", f"{t} x torch")]
     columns = ["rank", "run", *params, *extra, *shown, "delta 95% CI", *[f"{o}/{name}" for o in others], *export_columns]
     columns.append("verdict")
