@@ -12,6 +12,7 @@ import pytest
 from conftest import ROOT, compose, fast, run_cli
 from runner.infra.errors import RagtuneError
 from runner.pipeline import run
+from runner.report.results import exports_table
 from wandb_records import run_contents
 
 EXPORTS = "export=[onnx,onnx_int8,openvino,openvino_int8,static]"
@@ -52,6 +53,13 @@ def test_every_export_is_scored_against_the_torch_model_timed_and_sized(exported
     assert rows["openvino_int8"]["calibration_texts"] == min(300, len(train)) and "calibration_texts" not in rows["onnx_int8"]
     assert (exported / "a" / "exports" / "openvino_int8" / "openvino" / "openvino_model_qint8_quantized.xml").exists()
     assert not (exported / "a" / "exports" / "onnx" / "model.safetensors").exists()
+    # fidelity: the fp32 graph retrieves what torch does; int8 moves vectors a little; static is another space
+    assert rows["onnx"]["top10_overlap"] == 1.0 and rows["onnx"]["cosine_min"] > 0.9999
+    for name in ("onnx_int8", "openvino_int8"):
+        assert 0.5 < rows[name]["top10_overlap"] <= 1.0 and 0.9 < rows[name]["cosine_min"] <= rows[name]["cosine_mean"] <= 1.0
+    assert 0 <= rows["static"]["top10_overlap"] <= 1.0 and "cosine_mean" not in rows["static"]
+    table = exports_table(rows, "ndcg@10")
+    assert "top-10 kept" in table and f"{rows['onnx_int8']['top10_overlap']:.1%}" in table
     # a BERT model's ONNX graphs are fused (attention, layer norms); OpenVINO converts the plain trace
     layers = json.loads((exported / "a" / "model" / "config.json").read_text())["num_hidden_layers"]
     assert rows["onnx"]["fused"]["Attention"] == rows["onnx_int8"]["fused"]["Attention"] == layers
@@ -82,6 +90,8 @@ def test_a_second_run_copies_the_exports_from_the_cache(exported):
     assert {again["cache"][f"export_{n}"] for n in names} == {"hit"}
     for name in names:
         assert again["exports"][name]["metrics"] == first[name]["metrics"]  # the same model, the same files
+        # the torch model's scores came from the cache without its vectors: encoded again for the fidelity
+        assert again["exports"][name]["top10_overlap"] == first[name]["top10_overlap"]
 
 
 def test_the_wandb_run_holds_each_exports_row(exported):
@@ -92,6 +102,7 @@ def test_the_wandb_run_holds_each_exports_row(exported):
         assert summary[f"export/{name}/texts_per_s"] == pytest.approx(rows[name]["texts_per_s"])
         assert summary[f"export/{name}/ndcg@10"] == pytest.approx(rows[name]["metrics"]["ndcg@10"])
     assert summary["export/onnx_int8/delta_ci95_low"] == pytest.approx(rows["onnx_int8"]["delta_ci95"][0])
+    assert summary["export/onnx_int8/top10_overlap"] == pytest.approx(rows["onnx_int8"]["top10_overlap"])
 
 
 def test_compare_shows_each_exports_score_and_speed(exported, tmp_path):
@@ -99,7 +110,7 @@ def test_compare_shows_each_exports_score_and_speed(exported, tmp_path):
 
     columns, rows = rows_for(collect([exported / "a", exported / "b"]), "finetuned/ndcg@10")
     exports = json.loads((exported / "a" / "results.json").read_text())["exports"]
-    assert {"onnx_int8/ndcg@10", "onnx_int8 x torch", "static/ndcg@10", "static x torch"} <= set(columns)
+    assert {f"{t}/ndcg@10" for t in TARGETS} | {f"{t} x torch" for t in TARGETS} <= set(columns)
     assert all(r[columns.index("static x torch")] > 1 for r in rows)  # a static model outruns the transformer
     assert {r[columns.index("onnx_int8/ndcg@10")] for r in rows} == {exports["onnx_int8"]["metrics"]["ndcg@10"]}
 

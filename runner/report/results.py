@@ -190,18 +190,20 @@ def exports_table(exports: dict, metric: str) -> str:
     from rich.table import Table
 
     table = Table(title=f"exports (on the CPU; {metric} on the eval set, paired vs. torch)", title_justify="left")
-    for col in ("backend", "size MB", "texts/s", "x torch", "query ms", "x torch", "peak MB", metric, "vs. torch", "95% CI", "p"):
+    columns = ("backend", "size MB", "texts/s", "x torch", "query ms", "x torch", "peak MB", metric, "vs. torch", "95% CI", "p")
+    for col in (*columns, "top-10 kept"):
         table.add_column(col, justify="left" if col == "backend" else "right")
     for name, row in exports.items():
         if "error" in row:
-            table.add_row(name, *[""] * 9, row["error"][:60])
+            table.add_row(name, *[""] * (len(columns) - 1), row["error"][:60])
             continue
         speed = f"{row['speedup_vs_torch']:.2f}" if "speedup_vs_torch" in row else ""
         query = ("", "")
         if "query_speedup_vs_torch" in row:
             query = (f"{row['query_ms']:.1f}", f"{row['query_speedup_vs_torch']:.2f}")
         sizes = (f"{row['size_mb']:.1f}", f"{row['texts_per_s']:.1f}", speed, *query, f"{row['peak_rss_mb']:.0f}")
-        table.add_row(name, *sizes, *_paired_cells(row, metric, "delta_vs_torch"))
+        kept = f"{row['top10_overlap']:.1%}" if "top10_overlap" in row else ""
+        table.add_row(name, *sizes, *_paired_cells(row, metric, "delta_vs_torch"), kept)
     return _text(table)
 
 
@@ -249,7 +251,7 @@ def dimensions_summary(rows: dict, metric: str) -> dict:
 def exports_summary(exports: dict, metric: str) -> dict:
     """The W&B summary keys of the exports: export/<backend>/<what>."""
     keep = ("size_mb", "texts_per_s", "speedup_vs_torch", "query_ms", "query_speedup_vs_torch", "peak_rss_mb")
-    keep += ("delta_vs_torch", "delta_p")
+    keep += ("delta_vs_torch", "delta_p", "top10_overlap", "cosine_mean", "cosine_min")
     out = {}
     for name, row in exports.items():
         out.update({f"export/{name}/{k}": row[k] for k in keep if k in row})

@@ -87,11 +87,9 @@ def score_dimensions(cfg, model_dir: Path, reference, eval_set, metric: str, out
     `dimensions.png` in the run dir; {} for any other loss."""
     if cfg.finetune.get("loss") != "matryoshka":
         return {}
-    if reference.dense is None:  # scored from a cache without its embeddings: encode once more
-        from runner.stages.evaluate.scoring import evaluate_model
-        from runner.stages.export.measure import load_encoder
+    from runner.stages.export.exporting import with_embeddings
 
-        reference = evaluate_model(load_encoder(Path(model_dir)), eval_set, cfg.evaluate, cfg.evaluate.batch_size)
+    reference = with_embeddings(reference, Path(model_dir), eval_set, cfg.evaluate)
     dims, n = cfg.finetune.matryoshka_dims, cfg.evaluate.bootstrap
     rows = dimension_rows(reference, eval_set, dims, cfg.evaluate, metric, n, cfg.seed)
     plot_dimensions(rows, metric, out / "dimensions.png")

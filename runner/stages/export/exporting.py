@@ -29,6 +29,7 @@ from runner.infra.errors import first_line
 from runner.infra.fingerprint import path_fingerprint, short_identity
 from runner.infra.metrics import paired_bootstrap_ci, paired_randomization_p
 from runner.stages.evaluate.scoring import evaluate_model
+from runner.stages.export.encoder import graph_of
 from runner.stages.export.measure import load_encoder
 from runner.stages.export.onnx import FUSIONS, SKIP, export_onnx, quantize_int8
 from runner.stages.export.openvino import export_openvino, quantize_openvino_int8
@@ -125,6 +126,7 @@ def export_all(cfg, stages, model_dir: Path, reference, eval_set, metric: str, o
     `passages` are the training pairs' passages (calibration data; never the eval set's)."""
     texts = sorted(eval_set.corpus.values(), key=len)[-TIMING_TEXTS:]  # the longest: what serving pays for
     queries = [eval_set.queries[q] for q in eval_set.answered_query_ids()[:TIMING_QUERIES]]
+    reference = with_embeddings(reference, Path(model_dir), eval_set, cfg.evaluate)
     source = Source(Path(model_dir), reference, eval_set, metric, texts, queries, list(passages), Timer())
     rows = {}
     try:
@@ -166,6 +168,7 @@ def _export_row(cfg, stages, target: str, spec, source: Source, out: Path, devic
     model_id = short_identity(f"{target}:{path}", path_fingerprint(path))
     result = evaluate_model(encoder, source.eval_set, cfg.evaluate, cfg.evaluate.batch_size, model_id=model_id, precision="fp32")
     ref, got = np.asarray(source.reference.per_query[source.metric]), np.asarray(result.per_query[source.metric])
+    same_model = graph_of(path) is not None  # a graph is the torch model in another runtime: its vectors compare
     n, seed = cfg.evaluate.bootstrap, cfg.seed
     return {
         "path": str(path),
@@ -175,6 +178,7 @@ def _export_row(cfg, stages, target: str, spec, source: Source, out: Path, devic
         "delta_vs_torch": float(got.mean() - ref.mean()),
         "delta_ci95": list(paired_bootstrap_ci(ref, got, n, seed)),
         "delta_p": paired_randomization_p(ref, got, n, seed),
+        **fidelity(source.reference, result, cosine=same_model),
         "export_s": seconds,
         "cache": status,
         **({"fused": json.loads((path / FUSIONS).read_text())["fused"]} if (path / FUSIONS).exists() else {}),
@@ -182,6 +186,31 @@ def _export_row(cfg, stages, target: str, spec, source: Source, out: Path, devic
         **({"dim": spec.dim} if target == "truncate" else {}),
         "llama_index": LOADS[target].format(path=path),
     }
+
+
+def fidelity(reference, result, cosine: bool) -> dict:
+    """How close the export stays to the torch model on the eval set, steadier than a metric's
+    difference: `top10_overlap`, the share of the torch model's top 10 passages for each question
+    that the export also retrieves (mean over questions); with `cosine` (the same vector space), the
+    cosine between the two embeddings of each eval passage (`cosine_mean`, `cosine_min`)."""
+    import torch
+
+    (ref_index, ref_queries), (index, queries) = reference.dense, result.dense
+    ref_top = ref_index.search(ref_queries, ref_index.model_id, 10).tolist()
+    top = index.search(queries, index.model_id, 10).tolist()
+    got = {"top10_overlap": round(float(np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(ref_top, top)])), 4)}
+    if cosine:
+        cos = (torch.as_tensor(ref_index.embeddings).float().cpu() * torch.as_tensor(index.embeddings).float().cpu()).sum(dim=1)
+        got.update(cosine_mean=round(float(cos.mean()), 4), cosine_min=round(float(cos.min()), 4))
+    return got
+
+
+def with_embeddings(reference, model_dir: Path, eval_set, evaluate_cfg):
+    """The torch model's eval result with its eval-set embeddings (`dense`): as given, or, when it
+    was read from the cache without them, the model scored once more."""
+    if reference.dense is not None:
+        return reference
+    return evaluate_model(load_encoder(model_dir), eval_set, evaluate_cfg, evaluate_cfg.batch_size)
 
 
 def calibration_texts(passages: list[str], spec, seed: int) -> list[str]:
