@@ -262,3 +262,27 @@ def test_a_bert_graph_is_fused_and_gives_the_plain_graphs_numbers(tiny_model, tm
     monkeypatch.setattr(exporter, "FUSED_TOLERANCE", -1.0)  # any difference at all is too much
     with pytest.raises(ValueError, match=r"differs from the plain one .* export.<target>.fuse=false"):
         exporter.export_onnx(tiny_model, tmp_path / "strict", 17, fuse=True)
+
+
+def test_openvino_int8_calibrates_on_texts_cut_to_the_models_window(tiny_model, tmp_path, monkeypatch):
+    import shutil
+
+    import nncf
+
+    from runner.stages.export.openvino import quantize_openvino_int8
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    config = json.loads((model / "sentence_bert_config.json").read_text())
+    (model / "sentence_bert_config.json").write_text(json.dumps({**config, "max_seq_length": 8}))
+    seen = []
+
+    class Recorded(nncf.Dataset):  # the samples NNCF is given
+        def __init__(self, samples, *args):
+            seen.extend(samples)
+            super().__init__(samples, *args)
+
+    monkeypatch.setattr(nncf, "Dataset", Recorded)
+    texts = ["a calibration passage that is much longer than eight word pieces, as training passages are"] * 3
+    quantize_openvino_int8(model, tmp_path / "int8", 17, texts, "performance")
+    assert seen and {s["input_ids"].shape[1] for s in seen} == {8}  # the window the model serves, not the tokenizer's 512

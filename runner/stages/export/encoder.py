@@ -45,9 +45,8 @@ class GraphEncoder:
             raise FileNotFoundError(f"{self.path} holds none of {', '.join(GRAPHS)}: not a graph export of ragtune")
         self.run = runtime(graph)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
-        st = _read(self.path / "sentence_bert_config.json")
-        self.max_seq_length = int(st.get("max_seq_length") or self.tokenizer.model_max_length)
-        self.do_lower_case = bool(st.get("do_lower_case", False))
+        self.max_seq_length = max_seq_length(self.path, self.tokenizer)
+        self.do_lower_case = bool(_read(self.path / "sentence_bert_config.json").get("do_lower_case", False))
         self.prompts = _read(self.path / "config_sentence_transformers.json").get("prompts") or {}
         self.pooling = pooling_mode(_read(self.path / "1_Pooling" / "config.json"), self.path)
         self.device = _Device()
@@ -132,6 +131,11 @@ def pooling_mode(config: dict, path: Path) -> str:
             "graph exports support mean or CLS pooling over every token; use export=static or the torch model"
         )
     return mode
+
+
+def max_seq_length(path: Path, tokenizer) -> int:
+    """The tokens the model reads a text to: its sentence-transformers window, else the tokenizer's."""
+    return int(_read(Path(path) / "sentence_bert_config.json").get("max_seq_length") or tokenizer.model_max_length)
 
 
 def _read(path: Path) -> dict:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runner.stages.export.encoder import max_seq_length
 from runner.stages.export.onnx import GRAPH, copy_without_weights, export_onnx
 
 IR = "openvino/openvino_model.xml"
@@ -40,10 +41,12 @@ def quantize_openvino_int8(model_dir: Path, out: Path, opset: int, texts: list[s
         raise ValueError("export=openvino_int8 calibrates on the run's training passages, and this run has none")
     model = _convert(model_dir, opset)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    window = max_seq_length(model_dir, tokenizer)  # the lengths the model serves, as GraphEncoder cuts them
     names = {i.get_any_name() for i in model.inputs}
     samples = []
     for start in range(0, len(texts), CALIBRATION_BATCH):
-        enc = tokenizer(texts[start : start + CALIBRATION_BATCH], padding=True, truncation=True, return_tensors="np")
+        batch = texts[start : start + CALIBRATION_BATCH]
+        enc = tokenizer(batch, padding=True, truncation=True, max_length=window, return_tensors="np")
         samples.append({k: v.astype(np.int64) for k, v in enc.items() if k in names})
     quantized = nncf.quantize(
         model,
