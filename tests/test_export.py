@@ -221,6 +221,7 @@ def test_a_changed_knob_or_model_file_misses_the_export_cache(tiny_model, tmp_pa
     assert export(spec, calibration=["a passage", "another"]) == "miss" and len(built) == 4  # int8 ranges
     assert export(spec, calibration=["a passage", "another"]) == "hit" and len(built) == 4
     assert export(spec, calibration=["a passage", "a third"]) == "miss" and len(built) == 5
+    assert export(OmegaConf.merge(spec, {"fuse": False})) == "miss" and len(built) == 6  # the plain trace
     assert (tmp_path / "run" / "exports" / "onnx_int8" / "made_from.txt").exists()
 
 

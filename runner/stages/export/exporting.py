@@ -206,11 +206,12 @@ def fidelity(reference, result, cosine: bool) -> dict:
 
 
 def with_embeddings(reference, model_dir: Path, eval_set, evaluate_cfg):
-    """The torch model's eval result with its eval-set embeddings (`dense`): as given, or, when it
-    was read from the cache without them, the model scored once more."""
-    if reference.dense is not None:
-        return reference
-    return evaluate_model(load_encoder(model_dir), eval_set, evaluate_cfg, evaluate_cfg.batch_size)
+    """The torch model's eval result with its eval-set embeddings (`dense`): when it was read from
+    the cache without them, the model is scored once more and they are kept on `reference`, so the
+    exports and the Matryoshka table encode the eval set once between them."""
+    if reference.dense is None:
+        reference.dense = evaluate_model(load_encoder(model_dir), eval_set, evaluate_cfg, evaluate_cfg.batch_size).dense
+    return reference
 
 
 def calibration_texts(passages: list[str], spec, seed: int) -> list[str]:
