@@ -4,7 +4,9 @@ against the torch model, timed, cached, and usable in LlamaIndex."""
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,6 +38,10 @@ def test_every_export_is_scored_against_the_torch_model_timed_and_sized(exported
     assert torch_row["metrics"] == results["metrics"]["finetuned"]  # the reference is the shipped model
     assert torch_row["speedup_vs_torch"] == 1.0 and torch_row["texts_per_s"] > 0
     assert torch_row["query_speedup_vs_torch"] == 1.0 and torch_row["query_ms"] > 0
+    # torch is timed before and after the exports: the ratios are against the mean of both
+    for key, (first, last) in torch_row["timings"].items():
+        assert first > 0 and last > 0 and torch_row[key] == pytest.approx((first + last) / 2, abs=0.01)
+    assert set(torch_row["timings"]) == {"texts_per_s", "query_ms"}
     for name in TARGETS:
         row = rows[name]
         assert row["size_mb"] > 0 and row["texts_per_s"] > 0 and row["peak_rss_mb"] >= 0 and row["query_ms"] > 0
@@ -60,10 +66,32 @@ def test_every_export_is_scored_against_the_torch_model_timed_and_sized(exported
     assert 0 <= rows["static"]["top10_overlap"] <= 1.0 and "cosine_mean" not in rows["static"]
     table = exports_table(rows, "ndcg@10")
     assert "top-10 kept" in table and f"{rows['onnx_int8']['top10_overlap']:.1%}" in table
+    # every timing says what it ran on, int8 instructions included: they decide what int8 can gain
+    from runner.infra.models import cpu_int8
+
+    assert torch_row["cpu"]["int8"] == cpu_int8() and torch_row["cpu"]["cores"] == os.cpu_count()
+    assert f"int8 instructions: {cpu_int8()}" in " ".join(table.split())
     # a BERT model's ONNX graphs are fused (attention, layer norms); OpenVINO converts the plain trace
     layers = json.loads((exported / "a" / "model" / "config.json").read_text())["num_hidden_layers"]
     assert rows["onnx"]["fused"]["Attention"] == rows["onnx_int8"]["fused"]["Attention"] == layers
     assert "fused" not in rows["openvino"] and "fused" not in rows["static"]
+
+
+def test_a_drift_in_torchs_speed_while_the_exports_ran_is_logged_and_averaged(caplog):
+    from runner.stages.export.exporting import Source, retime_torch
+
+    class Timer:  # the torch model timed again: a machine that slowed down meanwhile
+        def measure(self, target, path, texts, queries=()):
+            return {"texts_per_s": 20.0, "peak_rss_mb": 300.0, "query_ms": 12.0}
+
+    source = Source(Path("model"), None, None, "ndcg@10", ["a text"], ["a question"], [], Timer())
+    row = {"texts_per_s": 30.0, "query_ms": 11.5, "peak_rss_mb": 310.0}
+    with caplog.at_level("WARNING", logger="ragtune"):
+        retime_torch(row, source)
+    assert row["texts_per_s"] == 25.0 and row["query_ms"] == 11.75 and row["peak_rss_mb"] == 310.0
+    assert row["timings"] == {"texts_per_s": [30.0, 20.0], "query_ms": [11.5, 12.0]}
+    (warning,) = [r.getMessage() for r in caplog.records]  # 30 -> 20 texts/s drifted; 11.5 -> 12 ms did not
+    assert "texts_per_s moved from 30.0 to 20.0" in warning
 
 
 def test_the_onnx_graph_embeds_as_the_torch_model_does(exported):
@@ -103,6 +131,8 @@ def test_the_wandb_run_holds_each_exports_row(exported):
         assert summary[f"export/{name}/ndcg@10"] == pytest.approx(rows[name]["metrics"]["ndcg@10"])
     assert summary["export/onnx_int8/delta_ci95_low"] == pytest.approx(rows["onnx_int8"]["delta_ci95"][0])
     assert summary["export/onnx_int8/top10_overlap"] == pytest.approx(rows["onnx_int8"]["top10_overlap"])
+    cpu = rows["torch"]["cpu"]
+    assert summary["export/cpu/int8"] == cpu["int8"] and summary["export/cpu/name"] == cpu["name"]
 
 
 def test_compare_shows_each_exports_score_and_speed(exported, tmp_path):

@@ -79,6 +79,28 @@ def test_auto_precision_on_a_cpu_is_bf16_only_where_the_cpu_has_bf16_instruction
     assert models.resolve_precision("auto", "cpu") == "fp32" and models.resolve_precision("auto", "mps") == "fp32"
 
 
+def test_the_cpus_int8_instructions_are_named_from_its_flags(tmp_path, monkeypatch):
+    from runner.infra import models
+
+    cases = (
+        ("fpu avx2 avx512f avx512_vnni amx_int8", "AMX"),
+        ("fpu avx2 avx512f avx512_vnni", "AVX-512 VNNI"),
+        ("fpu avx2 avx_vnni", "AVX-VNNI"),
+        ("fpu avx avx2 fma", "AVX2, no VNNI"),
+        ("fp asimd asimddp", "Arm dot product"),  # Arm names its flags Features
+        ("fpu sse4_2", "no int8 dot product"),
+    )
+    for flags, expected in cases:
+        info = tmp_path / "cpuinfo"
+        key = "Features" if "asimd" in flags else "flags"
+        info.write_text(f"processor\t: 0\nmodel name\t: Some CPU 9000\n{key}\t\t: {flags}\n")
+        monkeypatch.setattr(models, "CPUINFO", str(info))
+        assert models.cpu_int8() == expected, flags
+        assert models.cpu_name() == "Some CPU 9000"
+    monkeypatch.setattr(models, "CPUINFO", str(tmp_path / "absent"))
+    assert models.cpu_int8() == "unknown" and models.cpu_name()
+
+
 def test_device_cuda_without_a_gpu_fails_before_any_work(tmp_path):
     import torch
 

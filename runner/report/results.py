@@ -189,7 +189,9 @@ def exports_table(exports: dict, metric: str) -> str:
     """Each export against the torch model it came from: size, speed on this CPU, quality."""
     from rich.table import Table
 
-    table = Table(title=f"exports (on the CPU; {metric} on the eval set, paired vs. torch)", title_justify="left")
+    cpu = exports.get("torch", {}).get("cpu")
+    where = f"on the CPU: {cpu['name']}, {cpu['cores']} cores, int8 instructions: {cpu['int8']}" if cpu else "on the CPU"
+    table = Table(title=f"exports ({where}; {metric} on the eval set, paired vs. torch)", title_justify="left")
     columns = ("backend", "size MB", "texts/s", "x torch", "query ms", "x torch", "peak MB", metric, "vs. torch", "95% CI", "p")
     for col in (*columns, "top-10 kept"):
         table.add_column(col, justify="left" if col == "backend" else "right")
@@ -261,6 +263,8 @@ def exports_summary(exports: dict, metric: str) -> dict:
             out[f"export/{name}/delta_ci95_low"], out[f"export/{name}/delta_ci95_high"] = row["delta_ci95"]
         if "error" in row:
             out[f"export/{name}/error"] = row["error"]
+        if "cpu" in row:
+            out.update({f"export/cpu/{k}": v for k, v in row["cpu"].items()})
     return out
 
 
