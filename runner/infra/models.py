@@ -43,14 +43,20 @@ def resolve_device(device: str) -> str:
 CPUINFO = "/proc/cpuinfo"
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (Linux: `flags` on x86, `Features` on Arm); empty elsewhere."""
+def _cpuinfo(*keys: str) -> str | None:
+    """The value of the first /proc/cpuinfo line that starts with one of `keys`; None where there is
+    no such line or no /proc/cpuinfo (not Linux)."""
     try:
         text = Path(CPUINFO).read_text()
     except OSError:
-        return set()
-    line = next((line for line in text.splitlines() if line.startswith(("flags", "Features"))), "")
-    return set(line.split(":", 1)[1].split()) if ":" in line else set()
+        return None
+    line = next((line for line in text.splitlines() if line.startswith(keys)), "")
+    return line.split(":", 1)[1].strip() if ":" in line else None
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (Linux: `flags` on x86, `Features` on Arm); empty elsewhere."""
+    return set((_cpuinfo("flags", "Features") or "").split())
 
 
 def cpu_has_native_bf16() -> bool:
@@ -68,12 +74,7 @@ def cpu_name() -> str:
     """The CPU's model name (Linux's /proc/cpuinfo), else what the platform says."""
     import platform
 
-    try:
-        text = Path(CPUINFO).read_text()
-    except OSError:
-        text = ""
-    line = next((line for line in text.splitlines() if line.startswith("model name")), "")
-    return line.split(":", 1)[1].strip() if ":" in line else platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def cpu_int8() -> str:
