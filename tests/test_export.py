@@ -141,7 +141,9 @@ def test_compare_shows_each_exports_score_and_speed(exported, tmp_path):
     columns, rows = rows_for(collect([exported / "a", exported / "b"]), "finetuned/ndcg@10")
     exports = json.loads((exported / "a" / "results.json").read_text())["exports"]
     assert {f"{t}/ndcg@10" for t in TARGETS} | {f"{t} x torch" for t in TARGETS} <= set(columns)
-    assert all(r[columns.index("static x torch")] > 1 for r in rows)  # a static model outruns the transformer
+    # each run's ratio is the one its results.json holds (how fast is a benchmark's question, not a test's)
+    speedups = {json.loads((exported / d / "results.json").read_text())["exports"]["static"]["speedup_vs_torch"] for d in "ab"}
+    assert {r[columns.index("static x torch")] for r in rows} == speedups
     assert {r[columns.index("onnx_int8/ndcg@10")] for r in rows} == {exports["onnx_int8"]["metrics"]["ndcg@10"]}
 
 
