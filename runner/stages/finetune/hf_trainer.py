@@ -140,13 +140,13 @@ def _trainer(model, dataset, max_steps, callbacks, *, model_args, loss_of, batch
 
 
 def batch_sampler(train_dataset, model, batch_size: int, group_by_length: bool | None, seed: int):
-    """(length-grouped no-duplicates batches where they pay or are asked for, else None: the plain
-    no-duplicates sampler; the record of the choice)."""
-    from runner.stages.finetune.batching import LengthGroupedNoDuplicatesBatchSampler, real_token_share, text_lengths
+    """(the batch sampler: no duplicates, full batches, length-grouped where that pays or is asked
+    for; the record of the choice)."""
+    from runner.stages.finetune.batching import NoDuplicateBatches, real_token_share, text_lengths
 
     record = {"setting": group_by_length}
     if group_by_length is False:
-        return None, {**record, "chosen": "random", "reason": "finetune.group_by_length=false"}
+        return NoDuplicateBatches, {**record, "chosen": "random", "reason": "finetune.group_by_length=false"}
     lengths = text_lengths(train_dataset, model.tokenizer, model.max_seq_length)
     grouped, random_ = (real_token_share(lengths, batch_size, g, seed) for g in (True, False))
     record["real_token_share"] = {"grouped": round(grouped, 4), "random": round(random_, 4)}
@@ -154,12 +154,9 @@ def batch_sampler(train_dataset, model, batch_size: int, group_by_length: bool |
     if group_by_length or grouped >= GROUPING_PAYS * random_:
         reason = f"length-grouped batches, {100 * grouped:.0f}% of passage tokens real (random batches: {100 * random_:.0f}%)"
         log.info("finetune: %s", reason)
-        return (
-            functools.partial(LengthGroupedNoDuplicatesBatchSampler, lengths=lengths),
-            {**record, "chosen": "length-grouped", "reason": reason},
-        )
+        return functools.partial(NoDuplicateBatches, lengths=lengths), {**record, "chosen": "length-grouped", "reason": reason}
     reason = (
         f"random batches, {100 * random_:.0f}% of passage tokens real (grouping would give {100 * grouped:.0f}%: not worth it)"
     )
     log.info("finetune: %s", reason)
-    return None, {**record, "chosen": "random", "reason": reason}
+    return NoDuplicateBatches, {**record, "chosen": "random", "reason": reason}
