@@ -1,5 +1,6 @@
 # make run   - create .venv, install, run the default experiment end to end
-# make test  - same install, then the whole test suite (tests marked gpu skip without CUDA)
+# make test  - same install, then the test suite but the tests marked slow (tests marked gpu skip without CUDA)
+# make test-all - the whole suite, slow tests too; make test-slow - only those (CI runs test, then test-slow)
 # make lint  - ruff (lint, format check) and the import contracts (lint-imports)
 # make lock  - rewrite requirements.lock (the exact versions make install uses) from pyproject.toml
 # make clean - the venv and build leftovers only; clean-cache: the stage cache; clean-outputs: all results
@@ -8,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lock run test lint clean clean-cache clean-outputs
+.PHONY: install lock run test test-slow test-all lint clean clean-cache clean-outputs
 
 install: $(STAMP)
 
@@ -32,6 +33,12 @@ run: install
 	$(BIN)/python -m runner $(ARGS)
 
 test: install
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+
+test-all: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: install

@@ -55,6 +55,7 @@ def test_compare_cli_says_when_there_is_nothing_to_compare(tmp_path):
     assert r.returncode != 0 and "no results.json" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_a_sweep_gets_one_wandb_run_per_job_grouped_and_named_and_ends_with_the_table(tmp_path):
     sweep = tmp_path / "sweep"
     r = run_cli(
@@ -100,6 +101,7 @@ def test_api_keys_never_land_in_run_files_and_wandb_stays_out_of_home(tmp_path):
     assert all(v not in r.stdout + r.stderr for v in secrets.values())
 
 
+@pytest.mark.slow
 def test_online_init_failure_falls_back_to_offline_and_keeps_results(tmp_path):
     with socket.socket() as s:  # a port nothing listens on: connections are refused
         s.bind(("127.0.0.1", 0))

@@ -240,6 +240,7 @@ def _wait_for(path: Path, text: str, proc: subprocess.Popen, timeout: float = 12
     raise AssertionError(f"{text!r} never appeared in {path}")
 
 
+@pytest.mark.slow
 def test_kill_9_during_finetuning_then_the_same_command_completes_like_an_unkilled_run(tmp_path):
     args = ["debug=fast", "logger=none", "finetune.max_steps=150"]
     clean = run_cli(*args, f"hydra.run.dir={tmp_path / 'clean'}", f"paths.root={tmp_path / 'clean_outputs'}")

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 
 from conftest import ROOT, run_cli
 
@@ -50,6 +51,7 @@ def test_grid_sweep_runs_every_job_once_and_shares_the_stages(tmp_path):
     assert (sweep / "compare.csv").is_file()
 
 
+@pytest.mark.slow
 def test_joblib_launcher_runs_jobs_in_parallel_with_a_share_of_the_cores(tmp_path):
     sweep = tmp_path / "sweep"
     r = run_cli(
@@ -68,6 +70,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_with_a_share_of_the_cores(tmp_pat
         assert run["machine_share"] == {"parallel_jobs": 2, "torch_threads": max(1, (os.cpu_count() or 1) // 2)}
 
 
+@pytest.mark.slow
 def test_submitit_local_runs_the_jobs_as_subprocesses(tmp_path):
     sweep = tmp_path / "sweep"
     r = run_cli(
@@ -95,6 +98,7 @@ def optuna_cli(tmp_path: Path, n_trials: int, *more: str) -> subprocess.Complete
     )
 
 
+@pytest.mark.slow
 def test_optuna_search_is_seeded_persistent_and_resumes_to_its_total(tmp_path):
     r = optuna_cli(tmp_path, 3)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -111,6 +115,7 @@ def test_optuna_search_is_seeded_persistent_and_resumes_to_its_total(tmp_path):
     assert f"best_value: {study.best_value}" in best
 
 
+@pytest.mark.slow
 def test_optuna_records_a_failing_trial_and_goes_on(tmp_path):
     # batch_size 1000 is more than the debug run's pairs: that trial fails with a clear error
     r = optuna_cli(
@@ -123,6 +128,7 @@ def test_optuna_records_a_failing_trial_and_goes_on(tmp_path):
     assert "finetune.batch_size=1000 is larger than" in r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_jobs_after_a_kill(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", *FAST, "finetune.max_steps=2,400", f"hydra.sweep.dir={sweep}", f"paths.root={tmp_path / 'o'}", "resume=true"]
