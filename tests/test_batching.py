@@ -120,6 +120,10 @@ def test_rows_skipped_for_a_shared_passage_are_swapped_into_full_batches_not_lef
         for promised, sizes in _sizes_each_epoch(data, lengths):
             # as many batches as the epoch promised the trainer: 12 full ones and the 11 rows left
             assert promised == 13 and sizes == [11] + [16] * 12
+    # the trainer's random batches are these too (length grouping off, or not worth it)
+    from runner.stages.finetune.hf_trainer import batch_sampler
+
+    assert batch_sampler(data, None, 16, group_by_length=False, seed=0)[0] is NoDuplicateBatches
     # the greedy fill alone leaves the skipped rows in extra short batches: what the swaps repair
     monkeypatch.setattr(batching, "full_batches", lambda batches, *_: batches)
     unrepaired = [sizes for _, sizes in _sizes_each_epoch(data, text_lengths(data))]
