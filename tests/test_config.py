@@ -249,3 +249,15 @@ def test_a_sweep_option_without_its_plugin_names_the_extra(monkeypatch):
         "hparams_search=optuna needs a Hydra plugin (not_installed_sweeper) that is not installed; install it with "
         "pip install 'ragtune[sweeps]' (make install has it), or leave the option out to run one job here."
     )
+
+
+def test_jax_is_told_not_to_take_the_gpu_unless_the_user_says_otherwise():
+    """A GPU image with JAX beside torch: JAX's default takes 75% of the GPU at first use (a second job on the
+    same GPU then ran out of memory on an H200); importing ragtune sets the on-demand default, and only that."""
+    code = "import os, runner; print(os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'])"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_PYTHON_CLIENT_PREALLOCATE"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "false"
+    mine = subprocess.run(
+        [sys.executable, "-c", code], env={**env, "XLA_PYTHON_CLIENT_PREALLOCATE": "true"}, capture_output=True, text=True
+    )
+    assert mine.stdout.strip() == "true"
