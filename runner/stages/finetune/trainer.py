@@ -73,7 +73,7 @@ def train_sentence_transformers(
     The no-duplicates batch sampler keeps two rows that share a text (two questions about one chunk)
     out of one batch: in-batch negatives that are really positives would teach the wrong thing.
     `group_by_length` batches passages of similar length together (runner.stages.finetune.batching): less padding;
-    None (auto) does so only when it cuts the padded passage tokens by 20% or more.
+    None (auto) does so only where that gives 1.2x the real passage tokens of random batches.
     `time_budget_s` (runner.stages.finetune.budget) fits mined negatives and epochs into the time given; `best_epoch`
     with `dev` (runner.stages.finetune.epochs) keeps an earlier epoch that is clearly better on the dev split. What
     both decided goes into `report` (`time_budget`, `epochs`; `dev_ranking`: the kept model's).
