@@ -17,8 +17,9 @@ Benchmarks (all-MiniLM-L6-v2 unless the overrides say otherwise):
               choices that depend on passage length.
               Not in the default --only list; ask for it: --only long.
 For each: base and finetuned nDCG@10, the delta with its 95% paired BCa interval and randomization p,
-training pairs, training wall time, and the run's whole wall time; then every retriever the run scored
-(merged, BM25, the hybrids) against the verdict's, with the settings chosen on the dev split. Rows are appended, with the
+training pairs, training wall time, and the run's whole wall time; then every choice the run made (what
+it chose, on how many questions, how stably, by the evidence or the written default) and every retriever
+the run scored (merged, BM25, the hybrids) against the verdict's. Rows are appended, with the
 command line, to outputs/bench/quality.jsonl. Runs share the stage cache under outputs/, so the
 base model's evaluation of a split is computed once.
 """
@@ -126,9 +127,16 @@ def run(name: str, args: list[str], recipe: list[str], out: Path) -> dict:
         "rows": {row: m[row]["ndcg@10"] for row in ROWS if row in m},
         "vs_verdict": m.get("vs_verdict", {}),
         "verdict": r.get("verdict", {}).get("deploy"),
-        "bm25": choices.get("bm25", {}).get("chosen"),
-        "merge": choices.get("merge", {}).get("chosen_alpha"),
+        "bm25": choices.get("bm25_params", choices.get("bm25", {})).get("chosen"),
+        "merge": choices.get("merge", {}).get("chosen", choices.get("merge", {}).get("chosen_alpha")),
         "fusion": {k.removeprefix("fusion_"): v.get("chosen") for k, v in choices.items() if k.startswith("fusion_")},
+        "choices": {
+            name: {k: v.get(k) for k in ("chosen", "questions", "stability", "decided_by", "margin", "margin_ci95")}
+            for name, v in choices.items()
+            if isinstance(v, dict) and "decided_by" in v
+        },
+        "window": choices.get("max_seq_length", {}).get("chosen"),
+        "train_steps": choices.get("time_budget", {}).get("chosen"),
         "run_dir": str(run_dir),
     }
 
@@ -143,9 +151,18 @@ def shipping(rows: list[dict]) -> str:
         if r.get("failed") or "rows" not in r:
             continue
         lines.append(
-            f"\n{r['benchmark']}: verdict {r['verdict']}; BM25 {r['bm25']}; merge alpha {r['merge']}; "
-            f"fusion {r['fusion']}; {r['dev_queries']} dev queries"
+            f"\n{r['benchmark']}: verdict {r['verdict']}; window {r.get('window')}; BM25 {r['bm25']}; merge alpha {r['merge']}; "
+            f"fusion {r['fusion']}; {r['dev_queries']} dev queries; trained {r.get('train_steps')}"
         )
+        for name, c in r.get("choices", {}).items():
+            stab = f"{c['stability']:.0%}" if c.get("stability") is not None else "-"
+            margin = (
+                f"{c['margin']:+.4f} [{c['margin_ci95'][0]:+.4f}, {c['margin_ci95'][1]:+.4f}]" if c.get("margin_ci95") else ""
+            )
+            lines.append(
+                f"  choice {name}: {c['chosen']} by {c['decided_by']}, {c['questions']} questions, stability {stab}, "
+                f"margin over the runner-up {margin}"
+            )
         lines.append(f"  {'retriever':17} {'nDCG@10':>8} {'vs verdict':>11} {'95% CI':>18} {'p':>6}")
         for row, score in r["rows"].items():
             c = r["vs_verdict"].get(row)

@@ -1,13 +1,12 @@
-"""The base model's side of a run: its `max_seq_length: auto` on the dev split, the truncation report,
-and its evaluation on the eval set (the cached `base_embeddings` and `evaluate_base` stages, which every
+"""The base model's side of a run: the choices made before training on every training-side question (its
+`max_seq_length: auto`, BM25's settings, the base hybrid's fusion), the truncation report, and its evaluation
+on the eval set (the cached `base_embeddings` and `evaluate_base` stages, which every
 job of a finetune sweep after the first reads).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import logging
 
 from omegaconf import OmegaConf
@@ -17,6 +16,10 @@ from runner.infra.fingerprint import model_fingerprint, short_identity
 from runner.infra.models import hardware, load_model, share_over_max_length
 from runner.infra.stage_cache import StageCache
 from runner.stages.evaluate.retrievers import depth
+from runner.stages.evaluate.before_training import choose_before_training
+from runner.stages.evaluate.before_training import from_json as before_from_json
+from runner.stages.evaluate.before_training import to_json as before_to_json
+from runner.stages.evaluate.eval_sets import training_side
 from runner.stages.evaluate.scoring import (
     EvalResult,
     build_index,
@@ -26,7 +29,7 @@ from runner.stages.evaluate.scoring import (
     result_from_json,
     result_to_json,
 )
-from runner.stages.evaluate.seq_length import choice_from_json, choice_to_json, choose_max_seq_length, position_limit
+from runner.stages.evaluate.seq_length import position_limit
 
 log = logging.getLogger("ragtune")
 TRUNCATION_WARN = 0.05
@@ -47,7 +50,7 @@ def truncation_report(model, pairs, eval_set: EvalSet, length_choice: dict) -> d
         if len(chosen.get("candidates", ())) > 1:
             verdict = "kept the model's own" if chosen["chosen"] == chosen["own"] else "chose"
             advice = (
-                f"base_model.max_seq_length=auto {verdict} {model.max_seq_length} on the dev split "
+                f"base_model.max_seq_length=auto {verdict} {model.max_seq_length} on the training side's questions "
                 "(choices.max_seq_length); a number overrides it, or chunker.fit_window=true where ragtune chunks"
             )
         elif positions > model.max_seq_length:
@@ -67,23 +70,20 @@ def truncation_report(model, pairs, eval_set: EvalSet, length_choice: dict) -> d
     return report
 
 
-def choose_length(
-    cfg, model, pairs, dev: EvalSet | None, device: str, precision: str, metric: str, stages: StageCache
-) -> tuple[dict, object]:
-    """`base_model.max_seq_length=auto`: the length chosen on the dev split from the training side's
-    passages (a cached stage), set on the model and in `cfg`, so every later key holds the number.
-    Returns ({"max_seq_length": the record} or {} when the config gives a number, the base model's dev
-    ranking at the chosen length when the choice encoded it)."""
-    if cfg.base_model.max_seq_length != "auto":
-        return {}, None
-    passages = set(dev.corpus.values()) if dev is not None else set()
-    passages = sorted(passages | (set(pairs.corpus.values()) if pairs is not None else set()))
+def choose_before(cfg, model, pairs, dev: EvalSet | None, device: str, precision: str, metric: str, stages: StageCache):
+    """The choices made before training (runner/stages/evaluate/before_training.py), a cached stage, on every
+    training-side question: the window (`max_seq_length: auto`, set on the model and in `cfg`, so every later
+    key holds the number), BM25's settings and the base hybrid's fusion. Returns a `BeforeTraining`."""
+    side = training_side(pairs, dev)
+    window = cfg.base_model.max_seq_length == "auto"
     name = str(cfg.base_model.name_or_path)
     fingerprint = model_fingerprint(name, cfg.base_model.get("revision"))
-    k = depth(cfg)  # the ranking's depth: the winner's is the base model's dev ranking the hybrids choose on
+    k = depth(cfg)
     settings = {
         "base_model": OmegaConf.to_container(cfg.base_model, resolve=True),
         "model": fingerprint,
+        "max_seq_length": None if window else model.max_seq_length,
+        "baselines": OmegaConf.to_container(cfg.evaluate.baselines, resolve=True),
         "k": k,
         "precision": precision,
         "device": device,
@@ -92,33 +92,38 @@ def choose_length(
         "metric": metric,
         "bootstrap": cfg.evaluate.bootstrap,
         "seed": cfg.seed,
+        "side": side.digest() if side is not None else None,
         "dev": dev.digest() if dev is not None else None,
-        "passages": hashlib.sha256(json.dumps(passages).encode()).hexdigest(),
     }
-    key = stages.key("max_seq_length", settings, [], (choose_max_seq_length, choice_to_json, choice_from_json, load_model))
-    record, ranking = stages.run(
-        "max_seq_length",
+    code = (choose_before_training, before_to_json, before_from_json, load_model)
+    key = stages.key("choices_before_training", settings, [], code)
+    before = stages.run(
+        "choices_before_training",
         key,
         functools.partial(
-            choose_max_seq_length,
+            choose_before_training,
             model,
             short_identity(name, fingerprint),
+            side,
             dev,
-            passages,
-            metric,
-            k,
-            cfg.evaluate.batch_size,
-            precision,
-            cfg.evaluate.bootstrap,
-            cfg.seed,
+            window=window,
+            baselines=cfg.evaluate.baselines,
+            metric=metric,
+            k=k,
+            batch_size=cfg.evaluate.batch_size,
+            precision=precision,
+            n_resamples=cfg.evaluate.bootstrap,
+            seed=cfg.seed,
         ),
-        choice_to_json,
-        choice_from_json,
+        before_to_json,
+        before_from_json,
     )
-    model.max_seq_length = record["chosen"]
-    cfg.base_model.max_seq_length = record["chosen"]
-    log.info("max_seq_length: %s", record["reason"])
-    return {"max_seq_length": record}, ranking
+    if window:
+        model.max_seq_length = before.max_seq_length
+        cfg.base_model.max_seq_length = before.max_seq_length
+    for name, record in before.records.items():
+        log.info("%s: %s", name, record["reason"])
+    return before
 
 
 def base_keys(cfg, model, eval_set: EvalSet, device: str, precision: str, stages: StageCache) -> dict:

@@ -227,7 +227,7 @@ def _plot_merge_curves(plt, out: Path, ranked: list[dict]) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, record in curves[:12]:
         xs, ys = curve_arrays(record)
-        ax.plot(xs, ys, marker="o", label=label + (f" (kept {record['chosen_alpha']:g})" if record.get("kept") else ""))
+        ax.plot(xs, ys, marker="o", label=label + (f" (kept {record['chosen']:g})" if record.get("kept") else ""))
     ax.set_xlabel("alpha: the finetuned model's share of the weights")
     ax.set_ylabel(f"{curves[0][1]['metric']} on the dev split")
     ax.set_title("weight merging, per run")

@@ -21,7 +21,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from runner.base_eval import base_index, base_keys, choose_length, evaluate_base, truncation_report
+from runner.base_eval import base_index, base_keys, choose_before, evaluate_base, truncation_report
 from runner.checks import validate
 from runner.data.eval_set import EvalSet
 from runner.data_stages import chunk_plan, chunks_corpus, describe_data, prepare_data, reads_pairs_from_file
@@ -33,6 +33,7 @@ from runner.infra.secrets import load_secrets_file, protect_logs, redact, reveal
 from runner.infra.stage_cache import StageCache
 from runner.report.results import (
     choices_summary,
+    choices_table,
     compare_metrics,
     dimensions_summary,
     dimensions_table,
@@ -141,7 +142,8 @@ def run(cfg: DictConfig) -> float | None:
 
 
 def experiment(cfg: DictConfig, out: Path, config: dict, share: dict, tracker) -> float:
-    """The stages in order. Every choice is made on the dev split; the eval set is only scored.
+    """The stages in order. Every choice is made on the training side (before training) or the dev split
+    (after it); the eval set is only scored.
 
     Longer than the style's 60 lines on purpose: it is the one page that shows the whole run in order."""
     timings: dict[str, float] = {}
@@ -158,24 +160,24 @@ def experiment(cfg: DictConfig, out: Path, config: dict, share: dict, tracker) -
     pairs, dev_set, eval_set = prepare_data(cfg, job.stages, train_finetune, job.counts, chunking)
     describe_data(out, pairs, dev_set, eval_set, job.counts)
 
-    # 2. the base model: its max_seq_length on dev (auto), what gets cut, its evaluation (cached)
-    length_choice, base_dev = choose_length(cfg, model, pairs, dev_set, device, precision, metric, job.stages)
-    truncation = truncation_report(model, pairs, eval_set, length_choice)
+    # 2. choices before training, on every training-side question: the window, BM25, the base hybrid (cached)
+    decided = choose_before(cfg, model, pairs, dev_set, device, precision, metric, job.stages)
+    truncation = truncation_report(model, pairs, eval_set, decided.records)
     cache = job.stages.status
+
+    # 3. the base model on the eval set (cached); BM25's rankings; the guards' base
     base = evaluate_base(cfg, model, eval_set, device, precision, job.stages)
     timings.update(job.stages.timings)
-
-    # 3. choices on dev before training: BM25's tokenisation, the base model's dev ranking, the guards' base
-    with stage("baselines_dev", timings):
-        before = choose_before_training(job, model, base, dev_set, eval_set, base_dev)
+    with stage("baselines_before", timings):
+        before = rankings_before_training(job, model, base, dev_set, eval_set, decided)
     chunk_choice = {"chunk_size": chunking.record} if chunks_corpus(cfg, train_finetune) else {}
-    choices = {**chunk_choice, **length_choice, **before.records}
+    choices = {**chunk_choice, **decided.records}
 
     # 4. finetune (within the time budget, the best epoch on dev), merge on dev, evaluate on the eval set
     trained = finetune(job, model, pairs, dev_set, eval_set, before, choices) if train_finetune else Trained()
 
     # 5. every retriever a user could ship, the guards, the verdict
-    with stage("baselines", timings):  # BM25 and the hybrids on the eval set, their fusion chosen on dev
+    with stage("baselines", timings):  # BM25 and the hybrids on the eval set (the finetuned one's weight chosen on dev)
         rows, fusions = shippable_rows(
             cfg,
             before,
@@ -255,8 +257,8 @@ def experiment(cfg: DictConfig, out: Path, config: dict, share: dict, tracker) -
     return value
 
 
-def choose_before_training(job: Job, model, base: EvalResult, dev_set, eval_set, base_dev) -> Before:
-    """BM25's settings and the base model's dev and eval rankings, chosen and cached before training."""
+def rankings_before_training(job: Job, model, base: EvalResult, dev_set, eval_set, decided) -> Before:
+    """BM25's rankings (settings chosen on the training side), the base model's eval ranking, the guards' base."""
     cfg, stages, device, precision = job.cfg, job.stages, job.device, job.precision
     keys = base_keys(cfg, model, eval_set, device, precision, stages)
     return before_training(
@@ -267,10 +269,9 @@ def choose_before_training(job: Job, model, base: EvalResult, dev_set, eval_set,
         lambda: base_index(cfg, model, eval_set, keys, precision, stages),
         dev_set,
         eval_set,
-        job.metric,
         precision,
         lambda guard: evaluate_base(cfg, model, guard, device, precision, stages, record=False),
-        base_dev,
+        decided,
     )
 
 
@@ -366,6 +367,7 @@ def report(job: Job, results: dict, spec: dict, llama_index: str | None) -> floa
         job.tracker.table("dimensions", ["dims", "bytes_per_vector", job.metric, "delta_vs_full"], rows)
     out = job.out
     log.info("\n%s", metrics_table(metrics))
+    log.info("\n%s", choices_table(choices))
     log.info("\n%s", shipping_table(metrics, verdict))
     if results["exports"]:
         log.info("\n%s", exports_table(results["exports"], job.metric))

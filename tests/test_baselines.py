@@ -141,6 +141,15 @@ def test_the_fast_path_ranks_exactly_as_llama_index_retrievers(tiny_model):
             assert ours == [[n.node.node_id for n in retriever.retrieve(q)] for q in queries], (settings, fusion)
             checked += len(queries)
     assert checked == 72
+    # k1 and b: BM25Retriever over a bm25s index built with them (what load_retriever ships) ranks as ours does
+    from runner.stages.ship.retriever import _bm25_retriever
+
+    for settings in (Bm25Settings(True, False, k1=2.0, b=0.9), Bm25Settings(False, True, k1=0.9, b=0.4)):
+        lexical = Bm25(corpus, settings).search(queries, 10)
+        shipped = _bm25_retriever(nodes, settings.as_dict(), 10)
+        assert lexical.ranked_ids() == [[n.node.node_id for n in shipped.retrieve(q)] for q in queries], settings
+        default = Bm25(corpus, Bm25Settings(settings.stopwords, settings.stemming)).search(queries, 10)
+        assert default.ranked_ids() != lexical.ranked_ids()  # k1 and b do move the ranking
 
 
 # ---- the verdict ----------------------------------------------------------------------------------------
@@ -230,10 +239,22 @@ def test_every_run_has_keyword_and_hybrid_rows_choices_and_a_verdict(shipped):
         assert c["ci95"][0] <= c["delta"] <= c["ci95"][1] and 0 < c["p"] <= 1
     choices = results["choices"]
     assert len(choices["bm25"]["candidates"]) == 4 and choices["bm25"]["chosen"] in [
-        {k: v for k, v in c.items() if k != "dev"} for c in choices["bm25"]["candidates"]
+        c["value"] for c in choices["bm25"]["candidates"]
     ]
+    assert len(choices["bm25_params"]["candidates"]) == 16 and spec_bm25_is(choices, results)
     grid = choices["fusion_hybrid_base"]["candidates"]
-    assert len(grid) == 2 * 3 * 9 + 3 and max(c["dev"] for c in grid) == choices["fusion_hybrid_base"]["dev"]
+    best = max(c["score"] for c in grid)
+    assert len(grid) == 2 * 3 * 9 + 3 and best == next(
+        c["score"] for c in grid if c["value"] == choices["fusion_hybrid_base"]["best"]
+    )
+    tuned = choices["fusion_hybrid_finetuned"]  # the base hybrid's mode and k; its weight within 0.2 of the base's
+    base_fusion = choices["fusion_hybrid_base"]["chosen"]
+    assert {(c["value"]["mode"], c["value"]["top_k"]) for c in tuned["candidates"]} == {
+        (base_fusion["mode"], base_fusion["top_k"])
+    }
+    assert tuned["default"] == base_fusion and all(
+        abs(c["value"]["dense_weight"] - base_fusion["dense_weight"]) <= 0.2 + 1e-9 for c in tuned["candidates"]
+    )
     assert set(choices["merge"]["curve"]) == {"0", "0.25", "0.5", "0.75", "1"}
     spec = json.loads((out / "retriever.json").read_text())
     assert spec["deploy"] == deploy and spec["score"] == pytest.approx(results["verdict"]["scores"][deploy])
@@ -242,6 +263,13 @@ def test_every_run_has_keyword_and_hybrid_rows_choices_and_a_verdict(shipped):
     assert "## ragtune evaluation" in card and f"ship {deploy}" in card
     assert all(f"| {row} |" in card for row in results["verdict"]["scores"])
     assert results["counts"]["dev_queries"] > 0 and (out / "dev_set.json").is_file()
+
+
+def spec_bm25_is(choices: dict, results: dict) -> bool:
+    """The verdict's BM25 (when it ships one) is the whole of what the choices chose: tokenisation, k1 and b."""
+    chosen = choices["bm25_params"]["chosen"]
+    shipped = results["verdict"]["settings"]["bm25"]
+    return {k: chosen[k] for k in ("stopwords", "stemming")} == choices["bm25"]["chosen"] and shipped in (None, chosen)
 
 
 def test_no_choice_reads_the_eval_set(tiny_model, tmp_path):
@@ -295,7 +323,7 @@ def test_load_retriever_rebuilds_each_kind_and_reproduces_its_reported_score(shi
                 model_dir=results["model_dir"],
                 prompts={},
                 max_seq_length=spec["max_seq_length"],
-                bm25=spec["bm25"] or results["choices"]["bm25"]["chosen"],
+                bm25=spec["bm25"] or results["choices"]["bm25_params"]["chosen"],
                 fusion=fusions,
                 chunker=spec["chunker"],
                 scores=results["verdict"]["scores"],

@@ -157,8 +157,8 @@ def test_an_earlier_epoch_is_kept_only_when_clearly_better_on_dev():
             model.weight.fill_(float(epoch))
         picker.epoch_end(SimpleNamespace(epoch=float(epoch), global_step=5 * epoch, max_steps=15))
     record, _ = picker.finish()
-    assert record["chosen"] == 3 and "the best earlier one, 1 (0.6000" in record["reason"]
-    assert float(model.weight[0, 0].detach()) == 3.0
+    assert record["chosen"] == 3 and record["runner_up"] == 1 and record["margin"] == 0.1 and record["stability"] == 1.0
+    assert float(model.weight[0, 0].detach()) == 3.0 and record["questions"] == 40 and record["default"] == 3
     assert wanted(None, dev_texts=50, epoch_texts=200, steps=20, steps_per_epoch=10)
     assert not wanted(None, dev_texts=150, epoch_texts=200, steps=20, steps_per_epoch=10)  # scoring costs too much
     assert not wanted(None, dev_texts=50, epoch_texts=200, steps=10, steps_per_epoch=10)  # one epoch: no choice

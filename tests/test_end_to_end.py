@@ -97,6 +97,17 @@ def test_wandb_offline_run_holds_config_metrics_and_loss(fast_run):
         assert summary[f"delta/{k}"] == pytest.approx(results["metrics"]["delta"][k])
     losses = [h["train/loss"] for h in contents["history"] if "train/loss" in h]
     assert len(losses) >= 2 and all(x > 0 for x in losses)
+    for name in ("bm25", "fusion_hybrid_base", "merge"):  # every choice with its evidence
+        record = results["choices"][name]
+        assert summary[f"choices/{name}.questions"] == record["questions"] > 0
+        assert summary[f"choices/{name}.stability"] == pytest.approx(record["stability"])
+        assert summary[f"choices/{name}.decided_by"] == record["decided_by"]
+        assert summary[f"choices/{name}.margin_ci95_low"] == pytest.approx(record["margin_ci95"][0])
+    from runner.report.results import choices_table
+
+    table = choices_table(results["choices"])  # the console's: one row a choice, with its evidence
+    assert "choices (never on the eval set)" in table and "stability" in table
+    assert all(name in table for name, r in results["choices"].items() if "decided_by" in r)
 
 
 def test_train_on_one_file_and_evaluate_on_another(fast_run, tiny_model, tmp_path):
@@ -169,7 +180,17 @@ def test_wandb_run_holds_the_per_query_table(fast_run):
 
 def test_second_run_reuses_the_base_corpus_embeddings(fast_run, tiny_model, tmp_path):
     src, _, first = fast_run
-    stages = ("load", "chunk", "split", "generate", "dev_set", "eval_set", "evaluate_base", "base_embeddings")
+    stages = (
+        "load",
+        "chunk",
+        "split",
+        "generate",
+        "dev_set",
+        "eval_set",
+        "choices_before_training",
+        "evaluate_base",
+        "base_embeddings",
+    )
     assert first["cache"] == dict.fromkeys(stages, "miss")
     out = tmp_path / "again"
     run(compose(fast(tiny_model, "logger=none", "finetune.learning_rate=3e-3"), out, root=src / "outputs"))
@@ -179,6 +200,7 @@ def test_second_run_reuses_the_base_corpus_embeddings(fast_run, tiny_model, tmp_
         "generate": "hit",
         "dev_set": "hit",
         "eval_set": "hit",
+        "choices_before_training": "hit",
         "evaluate_base": "hit",
         "base_embeddings": "hit",
     }
@@ -196,6 +218,7 @@ def test_second_run_reuses_the_base_corpus_embeddings(fast_run, tiny_model, tmp_
         "split": "miss",
         "dev_set": "miss",
         "eval_set": "miss",
+        "choices_before_training": "miss",
         "evaluate_base": "miss",
         "base_embeddings": "miss",
     }

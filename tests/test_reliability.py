@@ -268,6 +268,7 @@ def test_kill_9_during_finetuning_then_the_same_command_completes_like_an_unkill
         "generate": "hit",
         "dev_set": "hit",
         "eval_set": "hit",
+        "choices_before_training": "hit",
         "evaluate_base": "hit",
         "base_embeddings": "hit",
     }  # nothing upstream even read
@@ -408,10 +409,10 @@ def test_truncation_warning_says_what_can_still_be_raised(tiny_model, caplog):
         assert truncation_report(model, None, long, {})["passages_over"] == 1.0
         model.max_seq_length = positions
         truncation_report(model, None, long, {})
-        model.max_seq_length = positions // 2  # auto kept the model's own window on dev evidence
+        model.max_seq_length = positions // 2  # auto kept the model's own window on the training side's evidence
         kept = {"own": positions // 2, "chosen": positions // 2, "candidates": [{}, {}]}
         truncation_report(model, None, long, {"max_seq_length": kept})
     first, second, third = [r.getMessage() for r in caplog.records]
     assert f"raise base_model.max_seq_length (this model has {positions} positions)" in first
     assert "raise" not in second and "no more positions" in second
-    assert f"auto kept the model's own {positions // 2} on the dev split (choices.max_seq_length)" in third
+    assert f"auto kept the model's own {positions // 2} on the training side's questions (choices.max_seq_length)" in third

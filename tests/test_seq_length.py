@@ -1,4 +1,4 @@
-"""`base_model.max_seq_length: auto`: the window chosen on the dev split, from the training side's passages."""
+"""`base_model.max_seq_length: auto`: the window chosen on every training-side question, from the training side's passages."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from conftest import compose, fast
 from runner.data.eval_set import EvalSet
 from runner.pipeline import run
-from runner.stages.evaluate.seq_length import MIN_GAIN, _pick, candidates, check, choose_max_seq_length
+from runner.stages.evaluate.seq_length import candidates, check, choose_max_seq_length
 
 FILLER = (
     "The committee reviewed the annual report and the attached schedules in the usual order, noting that "
@@ -64,47 +64,42 @@ def test_a_longer_window_is_chosen_when_the_answer_lies_past_the_models_own(mini
 
     model = load_model(minilm, "cpu")
     assert model.max_seq_length == 256
-    dev = _dev()
-    record, ranking = choose_max_seq_length(model, "minilm", dev, list(dev.corpus.values()), "ndcg@10", 10, 16, "fp32", 1000, 0)
-    by_length = {c["max_seq_length"]: c for c in record["candidates"]}
+    side = _dev()
+    record, encoded = choose_max_seq_length(model, "minilm", side, "ndcg@10", 10, 16, "fp32", 1000, 0, "test")
+    by_length = {c["value"]: c for c in record["candidates"]}
     assert list(by_length) == [256, 384] and 256 < record["passage_lengths"]["p95"] <= 384
     assert by_length[256]["passages_cut"] == 1.0 and by_length[384]["passages_cut"] == 0.0
-    assert by_length[384]["dev"] > by_length[256]["dev"] + 0.3 and by_length[384]["ci95_vs_own"][0] > 0
-    assert record["chosen"] == 384 and model.max_seq_length == 384 and "the best" in record["reason"]
-    assert ranking.ranked_ids()[0][0] == "p0"  # the winner's dev ranking, for the hybrids to choose on
+    assert by_length[384]["score"] > by_length[256]["score"] + 0.3 and record["margin_ci95"][0] > 0
+    assert record["chosen"] == 384 == record["default"] and model.max_seq_length == 384 and record["decided_by"] == "evidence"
+    assert record["questions"] == len(TOPICS) and record["stability"] == 1.0
+    index, query_emb = encoded  # the winner's encoding of the training side, for the hybrid's choice
+    assert query_emb.shape[0] == len(TOPICS) and index.doc_ids == sorted(side.corpus)
 
 
-def test_the_best_dev_score_wins_when_it_adds_more_than_a_hair_significant_or_not():
-    def cand(n, dev, ci=None):
-        return {"max_seq_length": n, "dev": dev, **({"ci95_vs_own": ci} if ci else {})}
+def test_a_shorter_window_needs_to_be_clearly_better_than_the_longest(minilm):
+    """The written default is the longest candidate; the model's own window wins only when clearly better."""
+    from runner.infra.models import load_model
 
-    # the filings case: +0.016 at 512 on a small dev split, its interval straddling 0: 512 wins
-    filings = [cand(256, 0.641), cand(384, 0.650, [-0.004, 0.022]), cand(512, 0.657, [-0.002, 0.034])]
-    chosen, reason = _pick(filings, 256)
-    assert chosen == 512 and "+0.0160 over the model's own 256" in reason and "[-0.0020, +0.0340]" in reason
-    # a hair is not worth the training time, however clear
-    hair = [cand(256, 0.70), cand(384, 0.70 + MIN_GAIN / 2, [0.001, 0.004])]
-    assert _pick(hair, 256)[0] == 256 and "no longer window adds" in _pick(hair, 256)[1]
-    # worse is worse; a tie between longer windows goes to the shorter
-    assert _pick([cand(256, 0.6996), cand(512, 0.6976, [-0.01, 0.006])], 256)[0] == 256
-    assert _pick([cand(256, 0.80), cand(384, 0.82, [0.0, 0.04]), cand(512, 0.82, [0.0, 0.04])], 256)[0] == 384
+    model = load_model(minilm, "cpu")
+    # the topic comes first, then the filler: both windows see it, and score the same: the default (384) stays
+    corpus = {f"p{i}": f"The report turned to one matter: {t}. {FILLER}" for i, t in enumerate(TOPICS)}
+    side = EvalSet(
+        {f"q{i}": f"What happened: {t}?" for i, t in enumerate(TOPICS)}, corpus, {f"q{i}": [f"p{i}"] for i in range(20)}
+    )
+    record, _ = choose_max_seq_length(model, "minilm", side, "ndcg@10", 10, 16, "fp32", 1000, 0, "test")
+    assert [c["value"] for c in record["candidates"]] == [256, 384] and record["default"] == 384
+    assert record["chosen"] == 384 and model.max_seq_length == 384
+    assert record["best"] == 384 or record["vs_default"]["ci95"][0] <= 0
 
 
 def test_short_passages_keep_the_models_own_window_without_encoding_anything(minilm):
     from runner.infra.models import load_model
 
     model = load_model(minilm, "cpu")
-    dev = EvalSet({"q": "cats"}, {"p": "A cat sat on the mat."}, {"q": ["p"]})
-    record, ranking = choose_max_seq_length(
-        model, "minilm", dev, ["A cat sat on the mat."] * 20, "ndcg@10", 10, 16, "fp32", 1000, 0
-    )
-    assert (
-        ranking is None
-        and record["chosen"] == 256
-        and record["dev"] is None
-        and record["candidates"] == [{"max_seq_length": 256, "passages_cut": 0.0}]
-        and "holds 95%" in record["reason"]
-    )
+    side = EvalSet({"q": "cats"}, {f"p{i}": f"A cat sat on mat {i}." for i in range(20)}, {"q": ["p0"]})
+    record, encoded = choose_max_seq_length(model, "minilm", side, "ndcg@10", 10, 16, "fp32", 1000, 0)
+    assert encoded is None and record["chosen"] == 256 and record["questions"] == 0 and record["decided_by"] == "default"
+    assert record["candidates"] == [{"value": 256, "passages_cut": 0.0}] and "holds 95%" in record["reason"]
 
 
 def test_auto_in_a_run_is_recorded_saved_with_the_model_and_cached(tiny_model, tmp_path):
@@ -120,19 +115,19 @@ def test_auto_in_a_run_is_recorded_saved_with_the_model_and_cached(tiny_model, t
     run(compose(overrides, tmp_path / "a", root))
     results = json.loads((tmp_path / "a" / "results.json").read_text())
     record = results["choices"]["max_seq_length"]
-    lengths = [c["max_seq_length"] for c in record["candidates"]]
-    assert lengths[0] == 128 and len(lengths) > 1 and all("dev" in c for c in record["candidates"])
+    lengths = [c["value"] for c in record["candidates"]]
+    assert lengths[0] == 128 and len(lengths) > 1 and all("score" in c for c in record["candidates"])
     assert record["chosen"] in lengths and results["truncation"]["max_seq_length"] == record["chosen"]
     assert results["config"]["base_model"]["max_seq_length"] == "auto"  # what was asked; choices: what was done
     from sentence_transformers import SentenceTransformer
 
     assert SentenceTransformer(str(tmp_path / "a" / "model"), device="cpu").max_seq_length == record["chosen"]
-    assert results["cache"]["max_seq_length"] == "miss"
+    assert results["cache"]["choices_before_training"] == "miss"
     run(compose(overrides, tmp_path / "b", root))
     again = json.loads((tmp_path / "b" / "results.json").read_text())
-    assert again["cache"]["max_seq_length"] == "hit" and again["choices"]["max_seq_length"]["chosen"] == record["chosen"]
-    # the first run's hybrids chose on the dev ranking the choice made; the second's, on one made anew: the same
-    assert again["choices"]["fusion_hybrid_base"]["candidates"] == results["choices"]["fusion_hybrid_base"]["candidates"]
+    assert again["cache"]["choices_before_training"] == "hit"
+    for name in ("max_seq_length", "bm25", "bm25_params", "fusion_hybrid_base"):  # read back, not made anew
+        assert again["choices"][name] == results["choices"][name], name
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,7 @@ def test_grid_sweep_runs_every_job_once_and_shares_the_stages(tmp_path):
                 "generate": "hit",
                 "dev_set": "hit",
                 "eval_set": "hit",
+                "choices_before_training": "hit",
                 "evaluate_base": "hit",
                 "base_embeddings": "hit",
             }, name

@@ -207,7 +207,7 @@ def load_model(base_model, device: str):
             "give a local model directory, or a hub id that is in the Hugging Face cache "
             "(download it once on a machine with network, or unset HF_HUB_OFFLINE)."
         ) from None
-    if base_model.max_seq_length and base_model.max_seq_length != "auto":  # auto: chosen on dev (seq_length.py)
+    if base_model.max_seq_length and base_model.max_seq_length != "auto":  # auto: chosen on the training side (seq_length.py)
         model.max_seq_length = int(base_model.max_seq_length)
     prompts = {"query": base_model.query_prompt, "document": base_model.passage_prompt}
     model.prompts = {k: v for k, v in prompts.items() if v}

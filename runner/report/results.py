@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runner.infra.choosing import chosen_value
 from runner.infra.metrics import paired_bootstrap_ci, paired_randomization_p
 from runner.infra.atomic import write_json_atomic, write_text_atomic
 
@@ -96,13 +97,61 @@ def write_per_query(path: Path, eval_set, rows: dict) -> tuple[list[str], list[l
 
 
 def choices_summary(choices: dict) -> dict:
-    """What was chosen on dev, per choice (for W&B's summary and the console)."""
+    """Per choice: what was chosen and on what evidence (W&B's summary: choices/<name>.chosen, .questions,
+    .stability, .margin, .margin_ci95_low / _high, .decided_by)."""
     out = {}
     for name, record in choices.items():
-        if isinstance(record, dict):
-            chosen = record.get("chosen", record.get("chosen_alpha"))
-            out[name] = chosen if chosen is not None else record.get("reason")
+        if not isinstance(record, dict):
+            continue
+        chosen = chosen_value(record)
+        entry = {"chosen": chosen if chosen is not None else record.get("reason")}
+        entry.update({k: record[k] for k in ("questions", "stability", "margin", "decided_by") if record.get(k) is not None})
+        if record.get("margin_ci95"):
+            entry["margin_ci95_low"], entry["margin_ci95_high"] = record["margin_ci95"]
+        out[name] = entry
     return out
+
+
+def _value_text(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items() if k != "language")
+    return str(value)
+
+
+def choices_table(choices: dict) -> str:
+    """Every choice the run made from data: what it chose, on how many questions, whether the evidence or
+    the written default decided it, and how clearly the best candidate won (its margin over the runner-up,
+    or, where the default stayed, its gap to the default; its stability)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="choices (never on the eval set)", title_justify="left")
+    for col in ("choice", "chosen", "by", "questions", "score", "best / runner-up", "margin [95% CI]", "stability"):
+        table.add_column(col, justify="left" if col in ("choice", "chosen", "by", "best / runner-up") else "right")
+    for name, record in choices.items():
+        if not isinstance(record, dict) or "decided_by" not in record:
+            continue
+        chosen = chosen_value(record)
+        score = next((c.get("score") for c in record.get("candidates", []) if c["value"] == chosen), None)
+        other, gap = "", record.get("margin")
+        ci = record.get("margin_ci95")
+        if "vs_default" in record and record["best"] != chosen:  # the default stayed: how far the best was
+            other, gap, ci = f"best: {_value_text(record['best'])}", record["vs_default"]["delta"], record["vs_default"]["ci95"]
+        elif "runner_up" in record:
+            other = f"runner-up: {_value_text(record['runner_up'])}"
+        table.add_row(
+            name,
+            _value_text(chosen),
+            record["decided_by"],
+            str(record.get("questions", "")),
+            f"{score:.4f}" if score is not None else "",
+            other,
+            f"{gap:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "",
+            f"{record['stability']:.0%}" if record.get("stability") is not None else "",
+        )
+    console = Console(width=160, record=True, file=io.StringIO(), color_system=None)
+    console.print(table)
+    return console.export_text()
 
 
 ROWS = ("base", "finetuned", "merged", "bm25", "hybrid_base", "hybrid_finetuned")

@@ -12,12 +12,14 @@ met the nodes (dense results first, then BM25's), so does this.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from runner.infra.errors import RagtuneError
 
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # a DEBUG line per index built: the choices build dozens
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"  # BM25Retriever's default
 FUSION_MODES = ("relative_score", "dist_based_score", "reciprocal_rerank")
 RRF_K = 60.0  # QueryFusionRetriever's constant
@@ -28,6 +30,8 @@ class Bm25Settings:
     stopwords: bool
     stemming: bool
     language: str = "english"
+    k1: float = 1.5  # term-frequency saturation (bm25s's default, as BM25Retriever builds it)
+    b: float = 0.75  # length normalisation
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -53,16 +57,6 @@ class Ranking:
 
     def ranked_ids(self) -> list[list[str]]:
         return [[self.doc_ids[j] for j in row if j >= 0] for row in self.rows]
-
-
-def check_language(language: str) -> None:
-    import Stemmer
-
-    if language not in Stemmer.algorithms():
-        raise RagtuneError(
-            f"evaluate.baselines.language={language} has no Snowball stemmer; use one of "
-            f"{', '.join(a for a in Stemmer.algorithms() if a != 'porter')}."
-        )
 
 
 def has_stopwords(language: str) -> bool:
@@ -92,7 +86,7 @@ class Bm25:
 
         self.settings = settings
         self.doc_ids = sorted(corpus)
-        self.index = bm25s.BM25()
+        self.index = bm25s.BM25(k1=settings.k1, b=settings.b)
         tokens = bm25s.tokenize(
             [corpus[d] for d in self.doc_ids],
             stopwords=settings.language if settings.stopwords else None,
@@ -193,8 +187,15 @@ def fusion_grid(modes, top_ks, weights) -> list[Fusion]:
 
 
 def bm25_grid(language: str, stopwords, stemming) -> list[Bm25Settings]:
-    """The settings to try, LlamaIndex's default (stopwords and stemming) first: a tie keeps it.
-    `stopwords` / `stemming`: true, false, or null (try both)."""
+    """The tokenisations to try. `stopwords` / `stemming`: true, false, or null (try both); a language
+    without a stopword list is tried without."""
     choices = lambda fixed: [fixed] if fixed is not None else [True, False]  # noqa: E731
     sw = [s for s in choices(stopwords) if not s or has_stopwords(language)]
     return [Bm25Settings(s, t, language) for s in sw for t in choices(stemming)]
+
+
+def bm25_params_grid(tokenisation: Bm25Settings, k1s, bs) -> list[Bm25Settings]:
+    """`tokenisation` with every (k1, b) to try."""
+    from dataclasses import replace
+
+    return [replace(tokenisation, k1=float(k1), b=float(b)) for k1 in k1s for b in bs]

@@ -1,9 +1,14 @@
-"""Choices made on the dev split, never on the eval set: BM25's tokenisation, each hybrid's fusion
-mode, k and weight, and the merge weight. Each returns the winner and a record for results.json
-(`choices`): every candidate with its dev score, the winner, and the seconds it took.
+"""The keyword and hybrid retrievers' choices: BM25's tokenisation and its k1 and b, each hybrid's fusion
+mode, k and weight. Each is decided by `runner.infra.choosing.choose` (the best candidate replaces the
+written default only when clearly better) on the questions that are fair for it:
 
-A tie keeps the earlier candidate: candidates are listed with LlamaIndex's own defaults first, so a
-setting moves away from the default only on evidence.
+- before training (BM25, the base model's hybrid): every question of the training side, training pairs and
+  dev split together, over the training side's passages (`eval_sets.training_side`);
+- after training (the finetuned model's hybrid): the dev split only, questions the model never trained on,
+  and only the weight moves: the mode and k stay the base hybrid's (chosen on the most evidence), the
+  weight starts there and moves to a neighbour only when the dev split says so clearly.
+
+The written defaults are in the stage's schema (`runner/stages/evaluate/schema.py`), next to the knobs.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ import time
 
 import numpy as np
 
-from runner.stages.evaluate.baselines import Bm25, Ranking, fuse
 from runner.data.eval_set import EvalSet
+from runner.infra.choosing import choose
 from runner.infra.metrics import per_query_metrics
+from runner.stages.evaluate.baselines import Bm25, Bm25Settings, Fusion, Ranking, fuse
+from runner.stages.evaluate.schema import BM25_PARAMS_PRIOR_WHY, BM25_PRIOR_WHY, FUSION_PRIOR_WHY, WEIGHT_REACH
 
 _FAMILY = {
     "hit_rate": "hit_rate_at_k",
@@ -43,44 +50,68 @@ def per_query(ranked_ids: list[list[str]], eval_set: EvalSet, query_ids: list[st
     return per_query_metrics(ranked_ids, relevant, grades=grades, **ks)[f"{name}@{k}"]
 
 
-def _pick(candidates: list[tuple[object, float]]) -> tuple[object, float]:
-    best = candidates[0]
-    for cand in candidates[1:]:
-        if cand[1] > best[1] + 1e-12:
-            best = cand
-    return best
+def _table(rankings, eval_set: EvalSet, metric: str) -> list[np.ndarray]:
+    qids = eval_set.answered_query_ids()
+    return [per_query(r.ranked_ids(), eval_set, qids, metric) for r in rankings]
 
 
-def choose_bm25(dev: EvalSet, grid, metric: str) -> tuple[object, dict]:
-    """The BM25 settings (stopwords, stemming) that score best on the dev queries."""
-    start = time.perf_counter()
-    qids = dev.answered_query_ids()
+def _index(values: list, prior: dict) -> int:
+    """The position of the written default among `values` (the first candidate when the grid lacks it)."""
+    matches = [i for i, v in enumerate(values) if all(v.get(k) == x for k, x in prior.items())]
+    return matches[0] if matches else 0
+
+
+def _decide(grid: list, values: list, rankings: list, eval_set: EvalSet, prior: dict, why: str, how: dict, start: float):
+    """(the grid item chosen, its record): `choose` over each ranking's per-question scores on `eval_set`, the
+    written default being the candidate that matches `prior`. `how`: metric, n_resamples, seed, evidence."""
+    table = _table(rankings, eval_set, how["metric"])
+    record = choose(values, table, _index(values, prior), why_default=why, **how)
+    record["seconds"] = round(time.perf_counter() - start, 3)
+    return grid[values.index(record["chosen"])], record
+
+
+def _bm25_rankings(side: EvalSet, grid: list[Bm25Settings], metric: str) -> list[Ranking]:
     _, k = metric_k(metric)
-    scored = []
-    for settings in grid:
-        ranking = Bm25(dev.corpus, settings).search([dev.queries[q] for q in qids], k)
-        scored.append((settings, float(per_query(ranking.ranked_ids(), dev, qids, metric).mean())))
-    chosen, score = _pick(scored)
-    return chosen, {
-        "metric": metric,
-        "candidates": [{**s.as_dict(), "dev": round(v, 5)} for s, v in scored],
-        "chosen": chosen.as_dict(),
-        "dev": round(score, 5),
-        "seconds": round(time.perf_counter() - start, 3),
-    }
+    queries = [side.queries[q] for q in side.answered_query_ids()]
+    return [Bm25(side.corpus, s).search(queries, k) for s in grid]
 
 
-def choose_fusion(dense: Ranking, lexical: Ranking, dev: EvalSet, grid, metric: str) -> tuple[object, dict]:
-    """The fusion (mode, k, dense weight) of one dense model with BM25 that scores best on dev.
-    `dense` and `lexical`: the dev queries' top max(k) from each side, in answered-query order."""
+def choose_bm25(side: EvalSet, grid: list[Bm25Settings], prior: dict, how: dict):
+    """(the tokenisation, its record): stopwords and stemming on `side`'s questions at the prior's k1 and b.
+    `how`: metric, n_resamples, seed, evidence (`runner.infra.choosing.choose`'s)."""
     start = time.perf_counter()
-    qids = dev.answered_query_ids()
-    scored = [(f, float(per_query(fuse(dense, lexical, f).ranked_ids(), dev, qids, metric).mean())) for f in grid]
-    chosen, score = _pick(scored)
-    return chosen, {
-        "metric": metric,
-        "candidates": [{**f.as_dict(), "dev": round(v, 5)} for f, v in scored],
-        "chosen": chosen.as_dict(),
-        "dev": round(score, 5),
-        "seconds": round(time.perf_counter() - start, 3),
-    }
+    values = [{"stopwords": s.stopwords, "stemming": s.stemming} for s in grid]
+    chosen, record = _decide(grid, values, _bm25_rankings(side, grid, how["metric"]), side, prior, BM25_PRIOR_WHY, how, start)
+    return chosen, {**record, "language": chosen.language}
+
+
+def choose_bm25_params(side: EvalSet, grid: list[Bm25Settings], prior: dict, how: dict):
+    """(the settings with k1 and b, their record): BM25's k1 and b on `side`'s questions, the tokenisation fixed
+    (each candidate is the whole of BM25's settings, so the record's `chosen` is what the retriever is built with)."""
+    start = time.perf_counter()
+    values = [s.as_dict() for s in grid]
+    return _decide(grid, values, _bm25_rankings(side, grid, how["metric"]), side, prior, BM25_PARAMS_PRIOR_WHY, how, start)
+
+
+def choose_fusion(dense: Ranking, lexical: Ranking, side: EvalSet, grid: list[Fusion], prior: dict, how: dict):
+    """(the fusion, its record): mode, k and dense weight of the base model with BM25 on `side`'s questions.
+    `dense` and `lexical`: each question's top max(k) from either side, in answered-question order."""
+    start = time.perf_counter()
+    rankings = [fuse(dense, lexical, f) for f in grid]
+    return _decide(grid, [f.as_dict() for f in grid], rankings, side, prior, FUSION_PRIOR_WHY, how, start)
+
+
+def choose_weight(dense: Ranking, lexical: Ranking, dev: EvalSet, base: Fusion, weights, how: dict):
+    """(the fusion, its record) of the finetuned model's hybrid: the base hybrid's mode and k, its weight
+    the base hybrid's unless a neighbour within WEIGHT_REACH scores clearly better on the dev split."""
+    start = time.perf_counter()
+    if base.mode == "reciprocal_rerank":  # weights play no part: nothing to choose
+        why = "the base hybrid's fusion: reciprocal_rerank ignores the weights"
+        return base, {"chosen": base.as_dict(), "questions": 0, "decided_by": "default", "reason": why}
+    near = sorted(
+        {round(float(w), 4) for w in weights if abs(w - base.dense_weight) <= WEIGHT_REACH + 1e-9} | {base.dense_weight}
+    )
+    grid = [Fusion(base.mode, base.top_k, w) for w in near]
+    rankings = [fuse(dense, lexical, f) for f in grid]
+    why = "the base hybrid's fusion, chosen before training on every training-side question"
+    return _decide(grid, [f.as_dict() for f in grid], rankings, dev, base.as_dict(), why, how, start)

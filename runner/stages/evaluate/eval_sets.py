@@ -32,3 +32,31 @@ def read_eval_set(eval_cfg, counts: dict, key: str = "eval_set.path") -> EvalSet
 
     ds = read_qa_dataset(eval_cfg.path, key=key)
     return EvalSet(dict(ds.queries), dict(ds.corpus), dict(ds.relevant_docs))
+
+
+def training_side(pairs, dev: EvalSet | None) -> EvalSet | None:
+    """Every question the run has before training, over the training side's passages: the training pairs'
+    questions and the dev split's, retrieved against the union of their passages. What the choices made
+    before training are decided on (no model has learned from any of these questions yet); never the eval set.
+
+    Dev ids are kept as they are (so the dev split is a subset of this set, id for id); a training id that
+    would clash with a dev id (a dev file beside a pairs file) gets a `train:` prefix. None: no question."""
+    if pairs is None and dev is None:
+        return None
+    queries, corpus, relevant = {}, {}, {}
+    if dev is not None:
+        answered = dev.answered_query_ids()
+        queries.update({q: dev.queries[q] for q in answered})
+        relevant.update({q: list(dev.relevant_docs[q]) for q in answered})
+        corpus.update(dev.corpus)
+    if pairs is not None:
+        doc_id = {}
+        for d, text in sorted(pairs.corpus.items()):
+            doc_id[d] = d if corpus.get(d, text) == text else f"train:{d}"
+            corpus[doc_id[d]] = text
+        for q, text in pairs.queries.items():
+            docs = [doc_id[d] for d in pairs.relevant_docs.get(q, []) if d in doc_id]
+            if docs:
+                qid = q if q not in queries else f"train:{q}"
+                queries[qid], relevant[qid] = text, docs
+    return EvalSet(queries, corpus, relevant) if queries else None

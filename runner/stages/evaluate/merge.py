@@ -2,7 +2,7 @@
 interpolated, often keep most of the gain and give back part of what finetuning broke.
 
 Each `merge.alphas` (the finetuned model's share) is scored on the dev split, next to the finetuned
-model itself (alpha 1) and the base (alpha 0, from the ranking the run made before training); the best
+model itself (alpha 1) and the base (alpha 0, from the scores the run made before training); the best
 merge becomes the run's model only when it is clearly better than the finetuned model there (paired 95%
 interval above 0). The whole curve goes to results.json (`choices.merge`), W&B and compare's plot.
 """
@@ -39,18 +39,19 @@ def choose_merge(
     batch_size: int,
     precision: str,
     k: int,
-    base_dev,
+    base_dev_scores,
     n_resamples: int,
     seed: int,
     tuned_dev=None,
 ) -> tuple[object | None, dict, object]:
     """(the merged model to ship, or None; the record; the dev ranking of the model the run keeps, for
-    its hybrid's choice). The best merge replaces the finetuned model only when it is clearly better on
-    dev (the paired 95% interval of the difference above 0): a hair's breadth on dev is noise, and
-    swapping the run's model on noise costs as often as it pays. `base_dev`: the base model's dev
-    ranking when the run has it already (alpha 0 costs nothing then); `tuned_dev`: the finetuned model's."""
+    its hybrid's choice). The finetuned model (alpha 1) is the written default; the best merge replaces it
+    only when clearly better on dev (`runner.infra.choosing`: the paired 95% interval of the difference
+    above 0): a hair's breadth on dev is noise, and swapping the run's model on noise costs as often as it
+    pays. `base_dev_scores`: the base model's per-question dev scores (alpha 0 on the curve; not a
+    candidate: shipping the base is the verdict's call); `tuned_dev`: the finetuned model's dev ranking."""
+    from runner.infra.choosing import choose
     from runner.stages.evaluate.scoring import dev_scores, ranking_scores
-    from runner.infra.metrics import paired_bootstrap_ci
 
     start = time.perf_counter()
     rankings, scores, models = {}, {}, {}
@@ -58,43 +59,30 @@ def choose_merge(
         rankings[1.0], scores[1.0] = tuned_dev, ranking_scores(tuned_dev, dev, metric)
     else:
         rankings[1.0], scores[1.0] = dev_scores(tuned_model, "dev", dev, metric, k, batch_size, precision)
-    for alpha in sorted(float(a) for a in alphas if 0 < a < 1):
+    for alpha in sorted((float(a) for a in alphas if 0 < a < 1), reverse=True):  # a tie goes to more of the finetuned model
         models[alpha] = interpolated(base_state, tuned_model, alpha)
         rankings[alpha], scores[alpha] = dev_scores(models[alpha], "dev", dev, metric, k, batch_size, precision)
-    if base_dev is not None:
-        scores[0.0] = ranking_scores(base_dev, dev, metric)
-    curve = {a: float(v.mean()) for a, v in scores.items()}
-    best = max(models, key=lambda a: (curve[a], a), default=None)  # a tie goes to more of the finetuned model
-    ci = paired_bootstrap_ci(scores[1.0], scores[best], n_resamples, seed) if best is not None else (0.0, 0.0)
-    keep = best is not None and ci[0] > 0
-    reason = _reason(best, keep, curve, ci)
-    record = {
-        "metric": metric,
-        "curve": {f"{a:g}": round(v, 5) for a, v in sorted(curve.items())},
-        "best_alpha": best,
-        "ci95_vs_finetuned": list(ci),
-        "chosen_alpha": best if keep else 1.0,
-        "kept": keep,
-        "reason": reason,
-        "seconds": round(time.perf_counter() - start, 3),
-    }
-    return (models[best] if keep else None), record, rankings[best if keep else 1.0]
-
-
-def _reason(best: float | None, keep: bool, curve: dict[float, float], ci: tuple[float, float]) -> str:
-    """Why the run keeps the merge at `best`, or the finetuned model, in a sentence."""
-    if best is None:
-        return "no merge.alphas between 0 and 1"
-    if keep:
-        return (
-            f"alpha {best:g} scores {curve[best]:.4f} on dev, clearly above the finetuned model's "
-            f"{curve[1.0]:.4f} ({curve[best] - curve[1.0]:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}])"
-        )
-    return (
-        f"the best merge, alpha {best:g}, scores {curve[best]:.4f} on dev against the finetuned model's "
-        f"{curve[1.0]:.4f} ({curve[best] - curve[1.0]:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]): not clearly "
-        "better, the finetuned model stays"
+    values = list(scores)  # 1.0 (the default) first
+    record = choose(
+        values,
+        [scores[a] for a in values],
+        0,
+        metric=metric,
+        evidence=f"dev split: {len(dev.answered_query_ids())} questions the model never trained on",
+        why_default="the finetuned model as trained",
+        n_resamples=n_resamples,
+        seed=seed,
     )
+    curve = {a: float(v.mean()) for a, v in scores.items()}
+    if base_dev_scores is not None:
+        curve[0.0] = float(np.mean(base_dev_scores))
+    chosen = record["chosen"]
+    record.update(
+        curve={f"{a:g}": round(v, 5) for a, v in sorted(curve.items())},
+        kept=chosen != 1.0,
+        seconds=round(time.perf_counter() - start, 3),
+    )
+    return models.get(chosen), record, rankings[chosen]
 
 
 def curve_arrays(record: dict) -> tuple[np.ndarray, np.ndarray]:

@@ -35,12 +35,34 @@ class BeirEvalSet:
 EVAL_SET = {"held_out": HeldOutEvalSet, "file": FileEvalSet, "beir": BeirEvalSet}
 
 
+# The written defaults of the baselines' choices: what a choice keeps when no candidate beats it clearly on the
+# questions that decide it (runner/infra/choosing.py). Each is the prior measured on the training sides of the
+# benchmarks (`python bench/priors.py RUN...`; docs/auto.md has the tables), never on an eval set.
+# Tokenisation: stemming won on the built-in run (+0.023 nDCG@10) and SciFact (+0.023), lost on long passages
+# (-0.015) and on a filings set; stopwords moved nothing but the filings (+): LlamaIndex's default stays.
+BM25_PRIOR = {"stopwords": True, "stemming": True}
+BM25_PRIOR_WHY = "LlamaIndex's BM25Retriever default (stopwords and stemming): best on average across the benchmarks"
+# b 0.9 was best or near it on all three and on the filings set (k1 2.0, b 0.9: 0.790 against 0.775 at bm25s's 1.5, 0.75)
+BM25_PARAMS_PRIOR = {"k1": 1.5, "b": 0.9}
+BM25_PARAMS_PRIOR_WHY = "k1 1.5, b 0.9: the best mean rank across the benchmarks (bm25s's b 0.75 ranked 4th)"
+# relative_score, k 50, dense weight 0.4: the best mean rank of the 57 fusions across the benchmarks; LlamaIndex's
+# default (relative_score, k 10, equal weights) scored 0.007-0.015 below the best on every one
+FUSION_PRIOR = {"mode": "relative_score", "top_k": 50, "dense_weight": 0.4}
+FUSION_PRIOR_WHY = "relative_score, k 50, dense weight 0.4: the best mean rank across the benchmarks"
+WEIGHT_REACH = 0.2  # the finetuned model's hybrid: dense weights within this of the base hybrid's are tried on dev
+
+
 @dataclass
 class BaselinesConfig:
     enabled: bool = True  # BM25 and BM25 + dense hybrids next to the dense models, and in the verdict
     language: str = "english"  # the Snowball stemmer's and the stopword list's language
-    stopwords: Optional[bool] = None  # null: chosen on the dev split (with and without)
-    stemming: Optional[bool] = None  # null: chosen on the dev split
+    # null: chosen on every training-side question (with and without); true / false fixes it. Prior: BM25_PRIOR
+    stopwords: Optional[bool] = None
+    stemming: Optional[bool] = None  # null: chosen as stopwords is
+    k1: List[float] = field(default_factory=lambda: [0.9, 1.2, 1.5, 2.0])  # BM25's k1 to try; one value fixes it
+    b: List[float] = field(default_factory=lambda: [0.4, 0.6, 0.75, 0.9])  # BM25's b to try. Prior: BM25_PARAMS_PRIOR
+    # the base model's hybrid: every mode x k x weight tried on the training side's questions (prior: FUSION_PRIOR);
+    # the finetuned model's keeps that mode and k, and the dev split moves its weight by up to WEIGHT_REACH
     fusion_modes: List[str] = field(default_factory=lambda: ["relative_score", "dist_based_score", "reciprocal_rerank"])
     top_k: List[int] = field(default_factory=lambda: [10, 20, 50])  # each retriever's similarity_top_k, and the fused cut
     dense_weights: List[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
@@ -62,7 +84,7 @@ class EvaluateConfig:
 
 @dataclass
 class MergeConfig:
-    enabled: bool = True  # interpolate base and finetuned weights (WiSE-FT); keep the best on dev
+    enabled: bool = True  # interpolate base and finetuned weights (WiSE-FT); keep the best when clearly better on dev
     alphas: List[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])  # the finetuned model's weight
 
 
@@ -148,4 +170,8 @@ def _baseline_problems(b) -> list[str]:
         p.append(f"evaluate.baselines.top_k={list(b.top_k)} must list positive k (try [10,20,50])")
     if not b.dense_weights or not all(0 < w < 1 for w in b.dense_weights):
         p.append(f"evaluate.baselines.dense_weights={list(b.dense_weights)} must lie strictly between 0 and 1")
+    if not b.k1 or not all(k1 > 0 for k1 in b.k1):
+        p.append(f"evaluate.baselines.k1={list(b.k1)} must list positive values (try [0.9,1.2,1.5,2.0]; 1.5 is bm25s's)")
+    if not b.b or not all(0 <= x <= 1 for x in b.b):
+        p.append(f"evaluate.baselines.b={list(b.b)} must lie between 0 and 1 (try [0.4,0.6,0.75,0.9]; 0.75 is bm25s's)")
     return p

@@ -147,6 +147,35 @@ def dense_top(
     return dense_ranking(query_emb, index, k)
 
 
+def encode_set(model, model_id: str, eval_set: EvalSet, batch_size: int = 64, precision: str = "fp32"):
+    """(the corpus's CorpusIndex, the answered queries' embeddings): one encoding of a set, from which a
+    ranking of it or of any part of it is made (`ranking_of`, `part_of`)."""
+    index = build_index(model, model_id, eval_set.corpus, batch_size, precision)
+    qids = eval_set.answered_query_ids()
+    return index, encode(model, [eval_set.queries[q] for q in qids], "query", batch_size, precision)
+
+
+def ranking_of(encoded, k: int):
+    """Each query's top k (a `baselines.Ranking`) from an `encode_set` result."""
+    from runner.stages.evaluate.baselines import dense_ranking
+
+    index, query_emb = encoded
+    return dense_ranking(query_emb, index, k)
+
+
+def part_of(encoded, whole: EvalSet, part: EvalSet):
+    """The encoding of `part`, a subset of `whole` id for id (the dev split within the training side),
+    cut out of `whole`'s: no text is encoded again."""
+    import torch
+
+    index, query_emb = encoded
+    rows = [i for i, d in enumerate(index.doc_ids) if d in part.corpus]
+    position = {q: i for i, q in enumerate(whole.answered_query_ids())}
+    queries = [position[q] for q in part.answered_query_ids()]
+    sub = CorpusIndex(index.model_id, [index.doc_ids[i] for i in rows], index.embeddings[torch.tensor(rows, dtype=torch.long)])
+    return sub, query_emb[torch.tensor(queries, dtype=torch.long)]
+
+
 def dev_scores(model, model_id: str, dev: EvalSet, metric: str, k: int, batch_size: int = 64, precision: str = "fp32"):
     """(the model's top-k ranking of `dev`, one value of `metric` per answered query): what every
     choice on the dev split compares."""

@@ -1,17 +1,19 @@
-"""`base_model.max_seq_length: auto`: how many word pieces of a passage the model reads, chosen on the dev split.
+"""`base_model.max_seq_length: auto`: how many word pieces of a passage the model reads, chosen on
+every question the run has before training (the training side: training pairs and dev split).
 
-A longer window sees more of a long passage and costs time: encoding, and training most of all (about
-linear in the length). So the window grows only on evidence. Candidates run from the model's own
-setting (what it was trained with: 256 for all-MiniLM-L6-v2) up to its position limit, in steps of
-128, as far as the training side's passages call for: up to the first step that holds 95% of them
-(the eval set is never read). Passages that already fit leave one candidate, and nothing is encoded.
-Otherwise the base model ranks the dev split at each length, and the best dev score wins when it beats
-the model's own by at least MIN_GAIN (a tie goes to the shorter). Not a significance test: a dev split
-of a hundred questions rarely makes a +0.016 gain "clear", and that gain is what turned into +0.066 after
-finetuning on long filings, while on SciFact the longer window it picks costs nothing measurable; the
-time budget bounds what the longer window costs in training. The paired 95% interval of each candidate
-against the own length is recorded beside its score. The record (every candidate's dev score and share of passages
-cut, the winner, the seconds) goes to results.json `choices.max_seq_length`.
+A longer window sees more of a long passage; it costs time, in training most of all (about linear in the
+length), which the time budget bounds. Candidates run from the model's own setting (what it was trained
+with: 256 for all-MiniLM-L6-v2) up to its position limit, in steps of 128, as far as the training side's
+passages call for: up to the first step that holds 95% of them (the eval set is never read). Passages
+that already fit leave one candidate, and nothing is encoded for it.
+
+Otherwise the base model ranks the training side's questions at each length and `runner.infra.choosing`
+decides: the written default is the longest candidate, the window that reads (nearly) every passage whole
+(measured: on the filings set 256 / 384 / 512 score 0.6389 / 0.6405 / 0.6532 on all 668 training-side
+questions; on SciFact 512 ties 384 and beats 256 by +0.009; on the long benchmark 512 is +0.048 on dev;
+nowhere did a shorter window score clearly better). A shorter one wins only where it is clearly better.
+The record (every candidate's score and share of passages cut, the evidence, the winner) goes to
+results.json `choices.max_seq_length`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from runner.infra.models import word_pieces
 
 STEP = 128  # word pieces between candidates
 COVER = 0.95  # the longest candidate holds this share of the training side's passages
-MIN_GAIN = 0.005  # dev nDCG a longer window must add to the own one's: less is a hair, not worth the time
 
 
 def check(value, key: str = "base_model.max_seq_length") -> list[str]:
@@ -35,7 +36,7 @@ def check(value, key: str = "base_model.max_seq_length") -> list[str]:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         return [
             f"{key}={value!r} is not a length; give a positive number of word pieces (e.g. 256), auto (chosen "
-            "on the dev split from the passages' lengths) or null (the model's own setting)"
+            "on the training side's questions, from the passages' lengths) or null (the model's own setting)"
         ]
     return []
 
@@ -64,117 +65,89 @@ def candidates(own: int, limit: int, lengths: np.ndarray) -> list[int]:
     return out
 
 
-def choice_to_json(chosen: tuple) -> dict:
-    """The cache entry of the `max_seq_length` stage: the record (the dev ranking is not kept)."""
-    return chosen[0]
-
-
-def choice_from_json(record: dict) -> tuple:
-    """(the record, no dev ranking): a cache hit scores the dev split again where a later choice needs it."""
-    return record, None
+WHY_DEFAULT = (
+    "the longest candidate reads (nearly) every training-side passage whole; on every benchmark measured a "
+    "shorter window never scored clearly better (docs/auto.md)"
+)
 
 
 def choose_max_seq_length(
     model,
     model_id: str,
-    dev,
-    passages: list[str],
+    side,
     metric: str,
     k: int,
     batch_size: int,
     precision: str,
     n_resamples: int,
     seed: int,
+    evidence: str = "",
 ) -> tuple[dict, object]:
-    """(the record of the choice, the base model's dev ranking (top k) at the winner, or None when
-    nothing was encoded); `model.max_seq_length` is left at the winner."""
+    """(the record of the choice, the base model's encoding of `side` at the winner: (CorpusIndex, query
+    embeddings), or None when nothing was encoded); `model.max_seq_length` is left at the winner.
+    `side`: the training side's questions and passages (`eval_sets.training_side`), or None."""
+    from runner.infra.choosing import choose
+
     start = time.perf_counter()
     own = int(model.max_seq_length)
-    lengths = word_pieces(model, passages)
+    lengths = word_pieces(model, sorted(set(side.corpus.values())) if side is not None else [])
     limit = position_limit(model)
     cands = candidates(own, limit, lengths)
-    record = _record(metric, own, lengths, limit, cands)
-    if len(cands) == 1 or dev is None:
-        record.update(chosen=own, dev=None, seconds=round(time.perf_counter() - start, 3), reason=_kept_own_reason(own, cands))
-        return record, None
-    rankings, scores = _dev_at_each_length(model, model_id, dev, cands, own, metric, k, batch_size, precision)
-    _score_candidates(record["candidates"], scores, own, n_resamples, seed)
-    chosen, reason = _pick(record["candidates"], own)
-    model.max_seq_length = chosen
-    record.update(
-        chosen=chosen, dev=round(float(scores[chosen].mean()), 5), seconds=round(time.perf_counter() - start, 3), reason=reason
+    cut = [{"passages_cut": round(float((lengths > n).mean()), 4) if len(lengths) else 0.0} for n in cands]
+    info = {"own": own, "passage_lengths": _lengths(lengths, limit)}
+    if len(cands) == 1 or side is None:
+        reason = (
+            f"the model's own {own}: it holds {100 * COVER:.0f}% of the training side's passages"
+            if len(cands) == 1
+            else f"the model's own {own}: no training-side question to choose on"
+        )
+        record = {
+            "metric": metric,
+            "questions": 0,
+            "candidates": [{"value": n, **c} for n, c in zip(cands, cut)],
+            "chosen": own,
+            "decided_by": "default",
+            "reason": reason,
+        }
+        return {**record, **info, "seconds": round(time.perf_counter() - start, 3)}, None
+    encoded, table = _at_each_length(model, model_id, side, cands, own, metric, k, batch_size, precision)
+    record = choose(
+        cands,
+        table,
+        len(cands) - 1,
+        metric=metric,
+        evidence=evidence,
+        why_default=WHY_DEFAULT,
+        n_resamples=n_resamples,
+        seed=seed,
+        extra=cut,
     )
-    return record, rankings[chosen]
+    model.max_seq_length = record["chosen"]
+    return {**record, **info, "seconds": round(time.perf_counter() - start, 3)}, encoded[record["chosen"]]
 
 
-def _record(metric: str, own: int, lengths: np.ndarray, limit: int, cands: list[int]) -> dict:
-    """The record before any dev scoring: the passages' lengths and each candidate's share of them cut."""
-    lengths_of = {
+def _lengths(lengths: np.ndarray, limit: int) -> dict:
+    return {
         "passages": len(lengths),
         "p50": int(np.median(lengths)) if len(lengths) else 0,
         "p95": int(np.quantile(lengths, COVER)) if len(lengths) else 0,
         "limit": limit,
     }
-    return {
-        "metric": metric,
-        "own": own,
-        "passage_lengths": lengths_of,
-        "candidates": [
-            {"max_seq_length": n, "passages_cut": round(float((lengths > n).mean()), 4) if len(lengths) else 0.0} for n in cands
-        ],
-    }
 
 
-def _kept_own_reason(own: int, cands: list[int]) -> str:
-    if len(cands) == 1:
-        return f"the model's own {own}: it holds {100 * COVER:.0f}% of the training passages"
-    return f"the model's own {own}: no dev split to choose on"
+def _at_each_length(model, model_id: str, side, cands: list[int], own: int, metric: str, k: int, batch_size: int, precision: str):
+    """({length: (CorpusIndex, query embeddings) of `side`}, [per-question scores at each length]); the
+    model's length is put back to `own` afterwards."""
+    from runner.stages.evaluate.choices import per_query
+    from runner.stages.evaluate.scoring import encode_set, ranking_of
 
-
-def _dev_at_each_length(
-    model, model_id: str, dev, cands: list[int], own: int, metric: str, k: int, batch_size: int, precision: str
-):
-    """({length: the base model's dev ranking}, {length: per-query dev scores}); the model's
-    length is put back to `own` afterwards."""
-    from runner.stages.evaluate.scoring import dev_scores
-
-    scores, rankings = {}, {}
+    encoded, table = {}, []
+    qids = side.answered_query_ids()
     try:
         for n in cands:
             model.max_seq_length = n
-            rankings[n], scores[n] = dev_scores(model, f"{model_id}@{n}", dev, metric, k, batch_size, precision)
+            encoded[n] = encode_set(model, f"{model_id}@{n}", side, batch_size, precision)
+            table.append(per_query(ranking_of(encoded[n], k).ranked_ids(), side, qids, metric))
     finally:
         model.max_seq_length = own
-    return rankings, scores
-
-
-def _score_candidates(cands: list[dict], scores: dict, own: int, n_resamples: int, seed: int) -> None:
-    """Adds each candidate's mean dev score and, but for the model's own, the paired 95% interval
-    of its difference from the own length's."""
-    from runner.infra.metrics import paired_bootstrap_ci
-
-    for c in cands:
-        c["dev"] = round(float(scores[c["max_seq_length"]].mean()), 5)
-        if c["max_seq_length"] != own:
-            low, high = paired_bootstrap_ci(scores[own], scores[c["max_seq_length"]], n_resamples, seed)
-            c["ci95_vs_own"] = [round(low, 5), round(high, 5)]
-
-
-def _pick(cands: list[dict], own: int) -> tuple[int, str]:
-    """(the winner, why): the candidate with the best dev score when it beats the model's own by at
-    least MIN_GAIN (a tie goes to the shorter), else the model's own."""
-    own_dev = cands[0]["dev"]
-    ahead = [c for c in cands[1:] if c["dev"] - own_dev >= MIN_GAIN - 1e-9]
-    best = max(ahead, key=lambda c: (c["dev"], -c["max_seq_length"]), default=None)
-    if best:
-        chosen = best["max_seq_length"]
-        low, high = best["ci95_vs_own"]
-        reason = (
-            f"{chosen} scores {best['dev']:.4f} on dev, the best, {best['dev'] - own_dev:+.4f} over the model's own {own} "
-            f"({own_dev:.4f}; paired 95% interval [{low:+.4f}, {high:+.4f}]; a longer window needs +{MIN_GAIN})"
-        )
-        return chosen, reason
-    reason = f"the model's own {own} ({own_dev:.4f} on dev); no longer window adds {MIN_GAIN} or more: " + "; ".join(
-        f"{c['max_seq_length']} {c['dev']:.4f} [{c['ci95_vs_own'][0]:+.4f}, {c['ci95_vs_own'][1]:+.4f}]" for c in cands[1:]
-    )
-    return own, reason
+    return encoded, table

@@ -61,11 +61,10 @@ class BestEpoch:
         self.model, self.score, self.metric = model, score, metric
         self.n_resamples, self.seed, self.on_eval = n_resamples, seed, on_eval
         self.epochs: list[dict] = []  # {"epoch", "dev", "values", "ranking"}
-        # CPU copies of the weights of the best epoch so far and of the one it displaced: whichever epoch
-        # turns out last, the best of the others is one of the two (the trainer's own step count cannot
-        # say which epoch is last: the no-duplicates sampler may yield fewer batches than it promised)
+        # a CPU copy of the weights of the best epoch so far: the only one that can replace the last (the
+        # trainer's own step count cannot say which epoch is last: the no-duplicates sampler may yield fewer
+        # batches than it promised, so the copy is taken whenever an epoch is the best yet)
         self.best: tuple[int, dict] | None = None
-        self.runner_up: tuple[int, dict] | None = None
         self.seconds = 0.0
         outer = self
 
@@ -81,10 +80,7 @@ class BestEpoch:
         entry = {"epoch": round(float(state.epoch), 3), "dev": float(values.mean()), "values": values, "ranking": ranking}
         self.epochs.append(entry)
         if self.best is None or entry["dev"] > self.epochs[self.best[0]]["dev"]:
-            self.runner_up = self.best
             self.best = (len(self.epochs) - 1, {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()})
-        elif self.runner_up is None or entry["dev"] > self.epochs[self.runner_up[0]]["dev"]:
-            self.runner_up = (len(self.epochs) - 1, None)  # never kept over the best: no copy needed
         seconds = time.perf_counter() - start
         self.seconds += seconds
         log.info("finetune: epoch %.2f scores %.4f on dev (%s, %.1f s)", entry["epoch"], entry["dev"], self.metric, seconds)
@@ -92,36 +88,24 @@ class BestEpoch:
             self.on_eval(seconds)
 
     def finish(self) -> tuple[dict, object]:
-        """(the record, the dev ranking of the kept epoch); restores the kept epoch's weights."""
-        from runner.infra.metrics import paired_bootstrap_ci
+        """(the record, the dev ranking of the kept epoch); restores the kept epoch's weights. The last epoch
+        is the written default (`runner.infra.choosing`): an earlier one replaces it only when clearly better."""
+        from runner.infra.choosing import choose
 
-        last = self.epochs[-1]
-        record = {
-            "metric": self.metric,
-            "dev": {f"{e['epoch']:g}": round(e["dev"], 5) for e in self.epochs},
-            "chosen": last["epoch"],
-            "seconds": round(self.seconds, 3),
-        }
-        last_index = len(self.epochs) - 1
-        earlier = self.runner_up if self.best[0] == last_index else self.best
-        if earlier is None:
-            record["reason"] = f"the last epoch, {last['epoch']:g} ({last['dev']:.4f} on dev): no earlier one scored"
-            return record, last["ranking"]
-        index, state = earlier
-        best = self.epochs[index]
-        low, high = paired_bootstrap_ci(last["values"], best["values"], self.n_resamples, self.seed)
-        record["ci95_best_earlier_vs_last"] = [round(low, 5), round(high, 5)]
-        if low > 0:
-            self.model.load_state_dict(state)
-            record["chosen"] = best["epoch"]
-            record["reason"] = (
-                f"epoch {best['epoch']:g} scores {best['dev']:.4f} on dev, clearly above the last "
-                f"epoch's {last['dev']:.4f} ({best['dev'] - last['dev']:+.4f} [{low:+.4f}, {high:+.4f}])"
-            )
-            return record, best["ranking"]
-        record["reason"] = (
-            f"the last epoch, {last['epoch']:g} ({last['dev']:.4f} on dev); the best earlier one, "
-            f"{best['epoch']:g} ({best['dev']:.4f}, {best['dev'] - last['dev']:+.4f} [{low:+.4f}, "
-            f"{high:+.4f}]), is not clearly better"
+        values = [e["epoch"] for e in self.epochs]
+        n = len(self.epochs[-1]["values"])
+        record = choose(
+            values,
+            [e["values"] for e in self.epochs],
+            len(values) - 1,
+            metric=self.metric,
+            evidence=f"dev split: {n} questions the model never trained on",
+            why_default="the last epoch: what the recipe planned",
+            n_resamples=self.n_resamples,
+            seed=self.seed,
         )
-        return record, last["ranking"]
+        record.update(dev={f"{e['epoch']:g}": round(e["dev"], 5) for e in self.epochs}, seconds=round(self.seconds, 3))
+        kept = values.index(record["chosen"])
+        if kept != len(values) - 1:
+            self.model.load_state_dict(self.best[1])
+        return record, self.epochs[kept]["ranking"]

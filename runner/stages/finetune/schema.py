@@ -18,7 +18,8 @@ from omegaconf import MISSING
 class BaseModel:
     name_or_path: str = MISSING
     revision: Optional[str] = None  # a hub model's branch, tag or commit: pin it for runs you can repeat
-    # word pieces; auto: chosen on the dev split (runner/stages/evaluate/seq_length.py); None: the model's own
+    # word pieces; auto: chosen on every training-side question (runner/stages/evaluate/seq_length.py; prior: the
+    # longest candidate, the window that reads the passages whole); None: the model's own
     max_seq_length: Any = None
     query_prompt: str = ""
     passage_prompt: str = ""

@@ -1,7 +1,7 @@
 """Ship the verdict: what an app needs to rebuild the chosen retriever, and the call that rebuilds it.
 
-A run writes `retriever.json` (the verdict, the model directory and its prompts, BM25's tokenisation,
-the fusion's mode, k and weights, all chosen on the dev split) and a model card into the saved model.
+A run writes `retriever.json` (the verdict, the model directory and its prompts, BM25's tokenisation, k1
+and b, the fusion's mode, k and weights, all chosen before training or on the dev split) and a model card into the saved model.
 `ragtune.load_retriever(run_dir, documents)` returns the retriever as LlamaIndex builds it: a
 `VectorStoreIndex` retriever over the model (`local:<dir>` style), a `BM25Retriever`, or a
 `QueryFusionRetriever` over both, the same settings the run scored.
@@ -62,7 +62,7 @@ def settings_text(spec: dict) -> str:
         b = spec["bm25"]
         parts.append(
             f"BM25 {'with' if b['stopwords'] else 'without'} {b['language']} stopwords, "
-            f"{'with' if b['stemming'] else 'without'} stemming"
+            f"{'with' if b['stemming'] else 'without'} stemming, k1 {b.get('k1', 1.5):g}, b {b.get('b', 0.75):g}"
         )
     if spec["fusion"]:
         f = spec["fusion"]
@@ -113,19 +113,7 @@ def load_retriever(run_dir: str | Path, documents=None, *, nodes=None, device: s
         )
         retrievers.append(VectorStoreIndex(chosen, embed_model=embed).as_retriever(similarity_top_k=k))
     if spec["bm25"]:
-        import Stemmer
-        from llama_index.retrievers.bm25 import BM25Retriever
-
-        b = spec["bm25"]
-        retrievers.append(
-            BM25Retriever.from_defaults(
-                nodes=chosen,
-                similarity_top_k=k,
-                stemmer=Stemmer.Stemmer(b["language"]),
-                skip_stemming=not b["stemming"],
-                language=b["language"] if b["stopwords"] else None,
-            )
-        )
+        retrievers.append(_bm25_retriever(chosen, spec["bm25"], k))
     if len(retrievers) == 1:
         return retrievers[0]
     from llama_index.core.llms import MockLLM
@@ -141,6 +129,30 @@ def load_retriever(run_dir: str | Path, documents=None, *, nodes=None, device: s
         retriever_weights=[f["dense_weight"], 1 - f["dense_weight"]],
         llm=MockLLM(),
     )  # one query: no LLM writes extra queries
+
+
+def _bm25_retriever(nodes, b: dict, k: int):
+    """LlamaIndex's BM25Retriever with the run's tokenisation, k1 and b: the retriever tokenises the corpus as
+    its own constructor does (`stopwords=language`, the stemmer, its token pattern) into a bm25s index built
+    with k1 and b (its constructor takes no k1 or b, but takes an `existing_bm25`)."""
+    import bm25s
+    import Stemmer
+    from llama_index.core.schema import MetadataMode
+    from llama_index.core.vector_stores.utils import node_to_metadata_dict
+    from llama_index.retrievers.bm25 import BM25Retriever
+
+    stemmer = Stemmer.Stemmer(b["language"])
+    tokens = bm25s.tokenize(
+        [node.get_content(metadata_mode=MetadataMode.EMBED) for node in nodes],
+        stopwords=b["language"] if b["stopwords"] else None,
+        stemmer=stemmer if b["stemming"] else None,
+        token_pattern=r"(?u)\b\w\w+\b",  # BM25Retriever's default
+        show_progress=False,
+    )
+    index = bm25s.BM25(k1=b.get("k1", 1.5), b=b.get("b", 0.75))  # a retriever.json from before k1 / b: bm25s's
+    index.index(tokens, show_progress=False)
+    index.corpus = [node_to_metadata_dict(node) | {"node_id": node.node_id} for node in nodes]  # what it returns
+    return BM25Retriever(existing_bm25=index, similarity_top_k=k, stemmer=stemmer, skip_stemming=not b["stemming"])
 
 
 def model_card(verdict: dict, metric: str, *, config: dict, hashes: dict, choices: dict) -> str:
@@ -161,12 +173,10 @@ def model_card(verdict: dict, metric: str, *, config: dict, hashes: dict, choice
         lines.append(f"| {name} | {score:.4f} | {vs} | {c['p']:.3f} |" if c else f"| {name} | {score:.4f} | {vs} | |")
     lines += [
         "",
-        "Settings chosen on the dev split:",
+        "Settings chosen from data (never the eval set):",
         "",
         "```json",
-        json.dumps(
-            {k: v.get("chosen", v.get("chosen_alpha")) for k, v in choices.items() if isinstance(v, dict)}, indent=2, default=str
-        ),
+        json.dumps({k: v.get("chosen") for k, v in choices.items() if isinstance(v, dict)}, indent=2, default=str),
         "```",
         "",
         "Data (SHA-256):",

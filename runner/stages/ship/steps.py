@@ -1,5 +1,5 @@
 """The run's steps from the base evaluation to the verdict, in the order `pipeline.run` calls them:
-choices on the dev split before training (BM25), merging after it, the keyword and hybrid rows, the
+what training needs from before it (BM25's rankings, the guards' base), merging after it, the keyword and hybrid rows, the
 guard sets, and what to ship (`retriever.json`, the model card's data hashes)."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from runner.data.eval_set import EvalSet
 from runner.stages.evaluate.eval_sets import read_eval_set
 from runner.stages.evaluate.scoring import EvalResult, dense_top, evaluate_model
 from runner.infra.metrics import paired_bootstrap_ci
+from runner.stages.evaluate.before_training import BeforeTraining
 from runner.stages.evaluate.retrievers import Before, depth, lexical_rankings, rows_and_fusions
 from runner.stages.ship.retriever import retriever_spec, write_spec
 from runner.stages.ship.verdict import TRAINED
@@ -31,24 +32,21 @@ def before_training(
     base_index,
     dev: EvalSet | None,
     eval_set: EvalSet,
-    metric: str,
     precision: str,
     base_eval,
-    base_dev=None,
+    decided: BeforeTraining,
 ) -> Before:
-    """`base_index()`: the base model's eval corpus embeddings (the cached stage); `base_eval(eval_set)`:
-    the base model's (cached) evaluation of another eval set, for the guards; `base_dev`: the base
-    model's dev ranking when the run made it already (choosing max_seq_length)."""
-    before = Before()
+    """`decided`: the choices made on the training side (BM25, the base hybrid's fusion); `base_index()`: the
+    base model's eval corpus embeddings (the cached stage); `base_eval(eval_set)`: the base model's (cached)
+    evaluation of another eval set, for the guards."""
+    before = Before(bm25=decided.bm25, fusion_base=decided.fusion, base_dev_scores=decided.base_dev_scores)
     before.guard_base = {name: (guard, base_eval(guard)) for name, guard in guard_sets(cfg).items()}
     if not cfg.evaluate.baselines.enabled:
         return before
-    lexical_rankings(cfg, dev, eval_set, metric, before)
+    lexical_rankings(cfg, dev, eval_set, before)
     k, batch = depth(cfg), cfg.evaluate.batch_size
     index, query_emb = base.dense if base.dense is not None else (base_index(), None)
     before.base_dense_eval = dense_top(model, model_id, eval_set, k, batch, precision, index, query_emb)
-    if dev is not None:
-        before.base_dense_dev = base_dev if base_dev is not None else dense_top(model, model_id, dev, k, batch, precision)
     return before
 
 
@@ -91,7 +89,7 @@ def merge_on_dev(
         cfg.evaluate.batch_size,
         precision,
         depth(cfg),
-        before.base_dense_dev,
+        before.base_dev_scores,
         cfg.evaluate.bootstrap,
         cfg.seed,
         tuned_dev,
@@ -131,7 +129,7 @@ def shippable_rows(
         rows["merged"] = merged
     if not cfg.evaluate.baselines.enabled:
         return rows, {}
-    dense, dense_dev = {"hybrid_base": before.base_dense_eval}, {"hybrid_base": before.base_dense_dev}
+    dense, dense_dev = {"hybrid_base": before.base_dense_eval}, {}
     if run_model is not None:
         k, batch = depth(cfg), cfg.evaluate.batch_size
         index, query_emb = run_result.dense if run_result.dense is not None else (None, None)

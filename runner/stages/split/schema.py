@@ -17,9 +17,11 @@ class SplitConfig:
 
 @dataclass
 class DevConfig:
-    # share of the training side held out for the run's choices (BM25, fusion, merge weight): whole
-    # documents of generated pairs, whole groups of pairs sharing a passage for pairs from a file;
-    # 0: no dev split (the choices keep LlamaIndex's defaults, no merging)
+    # share of the training side held out for the choices that need questions the trained model never saw
+    # (the epoch, the merge weight, the finetuned hybrid's weight): whole documents of generated pairs,
+    # whole groups of pairs sharing a passage for pairs from a file. Its questions also count, with the
+    # training pairs', for the choices made before training. 0: no dev split (no merging; the finetuned
+    # hybrid keeps the base hybrid's fusion; the choices before training use the training pairs alone)
     fraction: float = 0.15
     path: Optional[str] = None  # a dev file (EmbeddingQAFinetuneDataset JSON) instead; training keeps every pair
     seed: int = "${seed}"  # type: ignore[assignment]
