@@ -7,7 +7,7 @@ import os
 
 import pytest
 from llama_index.core import Document
-from llama_index.core.node_parser import TokenTextSplitter
+from llama_index.core.node_parser import SentenceSplitter, TokenTextSplitter
 
 from conftest import compose, fast
 from runner.stages.chunk.chunking import chunk_documents
@@ -23,16 +23,20 @@ TEXT = (
 )
 
 
-def minimal_pdf(text: str) -> bytes:
-    """A one-page PDF with `text` in Helvetica, written by hand (no PDF library needed to make it)."""
-    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
+def minimal_pdf(*pages: str) -> bytes:
+    """A PDF with one page per text, in Helvetica, written by hand (no PDF library needed to make it)."""
+    n = len(pages)
+    kids = " ".join(f"{3 + 2 * i} 0 R" for i in range(n))
+    font = 3 + 2 * n
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", f"<< /Type /Pages /Kids [{kids}] /Count {n} >>".encode()]
+    for i, text in enumerate(pages):
+        stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+        objects.append(
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {4 + 2 * i} 0 R "
+            f"/Resources << /Font << /F1 {font} 0 R >> >> >>".encode()
+        )
+        objects.append(b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream")
+    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
     out, offsets = b"%PDF-1.4\n", []
     for i, body in enumerate(objects, 1):
         offsets.append(len(out))
@@ -355,3 +359,42 @@ def test_a_chunk_size_auto_that_leaves_no_room_is_a_clear_error(tiny_model, tmp_
     tiny = compose(fast(tiny_model, "logger=none", "base_model.max_seq_length=2"), tmp_path / "tiny")  # fit_window
     with pytest.raises(RagtuneError, match=r"chunker.chunk_size=96 with the base model's window leaves 0 word pieces"):
         run(tiny)
+
+
+def _pages(book: str, n: int) -> list[str]:
+    return [f"{book} page {i}: the harbour master logged ship number {i} arriving at dawn with cargo" for i in range(n)]
+
+
+def test_pages_of_one_pdf_never_land_on_both_sides_of_a_split(tmp_path):
+    """A reader makes a document per PDF page; the split holds out whole files, or, for a corpus of one
+    file, whole runs of consecutive pages. The assertion names the pages that would leak."""
+    from runner.stages.split.splitting import split_by_document, split_units
+
+    several = tmp_path / "several"
+    several.mkdir()
+    for b in range(6):
+        (several / f"book{b}.pdf").write_bytes(minimal_pdf(*_pages(f"book{b}", 5)))
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "manual.pdf").write_bytes(minimal_pdf(*_pages("manual", 30)))
+    for folder, unit_of_page in ((several, lambda doc: doc.split("#")[0]), (single, None)):
+        docs = load_directory(str(folder)).documents
+        assert len(docs) == 30 and all("#" in d.id_ for d in docs)
+        nodes = chunk_documents(docs, SentenceSplitter(chunk_size=64, chunk_overlap=0))
+        units = split_units(nodes)
+        if unit_of_page is None:  # one file: runs of 3 consecutive pages (30 pages, 10 blocks)
+            blocks = {}
+            for doc, unit in units.items():
+                blocks.setdefault(unit, []).append(int(doc.split("#")[1]))
+            assert len(blocks) == 10 and all(p == list(range(p[0], p[0] + 3)) for p in map(sorted, blocks.values()))
+        for seed in range(5):
+            train, held = split_by_document(nodes, 0.3, seed)
+            assert train and held
+            sides = {}
+            for side, part in (("train", train), ("held out", held)):
+                for n in part:
+                    sides.setdefault(units[n.ref_doc_id], set()).add((side, n.ref_doc_id))
+            leaks = {u: sorted(d for _, d in s) for u, s in sides.items() if len({side for side, _ in s}) > 1}
+            assert not leaks, f"pages on both sides (seed {seed}): {leaks}"
+            if unit_of_page is not None:  # several files: every page of a file on one side
+                assert {unit_of_page(n.ref_doc_id) for n in train}.isdisjoint({unit_of_page(n.ref_doc_id) for n in held})

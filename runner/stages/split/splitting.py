@@ -1,4 +1,4 @@
-"""Stage `split`: nodes in, (train nodes, held-out nodes) out, split by document and seeded."""
+"""Stage `split`: nodes in, (train nodes, held-out nodes) out, split by source file and seeded."""
 
 from __future__ import annotations
 
@@ -33,43 +33,64 @@ def splits_from_json(data: dict) -> dict:
     return {**data, **{k: nodes_from_json(data[k]) for k in ("train", "dev", "held_out")}}
 
 
+BLOCKS = 10  # a corpus of one file is split in up to this many runs of consecutive documents (pages)
+
+
+def split_units(nodes: list[TextNode]) -> dict[str, str]:
+    """{document id: the unit it is split with}. A unit is a source file: a reader that makes a document per
+    PDF page or notebook cell gives one file many documents, and neighbouring pages share sentences and terms,
+    so they must land on one side. Documents without a file (BEIR, the built-in corpus) are units of their
+    own. A corpus of one file many documents long is cut into up to BLOCKS runs of consecutive documents."""
+    file_of: dict[str, str] = {}
+    for n in nodes:
+        file_of.setdefault(n.ref_doc_id, str(n.metadata.get("file") or n.ref_doc_id))
+    files = sorted(set(file_of.values()))
+    if len(files) != 1 or len(file_of) < 2:
+        return file_of
+    docs = sorted(file_of)  # one file's documents, in page order (ids `<file>#<page>`, zero-padded)
+    size = -(-len(docs) // min(BLOCKS, len(docs)))
+    return {d: f"{files[0]}#block{i // size:02d}" for i, d in enumerate(docs)}
+
+
 def split_by_document(
     nodes: list[TextNode], val_fraction: float, seed: int, what: str = "a held-out split"
 ) -> tuple[list[TextNode], list[TextNode]]:
-    """Hold out whole documents, in a seeded order, until about `val_fraction` of the chunks are held out.
+    """Hold out whole source files (`split_units`), in a seeded order, until about `val_fraction` of the chunks
+    are held out.
 
-    Splitting by node would leak: neighbouring chunks of one document share sentences and terms,
-    so a held-out chunk would be half-seen in training. The fraction counts chunks, not documents,
-    because documents differ in size by orders of magnitude (pydoc topics: 200 to 62,000 characters):
-    a fifth of the documents can be anything from 2% to 40% of the text. Documents that would
-    overshoot the target are skipped; at least one document lands on each side.
+    Splitting by node would leak: neighbouring chunks of one document share sentences and terms, and so do
+    neighbouring pages of one file, so a held-out chunk would be half-seen in training. The fraction counts
+    chunks, not files, because files differ in size by orders of magnitude (pydoc topics: 200 to 62,000
+    characters): a fifth of the files can be anything from 2% to 40% of the text. Units that would overshoot
+    the target are skipped; at least one unit lands on each side.
     """
+    unit_of = split_units(nodes)
     sizes: dict[str, int] = {}
     for n in nodes:
-        sizes[n.ref_doc_id] = sizes.get(n.ref_doc_id, 0) + 1
-    doc_ids = sorted(sizes)
-    if len(doc_ids) < 2:
+        sizes[unit_of[n.ref_doc_id]] = sizes.get(unit_of[n.ref_doc_id], 0) + 1
+    units = sorted(sizes)
+    if len(units) < 2:
         fix = (
             "add documents, or evaluate on a file with eval_set=file eval_set.path=VAL.json"
             if what == "a held-out split"
             else "add documents, name a dev file with dev.path=DEV.json, or turn the dev split off with dev.fraction=0"
         )
         raise RagtuneError(
-            f"the corpus gave {len(doc_ids)} document(s) to train on, but {what} needs at least 2 "
+            f"the corpus gave {len(units)} document(s) to train on, but {what} needs at least 2 "
             f"(one to train on, one to hold out); {fix}."
         )
     target = val_fraction * len(nodes)
-    order = random.Random(seed).sample(doc_ids, len(doc_ids))
+    order = random.Random(seed).sample(units, len(units))
     held: set[str] = set()
     count = 0
-    for doc in order[:-1]:  # the last one always trains
-        if count + sizes[doc] <= target:
-            held.add(doc)
-            count += sizes[doc]
+    for unit in order[:-1]:  # the last one always trains
+        if count + sizes[unit] <= target:
+            held.add(unit)
+            count += sizes[unit]
     if not held:
-        held = {min(order[:-1], key=lambda d: sizes[d])}
-    train = [n for n in nodes if n.ref_doc_id not in held]
-    held_out = [n for n in nodes if n.ref_doc_id in held]
+        held = {min(order[:-1], key=lambda u: sizes[u])}
+    train = [n for n in nodes if unit_of[n.ref_doc_id] not in held]
+    held_out = [n for n in nodes if unit_of[n.ref_doc_id] in held]
     return train, held_out
 
 
