@@ -57,3 +57,20 @@ def test_two_processes_writing_the_same_keys_at_once_leave_complete_entries(tmp_
     for i in range(40):
         assert read_entry(tmp_path / "generate" / f"key{i}") == {"rows": list(range(2000)), "i": i}
     assert not [p for p in (tmp_path / "generate").iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+def test_the_job_that_loses_the_write_uses_the_entry_that_was_stored(tmp_path):
+    """Two jobs of a parallel sweep compute the same key (an LLM at temperature > 0 answers differently each
+    time): the one whose write comes second trains and scores on the stored entry, not on its own answers."""
+    first, second = StageCache(tmp_path), StageCache(tmp_path)
+    key = first.key("generate", {"temperature": 0.7})
+
+    def slow_answers():  # while this job computes, the other one finishes and stores its own answers
+        first.run("generate", key, lambda: {"q1": "the first job's question"}, dict, dict)
+        return {"q1": "the second job's question"}
+
+    value = second.run("generate", key, slow_answers, dict, dict)
+    assert value == {"q1": "the first job's question"} == read_entry(tmp_path / "generate" / key)
+    assert first.status["generate"] == "miss" and "another job stored it first" in second.status["generate"]
+    assert write_entry(tmp_path / "generate" / key, "generate", key, {"q1": "late"}) is False
+    assert read_entry(tmp_path / "generate" / key) == {"q1": "the first job's question"}

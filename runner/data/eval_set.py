@@ -21,8 +21,10 @@ class EvalSet:
         return [q for q in self.queries if self.relevant_docs.get(q)]
 
     def digest(self) -> str:
-        """SHA-256 of the whole set: what a key over its evaluation must change with."""
-        blob = json.dumps([self.queries, self.corpus, self.relevant_docs, self.grades], sort_keys=True)
+        """SHA-256 of the whole set, the order of its queries included: every per-query array (intervals,
+        p-values, the verdict, per_query.csv) pairs rows by position, so the same questions in another order
+        are another set to a cache key. The corpus and the judgements are hashed by id, in any order."""
+        blob = json.dumps([list(self.queries.items()), self.corpus, self.relevant_docs, self.grades], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def corpus_digest(self) -> str:

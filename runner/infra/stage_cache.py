@@ -106,7 +106,14 @@ class StageCache:
             self.status[stage] = "miss (incomplete, not stored)"
         else:
             self.status[stage] = "miss"
-            write_entry(entry, stage, key, dump(value), self.described.get(key))
+            if not write_entry(entry, stage, key, dump(value), self.described.get(key)):
+                # another job stored this key first (a parallel sweep): use what it stored, so every job
+                # trains and scores on the same entry, even where computing it twice differs (an LLM at
+                # temperature > 0)
+                stored = read_entry(entry)
+                if stored is not None:
+                    self.status[stage] = "miss (another job stored it first: its entry is used)"
+                    return load(stored)
         return value
 
     def _compute(self, stage: str, compute: Callable[..., Any], values: list) -> Any:
@@ -127,13 +134,14 @@ def read_entry(entry: Path) -> Any | None:
             import numpy as np
 
             data["arrays"] = {name: np.load(entry / f"{name}.npy", allow_pickle=False) for name in meta["arrays"]}
-    except (FileNotFoundError, ValueError):  # absent, removed by `prune` as we read, or not whole: untrusted
-        return None
+    except (OSError, ValueError, EOFError):  # absent, removed by `prune` as we read, or not whole (a truncated
+        return None  # or empty .npy): untrusted, so computed again and replaced
     return data
 
 
-def write_entry(entry: Path, stage: str, key: str, data: Any, described: dict | None = None) -> None:
-    """Write `data` (JSON; a dict's "arrays" {name: ndarray} go to .npy files) and the manifest, last."""
+def write_entry(entry: Path, stage: str, key: str, data: Any, described: dict | None = None) -> bool:
+    """Write `data` (JSON; a dict's "arrays" {name: ndarray} go to .npy files) and the manifest, last.
+    False when another writer's complete entry was there first (it is kept: entries are never replaced)."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{key}."))
     arrays = data.pop("arrays", {}) if isinstance(data, dict) else {}
@@ -151,9 +159,11 @@ def write_entry(entry: Path, stage: str, key: str, data: Any, described: dict | 
         try:
             os.rename(tmp, entry)
         except OSError:  # the entry exists: another job wrote the same key first
-            if read_entry(entry) is None:  # a leftover without manifest: replace it
-                shutil.rmtree(entry, ignore_errors=True)
-                os.rename(tmp, entry)
+            if read_entry(entry) is not None:
+                return False
+            shutil.rmtree(entry, ignore_errors=True)  # a leftover without manifest: replace it
+            os.rename(tmp, entry)
+        return True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(data, dict) and arrays:
