@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from runner.infra.errors import RagtuneError
+from runner.infra.secrets import literal_secret_override
 from runner.config import register
 
 register()
@@ -92,7 +93,7 @@ def cli() -> None:
 
         sys.stdout.write(help_text(CONF_DIR))
         return None
-    if message := missing_plugin(sys.argv[1:]):
+    if message := missing_plugin(sys.argv[1:]) or literal_secret_override(sys.argv[1:]):
         sys.stderr.write(f"ragtune: {message}\n")
         raise SystemExit(2)
     main()

@@ -6,7 +6,10 @@ itself gets the value. Every value read this way is masked in log records (conso
 
 Configs that leave the process (results.json, W&B, a cache entry's manifest) go through `redact`,
 which hides the values of credential keys (`api_key`, `hf_token`, `Authorization`, ...) and any
-value read as a secret, and nothing else: `max_tokens` and `tokenizer_name` stay visible. Cache keys
+secret inside a value (a key in a URL's query string), and nothing else: `max_tokens` and
+`tokenizer_name` stay visible. Secrets are the values read through `${secret:...}`, the credential-named
+variables of the environment (an LLM client reads `OPENAI_API_KEY` itself) and of `secrets_file`; a
+literal key on the command line is refused before Hydra writes it anywhere (`literal_secret_override`). Cache keys
 go through `key_view`, which puts a hash in place of each such value, so a changed key still
 changes the cache key while the key itself never lands on disk.
 """
@@ -40,29 +43,61 @@ def is_secret_key(name: object) -> bool:
     return bool(_CREDENTIAL.search(snake))
 
 
-def _is_secret(key: object, value: object) -> bool:
-    if not isinstance(value, str) or not value or value == REDACTED:
-        return False
-    return is_secret_key(key) or (len(value) >= 4 and value in _values)
+MIN_SECRET = 4  # shorter values are never looked for inside other text
 
 
 def _replace_secrets(obj, key, replace):
+    """`obj` with the value of every credential key replaced whole, and every secret the run has read
+    replaced where it stands inside a longer value (`https://host/v1?key=<secret>`)."""
     if isinstance(obj, dict):
         return {k: _replace_secrets(v, k, replace) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_replace_secrets(v, key, replace) for v in obj]
-    return replace(obj) if _is_secret(key, obj) else obj
+    if not isinstance(obj, str) or not obj or obj == REDACTED:
+        return obj
+    if is_secret_key(key):
+        return replace(obj)
+    for value in sorted(_values, key=len, reverse=True):
+        if len(value) >= MIN_SECRET and value in obj:
+            obj = obj.replace(value, replace(value))
+    return obj
 
 
 def redact(tree):
-    """A copy of a config tree with every credential value replaced by `***redacted***`."""
+    """A copy of a config tree with every credential value, and every secret inside a value, replaced by
+    `***redacted***`; nothing else."""
     return _replace_secrets(tree, None, lambda v: REDACTED)
 
 
 def key_view(tree):
-    """A copy of a config tree for a cache key: each credential value replaced by its hash, so
-    two configs that differ only in a secret still get two keys, and no key holds the secret."""
+    """A copy of a config tree for a cache key: each credential value (or secret inside a value) replaced by
+    its hash, so two configs that differ only in a secret still get two keys, and no key holds the secret."""
     return _replace_secrets(tree, None, lambda v: "sha256:" + hashlib.sha256(v.encode()).hexdigest())
+
+
+def register_environment() -> list[str]:
+    """Every environment variable whose name says it holds a credential (`OPENAI_API_KEY`, `HF_TOKEN`) is a
+    secret of the run, read through `${secret:...}` or not: an LLM client reads its key from the
+    environment itself, and the key must still be masked wherever it would appear. Returns the names."""
+    names = [name for name, value in os.environ.items() if value and len(value) >= MIN_SECRET and is_secret_key(name)]
+    _values.update(os.environ[n] for n in names)
+    return names
+
+
+def literal_secret_override(args: list[str]) -> str | None:
+    """The message for a command-line override that gives a credential key a literal value
+    (`qa_generator.llm.api_key=sk-...`), or None: the value would be in the run directory's name, the sweep's
+    job names, .hydra/ and W&B before anything could mask it."""
+    for arg in args:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if sep and value and value.lower() not in ("null", "none") and "${" not in value and is_secret_key(key.split(".")[-1]):
+            return (
+                f"{key}= on the command line would write the key into the run's directory name, .hydra/ and W&B "
+                "(the value is not shown here); put it in an environment variable (export OPENAI_API_KEY=... for "
+                "the openai configs, which read ${secret:OPENAI_API_KEY}) or in a secrets_file=PATH of KEY=VALUE "
+                f"lines, and point the config at it: {key}='${{secret:NAME}}'."
+            )
+    return None
 
 
 def secret(name: str, default: str | None = None) -> str | None:
@@ -97,7 +132,8 @@ def load_secrets_file(path: str | None) -> list[str]:
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
         os.environ.setdefault(name, value)
-        _values.add(value)
+        if is_secret_key(name) and len(value) >= MIN_SECRET:  # a credential; `MODE=auto` masks nothing
+            _values.add(value)
         names.append(name)
     return names
 
@@ -109,7 +145,7 @@ def reveal() -> None:
 
 def mask(text: str) -> str:
     for value in sorted(_values, key=len, reverse=True):
-        if len(value) >= 4:
+        if len(value) >= MIN_SECRET:
             text = text.replace(value, REDACTED)
     return text
 
