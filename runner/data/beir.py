@@ -28,10 +28,27 @@ def read_corpus_titled(root: Path, key: str) -> dict[str, tuple[str, str]]:
     if not Path(root).is_dir():
         raise RagtuneError(f"{key}={root} is not a directory; give a BEIR folder (corpus.jsonl, ...).")
     out = {}
-    for d in _jsonl(Path(root) / "corpus.jsonl", key):
+    for n, d in enumerate(_jsonl(Path(root) / "corpus.jsonl", key), 1):
+        _check_row(d, n, Path(root) / "corpus.jsonl", key, "title", "text")
         title = str(d.get("title") or "").strip()
         out[str(d["_id"])] = (title, f"{d.get('title', '')} {d.get('text', '')}".strip())
     return out
+
+
+def _check_row(row, n: int, path: Path, key: str, *text_fields: str) -> None:
+    """A corpus or queries line is an object with an `_id` and text fields that are strings (n counts the
+    file's non-empty lines)."""
+    if not isinstance(row, dict) or "_id" not in row:
+        raise RagtuneError(
+            f'{key}: {path}, record {n}, has no "_id" (it reads {json.dumps(row)[:80]}); every line of a BEIR '
+            'file is an object like {"_id": "d1", "title": "...", "text": "..."}.'
+        )
+    wrong = [f for f in text_fields if row.get(f) is not None and not isinstance(row[f], str)]
+    if wrong:
+        raise RagtuneError(
+            f'{key}: {path}, record {n} (_id {row["_id"]!r}): "{wrong[0]}" is {type(row[wrong[0]]).__name__}, '
+            "not text; fix the line."
+        )
 
 
 def read_corpus(root: Path, key: str) -> dict[str, str]:
@@ -57,7 +74,10 @@ def read_beir(path: str | Path, split: str, key: str = "eval_set.path") -> dict:
             f"{key}={root} has no qrels/{split}.tsv; splits found: {have or 'none'}. Set the split to one of them."
         )
     corpus = read_corpus(root, key)
-    all_queries = {str(q["_id"]): q["text"] for q in _jsonl(root / "queries.jsonl", key)}
+    rows = _jsonl(root / "queries.jsonl", key)
+    for n, q in enumerate(rows, 1):
+        _check_row(q, n, root / "queries.jsonl", key, "text")
+    all_queries = {str(q["_id"]): q.get("text") or "" for q in rows}
     grades: dict[str, dict[str, float]] = {}
     with qrels_path.open(encoding="utf-8") as f:
         reader = csv.reader(f, delimiter="\t")
@@ -66,7 +86,13 @@ def read_beir(path: str | Path, split: str, key: str = "eval_set.path") -> dict:
                 continue  # header line
             if len(row) < 3:
                 raise RagtuneError(f"{qrels_path} line {n} has {len(row)} columns, not 3 (query-id, corpus-id, score).")
-            grades.setdefault(row[0], {})[row[1]] = float(row[2])
+            try:
+                grades.setdefault(row[0], {})[row[1]] = float(row[2])
+            except ValueError:
+                raise RagtuneError(
+                    f"{qrels_path} line {n}: the score {row[2]!r} is not a number; a qrels line is query-id, "
+                    "corpus-id and a numeric grade (0 = not relevant), separated by tabs."
+                ) from None
     missing_docs = sorted({d for g in grades.values() for d in g if d not in corpus})
     missing_queries = sorted(q for q in grades if q not in all_queries)
     if missing_docs or missing_queries:

@@ -44,6 +44,22 @@ def read_qa_dataset(path: str | Path, key: str) -> EmbeddingQAFinetuneDataset:
     for k in REQUIRED_KEYS:
         if not isinstance(data[k], dict):
             raise RagtuneError(f"{key}={path}: '{k}' is a {type(data[k]).__name__}, not an object; {hint}.")
+    for k in ("queries", "corpus"):
+        bad = [i for i, text in data[k].items() if not isinstance(text, str)]
+        if bad:
+            raise RagtuneError(
+                f"{key}={path}: '{k}' holds {len(bad)} value(s) that are not text (first: {bad[0]!r} is "
+                f"{type(data[k][bad[0]]).__name__}); every {k[:-1] if k == 'queries' else 'passage'} must be a string; {hint}."
+            )
+    bad = [
+        q for q, docs in data["relevant_docs"].items() if not isinstance(docs, list) or not all(isinstance(d, str) for d in docs)
+    ]
+    if bad:
+        raise RagtuneError(
+            f"{key}={path}: relevant_docs[{bad[0]!r}] is {json.dumps(data['relevant_docs'][bad[0]])}, not a list of "
+            f"corpus ids ({len(bad)} such entr{'y' if len(bad) == 1 else 'ies'}); give each query a list such as "
+            '["doc-1"] (an empty list for a query without an answer).'
+        )
     dangling = sorted({d for docs in data["relevant_docs"].values() for d in docs if d not in data["corpus"]})
     if dangling:
         raise RagtuneError(

@@ -112,6 +112,11 @@ def load_directory(
     skipped: dict[str, str] = {}
     for f in files:
         rel = str(f.relative_to(root))
+        if not _utf8(rel):  # the bytes of a name in another encoding: no id, cache entry or log line holds it
+            rel = rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            skipped[rel] = "its name is not UTF-8; rename the file (e.g. convmv -f latin1 -t utf8)"
+            log.warning("corpus: skipped %s: %s", rel, skipped[rel])
+            continue
         read, reason = _read_file(f, rel, extractors)
         documents += read
         if reason:
@@ -124,6 +129,14 @@ def load_directory(
             "give text, markdown, PDF or HTML files."
         )
     return LoadedCorpus(documents[:max_documents], skipped)
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _files_below(root: Path, path: str, required_exts: list[str] | None, recursive: bool) -> list[Path]:
