@@ -29,7 +29,7 @@ from runner.infra.devices import share_machine
 from runner.infra.errors import RagtuneError
 from runner.infra.fingerprint import model_fingerprint, short_identity
 from runner.infra.models import load_model, resolve_device, resolve_precision
-from runner.infra.secrets import load_secrets_file, protect_logs, redact, reveal
+from runner.infra.secrets import load_secrets_file, protect_logs, redact, register_environment, reveal
 from runner.infra.stage_cache import StageCache
 from runner.report.results import (
     choices_summary,
@@ -60,6 +60,7 @@ from runner.stages.ship.steps import (
     merge_on_dev,
     score_guards,
     ship_spec,
+    shipped_models,
     shippable_rows,
 )
 from runner.stages.ship.verdict import decide
@@ -102,6 +103,8 @@ class Trained:
     merged: EvalResult | None = None
     run_dev: object = None  # the shipped model's dev ranking, for the hybrids' fusion choice
     llama_index: str | None = None  # how a LlamaIndex app loads the trained model (Finetuned.llama_index)
+    tuned_dir: Path | None = None  # the finetuned model as trained: model_dir, or finetuned_model/ beside a kept merge
+    adapter: str | None = None  # finetune=adapter: the adapter's class (the model is the base model + tuned_dir)
 
     @property
     def run_model(self):
@@ -111,10 +114,18 @@ class Trained:
     def run_result(self) -> EvalResult | None:
         return self.merged if self.merged_model is not None else self.tuned
 
+    def shipped(self, deploy: str) -> tuple[Path | None, EvalResult | None]:
+        """(the directory, the eval result) of the trained model behind the verdict's row: the unmerged
+        finetuned model when `finetuned` ships beside a kept merge, else the run's model."""
+        if deploy == "finetuned":
+            return self.tuned_dir, self.tuned
+        return self.model_dir, self.run_result
+
 
 def run(cfg: DictConfig) -> float | None:
     """Run one experiment; return the value of `cfg.optimized_metric` (what sweepers maximise)."""
     load_secrets_file(cfg.secrets_file)  # API keys: the environment, or the file the user names
+    register_environment()  # credential-named variables are masked even where a client reads them itself
     reveal()
     protect_logs()
     validate(cfg)
@@ -204,9 +215,12 @@ def experiment(cfg: DictConfig, out: Path, config: dict, share: dict, tracker) -
     metrics.update({r: res.metrics for r, res in rows.items() if r not in ("base", "finetuned")})
     metrics["vs_verdict"] = verdict.pop("vs_deploy")
 
-    # 6. ship: retriever.json and the model card, so an app rebuilds what the verdict says
-    spec = ship_spec(cfg, out, verdict, trained.model_dir, model, before, fusions, chunking.config)
+    # 6. ship: retriever.json (the model each row was scored with) and the model card, so an app rebuilds what
+    #    the verdict says
+    models = shipped_models(cfg, trained.model_dir, trained.tuned_dir, trained.merged_model is not None, trained.adapter)
+    spec = ship_spec(cfg, out, verdict, models, model.max_seq_length, precision, before, fusions, chunking.config)
     verdict["settings"] = settings(spec)
+    ship_dir, ship_result = trained.shipped(verdict["deploy"])  # the trained model the verdict ships, else the run's
     if trained.model_dir:
         card = model_card(
             {**verdict, "vs_deploy": metrics["vs_verdict"]},
@@ -215,14 +229,14 @@ def experiment(cfg: DictConfig, out: Path, config: dict, share: dict, tracker) -
             hashes=data_hashes(pairs, dev_set, eval_set),
             choices=choices,
         )
-        add_model_card(trained.model_dir, card)
+        add_model_card(ship_dir, card)
 
-    # 7. export: the shipped model as ONNX / int8 / static, each scored paired against it and timed
+    # 7. export: that model as ONNX / int8 / static, each scored paired against it and timed
     exports = {}
     if cfg.export and trained.model_dir:
         with stage("export", timings):
             passages = [pairs.corpus[k] for k in sorted(pairs.corpus)]  # int8 calibration: training text only
-            exports = export_all(cfg, job.stages, trained.model_dir, trained.run_result, eval_set, metric, out, device, passages)
+            exports = export_all(cfg, job.stages, ship_dir, ship_result, eval_set, metric, out, device, passages)
     dimensions = {}
     if trained.model_dir:  # loss=matryoshka: every trained width scored against the full one
         with stage("dimensions", timings):
@@ -292,7 +306,7 @@ def finetune(job: Job, model, pairs, dev_set, eval_set, before: Before, choices:
             **finetune_overrides(cfg, dev_set, job.metric, job.precision, record),
         )
         trained.model_dir, trained.tuned_model = finetuned.model_dir, finetuned.encoder
-        trained.llama_index = finetuned.llama_index
+        trained.llama_index, trained.adapter = finetuned.llama_index, finetuned.adapter_class
         tuned_dev = record.pop("dev_ranking", None)
         choices.update(record)
     with stage("merge", timings):  # WiSE-FT on the dev split; a merge that wins becomes model/
@@ -302,8 +316,8 @@ def finetune(job: Job, model, pairs, dev_set, eval_set, before: Before, choices:
         trained.run_dev = run_dev if run_dev is not None else tuned_dev
     job.tracker.log_model(trained.model_dir)
     with stage("evaluate_finetuned", timings):
-        tuned_dir = out / "finetuned_model" if trained.merged_model is not None else trained.model_dir
-        trained.tuned = evaluate_saved(job, trained.tuned_model, eval_set, tuned_dir)
+        trained.tuned_dir = out / "finetuned_model" if trained.merged_model is not None else trained.model_dir
+        trained.tuned = evaluate_saved(job, trained.tuned_model, eval_set, trained.tuned_dir)
         if trained.merged_model is not None:
             trained.merged = evaluate_saved(job, trained.merged_model, eval_set, trained.model_dir)
     return trained

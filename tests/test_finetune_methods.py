@@ -161,9 +161,10 @@ def test_hard_negatives_auto_mines_for_pairs_from_a_file_and_not_for_generated_o
     assert "pairs kept with 1 mined hard negative(s) each" in caplog.text
     assert "training on all pairs" not in caplog.text
 
-    # the tiny random model scores every passage alike: with the default margin few negatives qualify.
+    # the tiny random model scores every passage alike: with a wide margin few negatives qualify.
     # Auto then trains on all pairs, in-batch only; an explicit num=1 is a clear error instead.
     caplog.clear()
+    from_file.append("finetune.hard_negatives.relative_margin=0.3")
     with caplog.at_level(logging.INFO, logger="ragtune"):
         run(compose(fast(tiny_model, *from_file), tmp_path / "fallback"))
     assert re.search(r"hard-negative mining \(auto\) kept \d+ of \d+ pairs; training on all pairs", caplog.text)

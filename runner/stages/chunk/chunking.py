@@ -147,17 +147,17 @@ def chunks_from_json(data: dict) -> dict:
 
 
 def chunk_documents(documents: list[Document], parser) -> list[TextNode]:
-    """Split each document with `parser` (a llama-index node parser, or a list applied in turn),
-    with node ids `<document id>#<position>`: the same document and chunker give the same ids on
-    every run (llama-index draws a random uuid per node), and every node's source is its document
-    even after a chain of parsers (markdown sections, then a size cap).
+    """Split each document with `parser` (a llama-index node parser, or a list applied in turn), its text
+    alone counted against the chunk size (`text_only`), with node ids `<document id>#<position>`: the same
+    document and chunker give the same ids on every run (llama-index draws a random uuid per node), and
+    every node's source is its document even after a chain of parsers (markdown sections, then a size cap).
     """
     from llama_index.core.schema import NodeRelationship
 
     parsers = list(parser) if isinstance(parser, (list, tuple)) else [parser]
     nodes: list[TextNode] = []
     for doc in documents:
-        parts: list = [doc]
+        parts: list = [text_only(doc)]
         for p in parsers:
             parts = p.get_nodes_from_documents(parts)
         parts = [n for n in parts if n.get_content().strip()]
@@ -171,6 +171,15 @@ def chunk_documents(documents: list[Document], parser) -> list[TextNode]:
             "holds text (corpus.*) and that chunker.chunk_size is positive."
         )
     return nodes
+
+
+def text_only(doc: Document) -> Document:
+    """A copy of `doc` whose metadata counts for nothing: llama-index's splitters count the metadata text
+    (`file_path: ...`, dates) against chunk_size, so the same text would split one way in the run and another
+    in an app whose reader attaches other metadata. Chunks are sized on the text alone, everywhere; the
+    metadata itself rides along on every node."""
+    keys = list(doc.metadata)
+    return doc.model_copy(update={"excluded_embed_metadata_keys": keys, "excluded_llm_metadata_keys": keys})
 
 
 def drop_duplicate_chunks(nodes: list[TextNode]) -> tuple[list[TextNode], int]:

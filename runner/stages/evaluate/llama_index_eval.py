@@ -19,6 +19,32 @@ from runner.stages.evaluate.scoring import EvalResult, EvalSet
 METRICS = ("hit_rate", "mrr", "precision", "recall", "ndcg")  # llama-index's names, reported as <name>@k
 
 
+def hf_embedding(
+    model: str,
+    *,
+    revision: str | None = None,
+    max_length: int | None = None,
+    query_prompt: str = "",
+    passage_prompt: str = "",
+    device: str | None = None,
+):
+    """LlamaIndex's `HuggingFaceEmbedding` with exactly these prompts. Given none, it puts its own instruction
+    in for BGE and Instructor hub ids (`query_instruction or get_query_instruct_for_model_name(name)`), so a
+    model scored without a prompt would be served with one: the prompts are set on its model afterwards."""
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+    embed = HuggingFaceEmbedding(
+        model_name=model,
+        max_length=max_length,
+        query_instruction=query_prompt or None,
+        text_instruction=passage_prompt or None,
+        device=device,
+        **({"revision": revision} if revision else {}),
+    )
+    embed._model.prompts = {"query": query_prompt or "", "text": passage_prompt or ""}  # no public setter
+    return embed
+
+
 def evaluate_with_llama_index(
     model_dir: str,
     eval_set: EvalSet,
@@ -34,14 +60,9 @@ def evaluate_with_llama_index(
     from llama_index.core import VectorStoreIndex
     from llama_index.core.evaluation import RetrieverEvaluator
     from llama_index.core.schema import TextNode
-    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
-    embed = HuggingFaceEmbedding(
-        model_name=str(model_dir),
-        max_length=max_length,
-        query_instruction=query_prompt or None,
-        text_instruction=passage_prompt or None,
-        device=device,
+    embed = hf_embedding(
+        str(model_dir), max_length=max_length, query_prompt=query_prompt, passage_prompt=passage_prompt, device=device
     )
     if adapter is not None:
         from llama_index.embeddings.adapter import AdapterEmbeddingModel

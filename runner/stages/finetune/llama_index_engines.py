@@ -60,6 +60,10 @@ def train_llama_index_engine(
         device=device,
         show_progress_bar=True,
     )
+    # the engine loads the base model afresh from its path: give it the run's window and prompts, so the model
+    # it saves is scored and shipped as the base model was (the engine's fit still trains without prompts)
+    engine.model.max_seq_length = model.max_seq_length
+    engine.model.prompts = dict(model.prompts)
     with contextlib.chdir(output_dir):  # the engine writes ./checkpoints wherever it is run
         run_training(engine.finetune, batch_size=batch_size)
     leftovers = output_dir / "checkpoints"  # empty folders without save_checkpoints
@@ -136,4 +140,4 @@ def train_adapter(
         "Settings.embed_model = AdapterEmbeddingModel(HuggingFaceEmbedding(model_name="
         f'"{base_model_path}"), "{adapter_dir}", adapter_cls={type(net).__name__})'
     )
-    return Finetuned(adapter_dir, AdapterEncoder(model, type(net).load(str(adapter_dir))), loads)
+    return Finetuned(adapter_dir, AdapterEncoder(model, type(net).load(str(adapter_dir))), loads, type(net).__name__)

@@ -12,6 +12,7 @@ class Finetuned:
     model_dir: Path  # what the run ships (model/, or adapter/ for finetune=adapter)
     encoder: object  # encodes as the shipped model does: a SentenceTransformer, or the base model + an adapter
     llama_index: str  # the line that loads it in LlamaIndex
+    adapter_class: str | None = None  # finetune=adapter: model_dir is an adapter of this class over the base model
 
     @classmethod
     def sentence_transformer(cls, model_dir: Path, model) -> Finetuned:

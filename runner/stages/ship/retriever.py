@@ -1,10 +1,11 @@
 """Ship the verdict: what an app needs to rebuild the chosen retriever, and the call that rebuilds it.
 
-A run writes `retriever.json` (the verdict, the model directory and its prompts, BM25's tokenisation, k1
-and b, the fusion's mode, k and weights, all chosen before training or on the dev split) and a model card into the saved model.
+A run writes `retriever.json` (the verdict; the model the verdict's row was scored with, as a path relative
+to the run directory or a hub id with its revision, an adapter where there is one, its prompts, window and
+precision; BM25's tokenisation, k1 and b; the fusion's mode, k and weights) and a model card into that model.
 `ragtune.load_retriever(run_dir, documents)` returns the retriever as LlamaIndex builds it: a
-`VectorStoreIndex` retriever over the model (`local:<dir>` style), a `BM25Retriever`, or a
-`QueryFusionRetriever` over both, the same settings the run scored.
+`VectorStoreIndex` retriever over the model, a `BM25Retriever`, or a `QueryFusionRetriever` over both, with
+the settings the run scored, from wherever the run directory has been moved.
 """
 
 from __future__ import annotations
@@ -13,37 +14,52 @@ import json
 from pathlib import Path
 
 from runner.infra.atomic import write_json_atomic, write_text_atomic
+from runner.infra.errors import RagtuneError
 
 RETRIEVER_FILE = "retriever.json"
+
+
+def relative_to_run(path: str | None, run_dir: Path) -> str | None:
+    """`path` relative to the run directory when it lies inside it (so a copied or moved run still loads);
+    a hub id or a folder elsewhere as it is."""
+    if path is None:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(Path(run_dir).resolve()))
+    except ValueError:  # outside the run: a local folder by its absolute path, a hub id as it is
+        return str(Path(path).resolve()) if Path(path).exists() else str(path)
 
 
 def retriever_spec(
     verdict: dict,
     *,
-    base_model: str,
-    model_dir: str | None,
+    run_dir: Path,
+    models: dict,
     prompts: dict,
     max_seq_length: int | None,
+    precision: str,
     bm25: dict | None,
     fusion: dict,
     chunker: dict,
     scores: dict,
 ) -> dict:
+    """`models`: row -> {"model": dir or hub id, "revision": ..., "adapter": {"path", "class"} or None}, the
+    model each dense row was scored with (`steps.shipped_models`)."""
     deploy = verdict["deploy"]
-    dense = None
-    if deploy in ("base", "hybrid_base"):
-        dense = base_model
-    elif deploy in ("finetuned", "merged", "hybrid_finetuned"):
-        dense = model_dir
+    dense = models.get(deploy) if deploy != "bm25" else None
+    adapter = (dense or {}).get("adapter")
     return {
         "deploy": deploy,
         "reason": verdict["reason"],
         "metric": verdict["metric"],
         "score": scores.get(deploy),
-        "dense_model": dense,
+        "dense_model": relative_to_run(dense["model"], run_dir) if dense else None,
+        "revision": dense.get("revision") if dense else None,
+        "adapter": {**adapter, "path": relative_to_run(adapter["path"], run_dir)} if adapter else None,
         "query_prompt": prompts.get("query", ""),
         "passage_prompt": prompts.get("passage", ""),
         "max_seq_length": max_seq_length,
+        "precision": precision,  # what the scores were computed at; an fp32 rebuild matches an fp32 run exactly
         "bm25": bm25 if deploy in ("bm25", "hybrid_base", "hybrid_finetuned") else None,
         "fusion": fusion.get(deploy) if deploy.startswith("hybrid") else None,
         "chunker": chunker,
@@ -78,6 +94,8 @@ def write_spec(run_dir: Path, spec: dict) -> Path:
 
 
 def _nodes(spec: dict, documents, nodes):
+    """The nodes to search: `nodes` as given, or `documents` chunked as the run chunked its corpus (sized on
+    their text alone, duplicates dropped)."""
     if nodes is not None:
         return list(nodes)
     if documents is None:
@@ -85,33 +103,107 @@ def _nodes(spec: dict, documents, nodes):
             "give load_retriever the documents to search (llama-index Documents, chunked the run's way) "
             "or nodes (already chunked; their ids are what the retriever returns)"
         )
-    from runner.stages.chunk.chunking import build_parser, chunk_documents
     from runner.stages.chunk.chunkers import fill_tiktoken_cache
+    from runner.stages.chunk.chunking import build_parser, chunk_documents, drop_duplicate_chunks
 
     fill_tiktoken_cache()
-    return chunk_documents(list(documents), build_parser(spec["chunker"]))
+    return drop_duplicate_chunks(chunk_documents(list(documents), build_parser(spec["chunker"])))[0]
 
 
-def load_retriever(run_dir: str | Path, documents=None, *, nodes=None, device: str | None = None):
-    """The run's recommended retriever over `documents` (chunked with the run's chunker) or `nodes`."""
-    spec = json.loads((Path(run_dir) / RETRIEVER_FILE).read_text())
+def uuid_node(node):
+    """`node` with an id a vector database takes: some accept only UUIDs (Qdrant: "Point id doc#0003 is not a
+    valid UUID"), and ragtune's chunk ids read `<document>#<position>`. Such an id becomes the UUID5 of itself,
+    the same on every run, and stays in `metadata["ragtune_id"]`; a UUID stays as it is. Both sides of a
+    hybrid get the same ids, so the fusion still sees one node where both retrievers found it."""
+    import uuid
+
+    try:
+        uuid.UUID(node.node_id)
+        return node
+    except ValueError:
+        pass
+    new = node.model_copy()
+    new.id_ = str(uuid.uuid5(uuid.NAMESPACE_URL, f"ragtune:{node.node_id}"))
+    new.metadata = {**node.metadata, "ragtune_id": node.node_id}
+    return new
+
+
+def read_spec(run_dir: str | Path) -> dict:
+    """retriever.json of a finished run, or an error that says what to give instead."""
+    path = Path(run_dir) / RETRIEVER_FILE
+    if not path.is_file():
+        raise RagtuneError(
+            f"{run_dir} holds no {RETRIEVER_FILE}: give load_retriever the directory of a finished run "
+            "(outputs/runs/<date>/<time>_<name>_<pid>, the path the run's last lines print); a run that stopped "
+            "before its verdict writes none."
+        )
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def embedding(spec: dict, run_dir: Path, device: str | None = None):
+    """The LlamaIndex embedding the verdict's dense row was scored with: `HuggingFaceEmbedding` over the model
+    (with its revision, window and exactly its prompts), wrapped in `AdapterEmbeddingModel` for an adapter."""
+    from runner.stages.evaluate.llama_index_eval import hf_embedding
+
+    def here(path: str) -> str:
+        return str(run_dir / path) if (run_dir / path).exists() else path
+
+    embed = hf_embedding(
+        here(spec["dense_model"]),
+        revision=spec.get("revision"),
+        max_length=spec["max_seq_length"],
+        query_prompt=spec["query_prompt"],
+        passage_prompt=spec["passage_prompt"],
+        device=device,
+    )
+    if spec.get("adapter"):
+        import llama_index.embeddings.adapter.utils as layers
+        from llama_index.embeddings.adapter import AdapterEmbeddingModel
+
+        cls = getattr(layers, spec["adapter"]["class"])
+        embed = AdapterEmbeddingModel(embed, here(spec["adapter"]["path"]), adapter_cls=cls)
+    return embed
+
+
+def load_retriever(
+    run_dir: str | Path,
+    documents=None,
+    *,
+    nodes=None,
+    row: str | None = None,
+    device: str | None = None,
+    vector_store=None,
+    storage_context=None,
+):
+    """The run's recommended retriever over `documents` (chunked with the run's chunker) or `nodes`.
+
+    `row`: another retriever the run scored instead of the verdict's (`base`, `finetuned`, `merged`, `bm25`,
+    `hybrid_base`, `hybrid_finetuned`: results.json `metrics`). `vector_store` (any LlamaIndex vector store:
+    Qdrant, Chroma, ...) or `storage_context`: where the app keeps its vectors; the chunks are embedded with
+    the run's model into it. Without either, an in-memory index."""
+    run_dir = Path(run_dir)
+    spec = read_spec(run_dir)
+    if row is not None:
+        rows = spec.get("rows", {})
+        if row not in rows:
+            raise RagtuneError(
+                f"row={row!r} is not a retriever this run scored; it scored {', '.join(rows) or 'only its verdict'}."
+            )
+        spec = rows[row]
     chosen = _nodes(spec, documents, nodes)
+    if vector_store is not None or storage_context is not None:
+        chosen = [uuid_node(n) for n in chosen]
     for node in chosen:  # the run scored each chunk's text alone: keep metadata out of embeddings and BM25
         node.excluded_embed_metadata_keys = list(node.metadata)
     retrievers = []
     k = (spec["fusion"] or {}).get("top_k", 10)
     if spec["dense_model"]:
-        from llama_index.core import VectorStoreIndex
-        from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+        from llama_index.core import StorageContext, VectorStoreIndex
 
-        embed = HuggingFaceEmbedding(
-            model_name=spec["dense_model"],
-            max_length=spec["max_seq_length"],
-            query_instruction=spec["query_prompt"] or None,
-            text_instruction=spec["passage_prompt"] or None,
-            device=device,
-        )
-        retrievers.append(VectorStoreIndex(chosen, embed_model=embed).as_retriever(similarity_top_k=k))
+        if storage_context is None and vector_store is not None:
+            storage_context = StorageContext.from_defaults(vector_store=vector_store)
+        index = VectorStoreIndex(chosen, embed_model=embedding(spec, run_dir, device), storage_context=storage_context)
+        retrievers.append(index.as_retriever(similarity_top_k=k))
     if spec["bm25"]:
         retrievers.append(_bm25_retriever(chosen, spec["bm25"], k))
     if len(retrievers) == 1:

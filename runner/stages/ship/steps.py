@@ -179,19 +179,46 @@ def score_guards(
     return out, flagged
 
 
-def ship_spec(cfg, out: Path, verdict: dict, model_dir, model, before: Before, fusions: dict, chunker: dict) -> dict:
-    spec = retriever_spec(
-        verdict,
-        base_model=str(cfg.base_model.name_or_path),
-        model_dir=str(model_dir) if model_dir else None,
-        prompts={"query": cfg.base_model.query_prompt, "passage": cfg.base_model.passage_prompt},
-        max_seq_length=model.max_seq_length,
-        bm25=before.bm25.as_dict() if before.bm25 else None,
-        fusion=fusions,
-        chunker=chunker,
-        scores=verdict["scores"],
-    )
-    write_spec(out, spec)
+def shipped_models(cfg, model_dir, tuned_dir, merged: bool, adapter_class: str | None) -> dict:
+    """{row: {"model", "revision", "adapter"}}: the model each dense row was scored with. The base rows: the
+    base model (with its revision); `finetuned`: the model as trained (finetuned_model/ beside a kept merge;
+    for finetune=adapter the base model with the adapter); `merged`: model/; the finetuned hybrid: the run's
+    model (the merge when it was kept)."""
+    base = {"model": str(cfg.base_model.name_or_path), "revision": cfg.base_model.get("revision"), "adapter": None}
+    models = {"base": base, "hybrid_base": base}
+    if tuned_dir is None:
+        return models
+    if adapter_class:
+        models["finetuned"] = {**base, "adapter": {"path": str(tuned_dir), "class": adapter_class}}
+    else:
+        models["finetuned"] = {"model": str(tuned_dir), "revision": None, "adapter": None}
+    if merged:
+        models["merged"] = {"model": str(model_dir), "revision": None, "adapter": None}
+    models["hybrid_finetuned"] = models["merged"] if merged else models["finetuned"]
+    return models
+
+
+def ship_spec(cfg, out: Path, verdict: dict, models: dict, max_seq_length, precision, before: Before, fusions, chunker) -> dict:
+    """retriever.json: the verdict's retriever, and under `rows` every row the run scored, each rebuilt by
+    `load_retriever(run_dir, documents, row=...)`."""
+
+    def spec_of(row: str) -> dict:
+        return retriever_spec(
+            {**verdict, "deploy": row},
+            run_dir=out,
+            models=models,
+            prompts={"query": cfg.base_model.query_prompt, "passage": cfg.base_model.passage_prompt},
+            max_seq_length=max_seq_length,
+            precision=precision,
+            bm25=before.bm25.as_dict() if before.bm25 else None,
+            fusion=fusions,
+            chunker=chunker,
+            scores=verdict["scores"],
+        )
+
+    spec = spec_of(verdict["deploy"])
+    rows = {row: {k: v for k, v in spec_of(row).items() if k != "reason"} for row in verdict["scores"]}
+    write_spec(out, {**spec, "rows": rows})
     return spec
 
 

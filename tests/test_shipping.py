@@ -1,0 +1,125 @@
+"""What ships is what was scored: for every finetune method, with the merge kept and not, every retriever the
+run scored is rebuilt by `ragtune.load_retriever` from the run directory, from a copy moved elsewhere, and
+through a real embedded vector database, and scores the number the run reported (fp32, to 1e-6)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import compose, fast
+from runner.data.eval_set import EvalSet
+from runner.pipeline import run
+
+CASES = {
+    "sentence_transformers": ("sentence_transformers", False),
+    "sentence_transformers+merge": ("sentence_transformers", True),
+    "llama_index": ("llama_index", False),
+    "llama_index+merge": ("llama_index", True),
+    "adapter": ("adapter", False),  # an adapter leaves the base weights alone: nothing to merge
+}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def shipped_run(request, tiny_model, tmp_path_factory):
+    """A debug=fast run at fp32 of one finetune method; `+merge`: the merge kept whatever dev says (the
+    decision is not under test here, what ships after it is)."""
+    from runner.infra import choosing
+
+    method, keep_merge = CASES[request.param]
+    real = choosing.choose
+
+    def merge_kept(values, table, default, **kw):
+        record = real(values, table, default, **kw)
+        if kw.get("why_default") == "the finetuned model as trained":
+            record.update(chosen=values[1], decided_by="evidence")
+        return record
+
+    out = tmp_path_factory.mktemp(request.param.replace("+", "_")) / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        if keep_merge:
+            mp.setattr(choosing, "choose", merge_kept)
+        run(compose(fast(tiny_model, "logger=none", "precision=fp32", "device=cpu", f"finetune={method}"), out))
+    return request.param, out, json.loads((out / "results.json").read_text())
+
+
+def _eval(out):
+    from llama_index.core.schema import TextNode
+
+    data = json.loads((out / "eval_set.json").read_text())
+    es = EvalSet(data["queries"], data["corpus"], data["relevant_docs"])
+    return es, [TextNode(id_=d, text=t) for d, t in sorted(es.corpus.items())]
+
+
+def _score(retriever, es: EvalSet) -> float:
+    from runner.stages.evaluate.choices import per_query
+
+    qids = es.answered_query_ids()
+    # in a vector database a chunk id is a UUID, the chunk's own id rides in its metadata (uuid_node)
+    ranked = [[n.node.metadata.get("ragtune_id", n.node.node_id) for n in retriever.retrieve(es.queries[q])] for q in qids]
+    return float(per_query(ranked, es, qids, "ndcg@10").mean())
+
+
+def test_every_row_the_run_scored_is_rebuilt_with_its_number_from_the_run_dir_and_a_moved_copy(shipped_run, tmp_path):
+    from runner.stages.ship.retriever import load_retriever
+
+    case, out, results = shipped_run
+    es, nodes = _eval(out)
+    spec = json.loads((out / "retriever.json").read_text())
+    rows = spec["rows"]
+    assert set(rows) == set(results["verdict"]["scores"]) and {"base", "finetuned", "bm25", "hybrid_finetuned"} <= set(rows)
+    # what each row points at: the model it was scored with, relative to the run directory
+    if case.endswith("+merge"):
+        assert results["choices"]["merge"]["kept"] and rows["finetuned"]["dense_model"] == "finetuned_model"
+        assert rows["merged"]["dense_model"] == rows["hybrid_finetuned"]["dense_model"] == "model"
+    elif case == "adapter":
+        assert rows["finetuned"]["adapter"] == {"path": "adapter", "class": "LinearLayer"}
+        assert rows["finetuned"]["dense_model"] == results["config"]["base_model"]["name_or_path"]
+    else:
+        assert rows["finetuned"]["dense_model"] == rows["hybrid_finetuned"]["dense_model"] == "model"
+    assert all(r["precision"] == "fp32" for r in rows.values())
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.copytree(out, moved)
+    away = out.with_name("run.away")
+    out.rename(away)  # the original is gone while the copy is read: nothing in it may point back
+    try:
+        for row in rows:
+            score = _score(load_retriever(moved, nodes=[n.model_copy() for n in nodes], row=row), es)
+            assert score == pytest.approx(results["metrics"][row]["ndcg@10"], abs=1e-6), (case, row)
+    finally:
+        away.rename(out)
+    verdict = load_retriever(out, nodes=[n.model_copy() for n in nodes])  # no row: the verdict's
+    assert _score(verdict, es) == pytest.approx(results["verdict"]["scores"][results["verdict"]["deploy"]], abs=1e-6)
+
+
+def test_the_number_holds_through_an_embedded_vector_database(shipped_run, tmp_path):
+    """Qdrant's local mode (a real on-disk database, no server) holds the vectors the app queries."""
+    from llama_index.vector_stores.qdrant import QdrantVectorStore
+    from qdrant_client import QdrantClient
+
+    from runner.stages.ship.retriever import load_retriever
+
+    case, out, results = shipped_run
+    if case != "sentence_transformers+merge":
+        pytest.skip("one case is enough for the database: the rows above cover every method")
+    es, nodes = _eval(out)
+    for row in ("finetuned", "merged", "hybrid_finetuned", "hybrid_base"):
+        client = QdrantClient(path=str(tmp_path / f"qdrant-{row}"))
+        store = QdrantVectorStore(client=client, collection_name="chunks")
+        retriever = load_retriever(out, nodes=[n.model_copy() for n in nodes], row=row, vector_store=store)
+        assert client.count("chunks").count == len(nodes)
+        assert _score(retriever, es) == pytest.approx(results["metrics"][row]["ndcg@10"], abs=1e-6), row
+        client.close()
+
+
+def test_a_missing_run_dir_or_an_unknown_row_is_a_clear_error(tmp_path, shipped_run):
+    from runner.infra.errors import RagtuneError
+    from runner.stages.ship.retriever import load_retriever
+
+    with pytest.raises(RagtuneError, match="holds no retriever.json: give load_retriever the directory of a finished run"):
+        load_retriever(tmp_path / "nope", nodes=[])
+    _, out, _ = shipped_run
+    with pytest.raises(RagtuneError, match="row='reranked' is not a retriever this run scored; it scored base"):
+        load_retriever(out, nodes=[], row="reranked")
