@@ -50,7 +50,7 @@ def test_the_reported_case_edited_documents_reach_the_pairs_and_the_eval_set(tin
     root = tmp_path / "outputs"
     run(compose(args, tmp_path / "run1", root))
     for f in docs.iterdir():
-        f.write_text(f.read_text() + f"\n\n{NEW_WORDS} Every zorblax node emits quibbleflux pulses.\n")
+        f.write_text(f.read_text() + f"\n\n{NEW_WORDS} Every zorblax node of {f.stem} emits quibbleflux pulses.\n")
     run(compose(args, tmp_path / "run2", root))
     results = json.loads((tmp_path / "run2" / "results.json").read_text())
     assert {results["cache"][s] for s in ("load", "generate", "eval_set", "evaluate_base")} == {"miss"}
@@ -211,8 +211,10 @@ def _traced_runs(monkeypatch, tiny_model, tmp_path, configs: list[list[str]]) ->
         def profile(frame, event, arg):
             path = frame.f_code.co_filename
             caller = frame.f_back.f_code.co_filename if frame.f_back else ""
-            # code the logging machinery calls (the secret-masking filter) cannot change an output
-            if event == "call" and path.startswith(str(PACKAGE_DIR)) and "/logging/" not in caller:
+            # code the logging machinery calls (the secret-masking filter, and what it calls) cannot change an
+            # output; a stage's own call into infra/secrets.py is still recorded (its caller is the stage)
+            masking = "/logging/" in caller or caller.endswith("runner/infra/secrets.py")
+            if event == "call" and path.startswith(str(PACKAGE_DIR)) and not masking:
                 files.add(Path(path).relative_to(PACKAGE_DIR).as_posix())
 
         sys.setprofile(profile)
@@ -590,3 +592,28 @@ def test_the_chunk_key_follows_the_window_and_the_tokenizer_it_fits_chunks_to(ti
     # without fit_window a number of tiktoken tokens does not depend on the model
     loose = chunk("base_model.max_seq_length=64", "chunker.fit_window=false")
     assert chunk("base_model.max_seq_length=48", "chunker.fit_window=false") == loose
+
+
+def test_the_same_questions_in_another_order_are_another_eval_set_to_the_cache(tiny_model, tmp_path):
+    """Per-query arrays pair rows by position (intervals, p-values, the verdict, per_query.csv): a reordered
+    eval file must not read the first order's cached base evaluation."""
+    import csv
+
+    src = tmp_path / "src"
+    run(compose(fast(tiny_model, "logger=none", "finetune=none"), src))
+    data = json.loads((src / "eval_set.json").read_text())
+    reordered = {**data, "queries": dict(reversed(list(data["queries"].items())))}
+    root = tmp_path / "outputs"
+    ranks = {}
+    for name, content in (("forward", data), ("reversed", reordered)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(content))
+        out = tmp_path / name
+        run(compose(fast(tiny_model, "logger=none", "finetune=none", "eval_set=file", f"eval_set.path={path}"), out, root))
+        results = json.loads((out / "results.json").read_text())
+        assert results["cache"]["evaluate_base"] == "miss", name  # the reversed order too: not the forward one's entry
+        with (out / "per_query.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        assert [r["query_id"] for r in rows] == [q for q in content["queries"] if content["relevant_docs"].get(q)]
+        ranks[name] = {r["query_id"]: (r["base_rank"], r["bm25_rank"]) for r in rows}
+    assert ranks["forward"] == ranks["reversed"]  # each question keeps its own ranks

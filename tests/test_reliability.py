@@ -416,3 +416,141 @@ def test_truncation_warning_says_what_can_still_be_raised(tiny_model, caplog):
     assert f"raise base_model.max_seq_length (this model has {positions} positions)" in first
     assert "raise" not in second and "no more positions" in second
     assert f"auto kept the model's own {positions // 2} on the training side's questions (choices.max_seq_length)" in third
+
+
+def test_a_secret_inside_a_longer_value_is_masked_and_nothing_else_is(tmp_path, monkeypatch):
+    """`api_base: https://host/v1?key=${secret:K}`: the key is masked inside the URL in results.json-bound
+    configs, cache keys and logs; a secrets_file value that is not a credential (`MODE=auto`) masks nothing."""
+    from runner.infra import secrets
+
+    monkeypatch.setattr(secrets, "_values", set())
+    key = "sk-inside-a-url-0123456789"
+    monkeypatch.setenv("PROXY_KEY", key)
+    file = tmp_path / "secrets.env"
+    file.write_text("MODE=auto\nHF_TOKEN=hf_abcdefghijklmnop\n")
+    monkeypatch.delenv("MODE", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    secrets.load_secrets_file(str(file))
+    secrets.reveal()
+    url = f"https://host/v1?key={secrets.secret('PROXY_KEY')}"
+    tree = {"llm": {"api_base": url, "mode": "auto", "model": "m"}, "device": "auto"}
+    redacted = secrets.redact(tree)
+    assert redacted == {"llm": {"api_base": "https://host/v1?key=***redacted***", "mode": "auto", "model": "m"}, "device": "auto"}
+    keyed = secrets.key_view(tree)
+    assert key not in json.dumps(keyed) and keyed["llm"]["api_base"].startswith("https://host/v1?key=sha256:")
+    assert keyed["llm"]["mode"] == "auto" and secrets.mask(f"token hf_abcdefghijklmnop and {url}") == (
+        "token ***redacted*** and https://host/v1?key=***redacted***"
+    )
+
+
+def test_a_literal_key_on_the_command_line_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "run"
+    r = run_cli("debug=fast", "qa_generator.llm.api_key=sk-literal-key-12345", f"hydra.run.dir={out}")
+    assert r.returncode == 2 and not out.exists()
+    assert "qa_generator.llm.api_key=" in r.stderr and "secret" in r.stderr and "sk-literal-key-12345" not in r.stderr
+    from runner.infra.secrets import literal_secret_override
+
+    assert (
+        literal_secret_override(["qa_generator.llm.api_key=${secret:MY_KEY}", "finetune.max_tokens=5", "x.api_key=null"]) is None
+    )
+
+
+def test_a_credential_the_client_reads_from_the_environment_is_masked_in_the_log(monkeypatch, caplog):
+    """qa_generator/llm=openai: the client reads OPENAI_API_KEY itself, so the key never passes `${secret:}`;
+    it is a secret of the run all the same."""
+    import logging
+
+    from runner.infra import secrets
+
+    monkeypatch.setattr(secrets, "_values", set())
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment-999")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")  # not a credential's name: stays visible
+    assert "OPENAI_API_KEY" in secrets.register_environment()
+    handler = logging.StreamHandler()
+    handler.addFilter(secrets.RedactSecrets())
+    record = logging.LogRecord("x", logging.INFO, "f", 1, "request failed: key sk-from-the-environment-999, %s", ("false",), None)
+    handler.filter(record)
+    assert record.getMessage() == "request failed: key ***redacted***, false"
+
+
+# ---- bad input that used to end in a traceback -----------------------------------------------------
+
+GOOD = {"queries": {"q1": "what is a cat"}, "corpus": {"d1": "a cat is an animal"}, "relevant_docs": {"q1": ["d1"]}}
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        ({"relevant_docs": {"q1": None}}, "relevant_docs['q1'] is null, not a list of corpus ids"),
+        ({"relevant_docs": {"q1": "d1"}}, "relevant_docs['q1'] is \"d1\", not a list"),
+        ({"queries": {"q1": 7}}, "'queries' holds 1 value(s) that are not text (first: 'q1' is int)"),
+        ({"corpus": {"d1": ["a", "list"]}}, "'corpus' holds 1 value(s) that are not text"),
+    ],
+)
+def test_a_malformed_pairs_file_is_one_clear_error(tmp_path, change, needle):
+    from runner.data.pairs import read_qa_dataset
+    from runner.infra.errors import RagtuneError
+
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps({**GOOD, **change}))
+    with pytest.raises(RagtuneError) as err:
+        read_qa_dataset(path, "eval_set.path")
+    assert needle in str(err.value) and "eval_set.path=" in str(err.value)
+
+
+def _beir(tmp_path, corpus_lines: list[str], qrels: str) -> Path:
+    root = tmp_path / "beir"
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("\n".join(corpus_lines) + "\n")
+    (root / "queries.jsonl").write_text('{"_id": "q1", "text": "what is a cat"}\n')
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + qrels)
+    return root
+
+
+def test_a_beir_corpus_line_without_id_or_a_score_that_is_no_number_is_one_clear_error(tmp_path):
+    from runner.data.beir import beir_problems, read_beir
+
+    cases = [
+        (['{"title": "t", "text": "a cat"}'], "q1\td1\t1\n", 'record 1, has no "_id"'),
+        (['{"_id": "d1", "text": 42}'], "q1\td1\t1\n", '"text" is int, not text'),
+        (['{"_id": "d1", "text": "a cat"}'], "q1\td1\thigh\n", "the score 'high' is not a number"),
+    ]
+    for i, (corpus, qrels, needle) in enumerate(cases):
+        problems = beir_problems(_beir(tmp_path / str(i), corpus, qrels), "test", "eval_set.path")
+        assert len(problems) == 1 and needle in problems[0], problems
+    assert read_beir(_beir(tmp_path / "ok", ['{"_id": "d1", "text": "a cat"}'], "q1\td1\t1\n"), "test")["grades"] == {
+        "q1": {"d1": 1.0}
+    }
+    r = run_cli("finetune=none", "eval_set=beir", f"eval_set.path={_beir(tmp_path / 'cli', cases[2][0], cases[2][1])}")
+    clean_failure(r, "is not a number")
+
+
+def test_a_file_whose_name_is_not_utf8_is_skipped_and_said(tmp_path):
+    from runner.stages.load.corpus import load_directory
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "good.txt").write_text("A cat is an animal that purrs. " * 5)
+    bad = os.path.join(os.fsencode(docs), "caf\xe9.txt".encode("latin-1"))
+    with open(bad, "wb") as f:
+        f.write(b"Cafe text that is fine inside. " * 5)
+    loaded = load_directory(str(docs))
+    assert [d.id_ for d in loaded.documents] == ["good.txt"]
+    ((name, reason),) = loaded.skipped.items()
+    assert "not UTF-8" in reason and "rename" in reason and json.dumps(name)  # the name itself is writable
+
+
+def test_an_empty_npy_in_a_cache_entry_is_computed_again_not_a_traceback(tmp_path):
+    import numpy as np
+
+    from runner.infra.stage_cache import StageCache
+
+    stages = StageCache(tmp_path)
+    key = stages.key("base_embeddings", {"x": 1})
+    make = lambda: {"ids": ["a"], "arrays": {"emb": np.ones((1, 2))}}  # noqa: E731
+    stages.run("base_embeddings", key, make, lambda v: dict(v), lambda d: d)
+    (tmp_path / "base_embeddings" / key / "emb.npy").write_bytes(b"")  # a disk that filled up
+    again = StageCache(tmp_path)
+    value = again.run("base_embeddings", key, make, lambda v: dict(v), lambda d: d)
+    assert again.status["base_embeddings"] == "miss" and value["arrays"]["emb"].shape == (1, 2)
+    assert np.load(tmp_path / "base_embeddings" / key / "emb.npy").shape == (1, 2)  # the entry was replaced
