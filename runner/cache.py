@@ -25,6 +25,7 @@ from pathlib import Path
 from runner.infra.stage_cache import MANIFEST
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+IN_FLIGHT = 3600  # a writer's temp folder younger than this (seconds) belongs to a running job
 
 
 @dataclass
@@ -40,6 +41,12 @@ class Entry:
     @property
     def key(self) -> str:
         return self.path.name
+
+    @property
+    def in_flight(self) -> bool:
+        """A writer's temp folder (`.key.xxxx`) touched within IN_FLIGHT: a job is writing it right now, and
+        removing it would break that job; an older one is a killed writer's leftover."""
+        return self.path.name.startswith(".") and time.time() - self.used < IN_FLIGHT
 
 
 def parse_age(text: str) -> float:
@@ -191,7 +198,7 @@ def cmd_show(root: Path, key: str) -> None:
 
 def cmd_prune(root: Path, older_than: str, stage: str | None, dry_run: bool) -> None:
     cutoff = time.time() - parse_age(older_than)
-    doomed = [e for e in entries(root, stage) if e.used < cutoff]
+    doomed = [e for e in entries(root, stage) if e.used < cutoff and not e.in_flight]
     for e in doomed:
         print(
             f"{'would remove' if dry_run else 'removed'} {e.stage}/{e.key} ({human_bytes(e.bytes)}, "
@@ -206,7 +213,10 @@ def cmd_prune(root: Path, older_than: str, stage: str | None, dry_run: bool) -> 
 
 
 def cmd_clear(root: Path, stage: str | None, yes: bool) -> None:
-    found = entries(root, stage)
+    found = [e for e in entries(root, stage) if not e.in_flight]
+    writing = len(entries(root, stage)) - len(found)
+    if writing:
+        print(f"{writing} entr{'y' if writing == 1 else 'ies'} being written by a running job left alone")
     what = f"{len(found)} entries ({human_bytes(sum(e.bytes for e in found))}) of {stage or 'every stage'} in {root}"
     if not yes:
         if not sys.stdin.isatty():

@@ -617,3 +617,46 @@ def test_the_same_questions_in_another_order_are_another_eval_set_to_the_cache(t
         assert [r["query_id"] for r in rows] == [q for q in content["queries"] if content["relevant_docs"].get(q)]
         ranks[name] = {r["query_id"]: (r["base_rank"], r["bm25_rank"]) for r in rows}
     assert ranks["forward"] == ranks["reversed"]  # each question keeps its own ranks
+
+
+def test_prune_and_clear_keep_what_is_in_use_exports_and_llm_answers_too(tmp_path, monkeypatch):
+    """An export is an entry like any other (manifest, atomic, aged by its last use); LLM answers are aged by
+    their last use, not their creation; a writer's fresh temp folder is left to the job writing it."""
+    import os
+    import time
+
+    from runner import cache as cache_cli
+    from runner.infra.stage_cache import StageCache
+
+    root = tmp_path / "cache"
+    stages = StageCache(root)
+    key = stages.key("export_onnx", {"model": "abc"})
+
+    def build(out):  # a stand-in export: a folder of files
+        out.mkdir()
+        (out / "model.onnx").write_bytes(b"graph")
+
+    assert stages.run_files("export_onnx", key, build, tmp_path / "run" / "exports" / "onnx") == "miss"
+    entry = root / "export_onnx" / key
+    month = time.time() - 30 * 86400
+    os.utime(entry / "manifest.json", (month, month))  # made a month ago ...
+    again = StageCache(root)
+    assert again.run_files("export_onnx", key, build, tmp_path / "run2" / "exports" / "onnx") == "hit"  # ... used now
+    assert (tmp_path / "run2" / "exports" / "onnx" / "model.onnx").read_bytes() == b"graph"
+    answers = root / "llm_questions" / "k-answers"
+    answers.mkdir(parents=True)
+    (answers / "manifest.json").write_text(json.dumps({"stage": "llm_questions", "key": "k-answers", "created": month}))
+    os.utime(answers / "manifest.json", (month, month))
+    from runner.stages.generate import llm
+
+    monkeypatch.setattr(llm, "llm_settings", lambda _: {"model": "m"})
+    store = llm.answer_store(str(root / "llm_questions"), object())
+    os.utime(store / "manifest.json", (month, month))  # its answers were paid for a month ago ...
+    llm.answer_store(str(root / "llm_questions"), object())  # a later run asks the same LLM: in use again
+    writing = root / "load" / ".k-load.abc123"
+    writing.mkdir(parents=True)  # a job is writing this entry right now
+    cache_cli.main(["--dir", str(root), "prune", "--older-than", "7d"])
+    assert entry.is_dir() and store.is_dir() and writing.is_dir()
+    assert not answers.exists()  # nobody used that one for a month
+    cache_cli.main(["--dir", str(root), "clear", "--yes"])
+    assert writing.is_dir() and not entry.exists() and not store.exists()

@@ -116,6 +116,37 @@ class StageCache:
                     return load(stored)
         return value
 
+    def run_files(self, stage: str, key: str, build: Callable[[Path], None], dest: Path) -> str:
+        """A stage whose output is a folder of files (an exported model): copied from its entry's `files/`,
+        or built by `build(folder)` into a folder of this job's own beside `dest`, stored as every entry is
+        (temp dir, manifest last, atomic rename; another job's entry of the same key wins) and moved to
+        `dest`. Returns "hit", "miss" or "off"; a hit marks the entry used, so prune keeps it."""
+        entry = self.root / stage / key
+        dest = Path(dest)
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if self.enabled and (entry / "files").is_dir() and read_entry(entry) is not None:
+            shutil.copytree(entry / "files", dest)
+            touch(entry)
+            self.status[stage] = "hit"
+            log.info("[%s] cache hit: %s", stage, entry)
+            return "hit"
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))  # this job's alone
+        built = tmp / dest.name  # `build` makes the folder itself, as it would make `dest`
+        start = time.perf_counter()
+        try:
+            build(built)
+            self.timings[stage] = round(time.perf_counter() - start, 3)
+            if self.enabled:
+                names = sorted(str(f.relative_to(built)) for f in built.rglob("*") if f.is_file())
+                write_entry(entry, stage, key, {"files": names}, self.described.get(key), files=built)
+            built.rename(dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.status[stage] = "miss" if self.enabled else "off"
+        return self.status[stage]
+
     def _compute(self, stage: str, compute: Callable[..., Any], values: list) -> Any:
         return compute(*values)
 
@@ -139,13 +170,16 @@ def read_entry(entry: Path) -> Any | None:
     return data
 
 
-def write_entry(entry: Path, stage: str, key: str, data: Any, described: dict | None = None) -> bool:
-    """Write `data` (JSON; a dict's "arrays" {name: ndarray} go to .npy files) and the manifest, last.
-    False when another writer's complete entry was there first (it is kept: entries are never replaced)."""
+def write_entry(entry: Path, stage: str, key: str, data: Any, described: dict | None = None, files: Path | None = None) -> bool:
+    """Write `data` (JSON; a dict's "arrays" {name: ndarray} go to .npy files), a copy of the folder `files`
+    (as `files/`), and the manifest, last. False when another writer's complete entry was there first (it is
+    kept: entries are never replaced)."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{key}."))
     arrays = data.pop("arrays", {}) if isinstance(data, dict) else {}
     try:
+        if files is not None:
+            shutil.copytree(files, tmp / "files")
         (tmp / "data.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
         for name, array in arrays.items():
             import numpy as np

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -249,38 +248,18 @@ def calibration_texts(passages: list[str], spec, seed: int) -> list[str]:
 
 
 def cached_build(stages, target: str, spec, model_dir: Path, path: Path, device: str, calibration=()) -> tuple[str, float]:
-    """Build the export into `path`, or copy it from the cache; ("hit" | "miss" | "off", seconds)."""
+    """Build the export into `path`, or copy it from the cache (the stage `export_<target>`, an entry like
+    every other stage's); ("hit" | "miss" | "off", seconds)."""
     from omegaconf import OmegaConf
 
     config = {"target": target, "spec": OmegaConf.to_container(spec), "model": model_content(model_dir)}
     if calibration:  # the texts themselves decide the int8 ranges
         config["calibration"] = hashlib.sha256(json.dumps(list(calibration)).encode()).hexdigest()
-    key = stages.key(f"export_{target}", config, code=(build,))
-    entry = Path(stages.root) / "export" / target / key
+    stage = f"export_{target}"
+    key = stages.key(stage, config, code=(build,))
     start = time.perf_counter()
-    if path.exists():
-        shutil.rmtree(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if stages.enabled and (entry / "DONE").exists():
-        shutil.copytree(entry, path, ignore=shutil.ignore_patterns("DONE"))
-        stages.status[f"export_{target}"] = "hit"
-        return "hit", round(time.perf_counter() - start, 3)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target}-", dir=path.parent))
-    shutil.rmtree(tmp)
-    build(target, spec, model_dir, tmp, device, list(calibration))
-    seconds = round(time.perf_counter() - start, 3)
-    if stages.enabled:  # into the cache first (temp dir, a marker, a rename), then the run dir
-        staging = entry.parent / f".{key}.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(tmp, staging)
-        (staging / "DONE").write_text("")
-        try:
-            staging.rename(entry)
-        except OSError:  # another job stored the same key first: the same content by construction
-            shutil.rmtree(staging, ignore_errors=True)
-    tmp.rename(path)
-    stages.status[f"export_{target}"] = "miss" if stages.enabled else "off"
-    return stages.status[f"export_{target}"], seconds
+    status = stages.run_files(stage, key, lambda out: build(target, spec, model_dir, out, device, list(calibration)), path)
+    return status, round(time.perf_counter() - start, 3)
 
 
 def model_content(model_dir: Path) -> str:

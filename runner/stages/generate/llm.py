@@ -78,13 +78,16 @@ def answer_store(cache_dir: str, llm) -> Path:
     from runner.infra.code_deps import library_versions
     from runner.infra.fingerprint import input_files
     from runner.infra.secrets import key_view, redact
+    from runner.infra.stage_cache import touch
 
     settings = llm_settings(llm)
     libraries = library_versions({type(llm).__module__.split(".")[0]})
     material = {"settings": key_view(settings), "files": input_files(settings), "libraries": libraries}
     key = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
     store = Path(cache_dir) / key
-    if not (store / "manifest.json").is_file():
+    if (store / "manifest.json").is_file():
+        touch(store)  # in use: `cache prune --older-than` ages answers by their last use, not their creation
+    else:
         write_json_atomic(
             {
                 "stage": "llm_questions",
