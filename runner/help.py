@@ -85,6 +85,43 @@ def knobs(conf: Path) -> list[tuple[str, str, str]]:
     return out
 
 
+def schema_knobs(width: int = 100) -> list[tuple[str, str, str]]:
+    """The knobs of the choices and the verdict (evaluate.baselines, dev, merge, guard): (key, default, what it
+    is), the default from the schema and the text from the comment on or above the field's line, so the page
+    says what the code says."""
+    import inspect
+
+    from runner.stages.evaluate.schema import BaselinesConfig, MergeConfig
+    from runner.stages.ship.schema import GuardConfig
+    from runner.stages.split.schema import DevConfig
+
+    literal = {"None": "null", "True": "true", "False": "false", '"${seed}"': "${seed}", "dict": "{}"}
+    out = []
+    for prefix, cls in (
+        ("evaluate.baselines", BaselinesConfig),
+        ("dev", DevConfig),
+        ("merge", MergeConfig),
+        ("guard", GuardConfig),
+    ):
+        above = ""
+        for line in inspect.getsource(cls).splitlines()[2:]:
+            text = re.sub(r"\s*# type: ignore\[\w+\]", "", line.strip())
+            if text.startswith("#"):  # a comment above a field describes it
+                above = (above + " " + text.lstrip("# ")).strip()
+                continue
+            m = re.match(r"(\w+):\s*[^=]+=\s*(.+?)\s*(?:#\s*(?!type:)(.*))?$", text)
+            if not m:
+                continue
+            name, default, inline = m.groups()
+            default = re.sub(r"\s*#.*$", "", default)
+            default = re.sub(r"^field\(default_factory=(?:lambda: )?(.*)\)$", r"\1", default).replace('"', "")
+            default = literal.get(default, literal.get(f'"{default}"', default)).replace(" ", "")
+            what = re.sub(r"^type: ignore\S*", "", (inline or above)).strip().split(". ")[0]
+            out.append((f"{prefix}.{name}", default, what if len(what) <= width else what[:width].rsplit(" ", 1)[0] + " ..."))
+            above = ""
+    return out
+
+
 def help_text(conf: str | Path) -> str:
     conf = Path(conf)
     chosen = {"hydra/launcher": "basic", **defaults(conf)}
@@ -98,6 +135,9 @@ def help_text(conf: str | Path) -> str:
             lines.append(f"    {mark}{option:<{width}}{text}")
     lines += ["", "Top-level knobs (KEY=VALUE; every group's own keys: ragtune --cfg job):"]
     for key, value, text in knobs(conf):
+        lines.append(f"  {key + '=' + value:<36} {text}")
+    lines += ["", "The choices' and the verdict's knobs (what a run chooses from your data: docs/auto.md, docs/verdict.md):"]
+    for key, value, text in schema_knobs():
         lines.append(f"  {key + '=' + value:<36} {text}")
     lines += ["", "Guide: README.md; measurements: docs/."]
     return "\n".join(lines) + "\n"

@@ -202,6 +202,12 @@ def test_help_lists_every_group_and_option_of_conf_one_line_each():
     assert "debug_finetune" not in out.stdout and "schema" not in out.stdout
     assert "*minilm" in out.stdout and "*sentence_transformers" in out.stdout and "seed=42" in out.stdout
     assert set(groups(ROOT / "conf")) >= {"hydra/launcher", "qa_generator/llm", "guards", "hparams_search"}
+    # the verdict's and the choices' knobs, each with its default and what it is, from the schemas
+    for knob in ("evaluate.baselines.stopwords=null", "evaluate.baselines.k1=[0.9,1.2,1.5,2.0]", "dev.fraction=0.15",
+                 "merge.alphas=[0.25,0.5,0.75]", "guard.tolerance=0.01"):  # fmt: skip
+        line = next(x for x in out.stdout.splitlines() if x.strip().startswith(knob))
+        assert len(line.split(knob, 1)[1].strip()) > 10, line
+    assert "precision=auto" in out.stdout and "bf16 where the CPU or GPU has it" in out.stdout
 
 
 def test_the_wheel_carries_conf_and_runs_from_any_folder(tmp_path):

@@ -65,7 +65,9 @@ class BaselinesConfig:
     # the finetuned model's keeps that mode and k, and the dev split moves its weight by up to WEIGHT_REACH
     fusion_modes: List[str] = field(default_factory=lambda: ["relative_score", "dist_based_score", "reciprocal_rerank"])
     top_k: List[int] = field(default_factory=lambda: [10, 20, 50])  # each retriever's similarity_top_k, and the fused cut
-    dense_weights: List[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    dense_weights: List[float] = field(
+        default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    )  # the dense side's weight
 
 
 @dataclass

@@ -24,7 +24,7 @@ class DevConfig:
     # hybrid keeps the base hybrid's fusion; the choices before training use the training pairs alone)
     fraction: float = 0.15
     path: Optional[str] = None  # a dev file (EmbeddingQAFinetuneDataset JSON) instead; training keeps every pair
-    seed: int = "${seed}"  # type: ignore[assignment]
+    seed: int = "${seed}"  # type: ignore[assignment]  # which documents (or groups of pairs) the dev split takes
 
 
 def problems(cfg) -> list[str]:
