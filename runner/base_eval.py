@@ -20,10 +20,10 @@ from runner.stages.evaluate.before_training import choose_before_training
 from runner.stages.evaluate.before_training import from_json as before_from_json
 from runner.stages.evaluate.before_training import to_json as before_to_json
 from runner.stages.evaluate.eval_sets import training_side
+from runner.stages.evaluate.engines import evaluate_with_engine
 from runner.stages.evaluate.scoring import (
     EvalResult,
     build_index,
-    evaluate_with_engine,
     index_from_json,
     index_to_json,
     result_from_json,

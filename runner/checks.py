@@ -12,6 +12,7 @@ import re
 
 from omegaconf import DictConfig, OmegaConf
 
+from runner.infra.code_deps import targets
 from runner.infra.errors import RagtuneError
 from runner.stages.chunk import schema as chunk
 from runner.stages.evaluate import schema as evaluate
@@ -22,7 +23,7 @@ from runner.stages.load import schema as load
 from runner.stages.ship import schema as ship
 from runner.stages.split import schema as split
 
-METRIC_RE = re.compile(r"^(base|finetuned|delta)/(hit_rate|precision|recall|mrr|ndcg|map)@(\d+)$")
+METRIC_RE = re.compile(r"^(base|finetuned|delta|verdict)/(hit_rate|precision|recall|mrr|ndcg|map)@(\d+)$")
 STAGES = (load, chunk, split, generate, finetune, evaluate, ship, export)  # pipeline order
 EXTRAS = {"llama_index.llms.": "llm"}  # module prefix -> the pyproject extra that installs it
 
@@ -56,16 +57,6 @@ def backend_problems(cfg: DictConfig) -> list[str]:
     return p
 
 
-def targets(tree, key: str = "") -> list[tuple[str, str]]:
-    """(dotted key, `_target_`) of every node of a config tree that names one."""
-    if isinstance(tree, list):
-        return [t for i, v in enumerate(tree) for t in targets(v, f"{key}[{i}]")]
-    if not isinstance(tree, dict):
-        return []
-    own = [(key, tree["_target_"])] if isinstance(tree.get("_target_"), str) else []
-    return own + [t for k, v in tree.items() for t in targets(v, f"{key}.{k}" if key else str(k))]
-
-
 def metric_problems(cfg: DictConfig) -> list[str]:
     """optimized_metric must be one the evaluate engine computes: a top-level knob, checked here against the
     evaluate stage's engine and cut-offs."""
@@ -83,7 +74,8 @@ def metric_problems(cfg: DictConfig) -> list[str]:
     elif not m or f"{m.group(2)}@{m.group(3)}" not in evaluate.metric_names(cfg.evaluate):
         return [
             f"optimized_metric={cfg.optimized_metric} is not a metric this run computes; use "
-            f"base/, finetuned/ or delta/ and one of {', '.join(sorted(evaluate.metric_names(cfg.evaluate)))}"
+            f"base/, finetuned/, delta/ or verdict/ (the shipped row) and one of "
+            f"{', '.join(sorted(evaluate.metric_names(cfg.evaluate)))}"
         ]
     return []
 

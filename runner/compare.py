@@ -45,7 +45,7 @@ def swept(runs: list[dict]) -> list[str]:
 
 
 def value_of(results: dict, metric: str) -> float:
-    return metric_value(results["metrics"], metric)
+    return metric_value(results["metrics"], metric, results.get("verdict", {}).get("deploy"))
 
 
 def run_label(results: dict) -> str:
@@ -203,14 +203,15 @@ def _plot_base_vs_finetuned(plt, out: Path, ranked: list[dict], name: str) -> Pa
 
 
 def _gain_error_bars(ranked: list[dict], base: list[float], tuned: list[float], name: str) -> list[list[float]]:
-    """Error bars on the finetuned bars: below and above, the 95% CI of the gain over the base."""
+    """Error bars on the finetuned bars: below and above, the 95% CI of the gain over the base (a BCa
+    interval can leave out its own point estimate when the resamples are skewed: that side's bar is 0)."""
     return [
         [
-            t - r["metrics"].get("delta_ci95", {}).get(name, [0, 0])[0] - b if not math.isnan(t) else 0
+            max(0.0, t - r["metrics"].get("delta_ci95", {}).get(name, [0, 0])[0] - b) if not math.isnan(t) else 0
             for r, b, t in zip(ranked, base, tuned)
         ],
         [
-            r["metrics"].get("delta_ci95", {}).get(name, [0, 0])[1] + b - t if not math.isnan(t) else 0
+            max(0.0, r["metrics"].get("delta_ci95", {}).get(name, [0, 0])[1] + b - t) if not math.isnan(t) else 0
             for r, b, t in zip(ranked, base, tuned)
         ],
     ]

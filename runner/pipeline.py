@@ -2,20 +2,19 @@
 
     load -> chunk -> split -> generate -> finetune -> evaluate -> ship -> export -> report
 
-`run` is the whole experiment, read top to bottom: each numbered step calls the stages (each a plain
-function in runner/stages/<stage>/, memoised through the stage cache) and lands what they computed in
-the job's output directory. The data stages are wired in runner/data_stages.py, the base model's
-length choice and cached evaluation in runner/base_eval.py.
+`run` sets a job up (secrets, checks, resume, the tracker) and calls `experiment`, the whole experiment
+read top to bottom: each numbered step calls the stages (each a plain function in
+runner/stages/<stage>/, memoised through the stage cache) and lands what they computed in the job's
+output directory. Around it: the data stages are wired in runner/data_stages.py, the base model's
+choices and cached evaluation in runner/base_eval.py, the finetune method's run-dependent settings in
+runner/finetune_setup.py, what a job shares and how it names and resumes itself in runner/job.py, and
+what it reports (results.json, W&B, the console) in runner/report/run_report.py.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -24,35 +23,23 @@ from omegaconf import DictConfig, OmegaConf
 from runner.base_eval import base_index, base_keys, choose_before, evaluate_base, truncation_report
 from runner.checks import validate
 from runner.data.eval_set import EvalSet
-from runner.data_stages import chunk_plan, chunks_corpus, describe_data, prepare_data, reads_pairs_from_file
+from runner.data_stages import chunk_plan, chunks_corpus, describe_data, prepare_data
+from runner.finetune_setup import finetune_overrides
 from runner.infra.devices import share_machine
 from runner.infra.errors import RagtuneError
 from runner.infra.fingerprint import model_fingerprint, short_identity
 from runner.infra.models import load_model, resolve_device, resolve_precision
 from runner.infra.secrets import load_secrets_file, protect_logs, redact, register_environment, reveal
 from runner.infra.stage_cache import StageCache
-from runner.report.results import (
-    choices_summary,
-    choices_table,
-    compare_metrics,
-    dimensions_summary,
-    dimensions_table,
-    exports_summary,
-    exports_table,
-    flatten,
-    metric_value,
-    metrics_table,
-    shipping_table,
-    versions,
-    wandb_metrics,
-    write_per_query,
-    write_results,
-)
-from runner.stages.evaluate.retrievers import Before, depth
-from runner.stages.evaluate.scoring import EvalResult, evaluate_with_engine
+from runner.job import Job, finished_result, job_number, run_identity, stage
+from runner.report.results import compare_metrics, flatten, metric_value, versions
+from runner.report.run_report import report, write_tables
+from runner.stages.evaluate.retrievers import Before
+from runner.stages.evaluate.engines import evaluate_with_engine
+from runner.stages.evaluate.scoring import EvalResult
 from runner.stages.export.dimensions import score_dimensions
 from runner.stages.export.exporting import export_all
-from runner.stages.ship.retriever import add_model_card, model_card, settings, settings_text
+from runner.stages.ship.retriever import add_model_card, model_card, settings
 from runner.stages.ship.steps import (
     base_weights,
     before_training,
@@ -66,30 +53,6 @@ from runner.stages.ship.steps import (
 from runner.stages.ship.verdict import decide
 
 log = logging.getLogger("ragtune")
-
-
-@contextmanager
-def stage(name: str, timings: dict):
-    log.info("[%s] ...", name)
-    start = time.perf_counter()
-    yield
-    timings[name] = round(time.perf_counter() - start, 3)
-    log.info("[%s] done in %.1fs", name, timings[name])
-
-
-@dataclass
-class Job:
-    """What every step of one run shares: its config, where it writes, how it computes, what it counted."""
-
-    cfg: DictConfig
-    out: Path
-    device: str
-    precision: str
-    metric: str  # the deciding metric: optimized_metric without its base/ finetuned/ delta/ prefix
-    stages: StageCache
-    tracker: object
-    timings: dict = field(default_factory=dict)
-    counts: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -136,7 +99,7 @@ def run(cfg: DictConfig) -> float | None:
         done = finished_result(out / "results.json", config)
         if done is not None:
             log.info("[resume] %s already holds the results of this config: skipped", out)
-            return metric_value(done["metrics"], cfg.optimized_metric)
+            return metric_value(done["metrics"], cfg.optimized_metric, done.get("verdict", {}).get("deploy"))
     share = share_machine(job_number())
     tracker = instantiate(cfg.logger)
     name, group = run_identity(cfg, out)
@@ -335,164 +298,3 @@ def evaluate_saved(job: Job, model, eval_set: EvalSet, model_dir: Path) -> EvalR
         device=job.device,
         base_model_cfg=job.cfg.base_model,
     )
-
-
-def write_tables(job: Job, eval_set: EvalSet, rows: dict, choices: dict) -> None:
-    """per_query.csv, and the same per-query rows and the merge curve as W&B tables."""
-    columns, table_rows = write_per_query(job.out / "per_query.csv", eval_set, rows)
-    job.tracker.table("per_query", columns, table_rows)
-    if choices.get("merge", {}).get("curve"):  # WiSE-FT: dev score against the finetuned model's share
-        curve = [[float(a), v] for a, v in choices["merge"]["curve"].items()]
-        job.tracker.table("merge_curve", ["alpha", f"dev {job.metric}"], curve)
-
-
-def report(job: Job, results: dict, spec: dict, llama_index: str | None) -> float:
-    """results.json, the W&B summary and the console tables; returns the optimized metric's value."""
-    cfg, device = job.cfg, job.device
-    metrics, verdict, choices, timings = results["metrics"], results["verdict"], results["choices"], results["timings_s"]
-    results["throughput"] = throughput(job.counts, timings, cfg, choices)
-    if device.startswith("cuda"):
-        import torch
-
-        results["gpu"] = {
-            "name": torch.cuda.get_device_name(device),
-            "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3),
-        }
-    write_results(job.out / "results.json", results)
-    value = metric_value(metrics, cfg.optimized_metric)
-    job.tracker.summary(
-        {
-            **wandb_metrics(metrics),
-            "objective": value,
-            "verdict/deploy": verdict["deploy"],
-            "verdict/reason": verdict["reason"],
-            "verdict/settings": settings_text(spec),
-            **flatten(choices_summary(choices), "choices/"),
-            **{f"timings_s/{k}": v for k, v in timings.items()},
-            **{f"cache/{k}": v for k, v in results["cache"].items()},
-            **{f"counts/{k}": v for k, v in job.counts.items()},
-            **exports_summary(results["exports"], job.metric),
-            **dimensions_summary(results["dimensions"], job.metric),
-        }
-    )
-    if results["dimensions"]:
-        dims = results["dimensions"].values()
-        rows = [[r["dim"], r["bytes_per_vector"], r["metrics"][job.metric], r.get("delta_vs_full", 0.0)] for r in dims]
-        job.tracker.table("dimensions", ["dims", "bytes_per_vector", job.metric, "delta_vs_full"], rows)
-    out = job.out
-    log.info("\n%s", metrics_table(metrics))
-    log.info("\n%s", choices_table(choices))
-    log.info("\n%s", shipping_table(metrics, verdict))
-    if results["exports"]:
-        log.info("\n%s", exports_table(results["exports"], job.metric))
-        for name, row in results["exports"].items():
-            if "llama_index" in row and name != "torch":
-                log.info("export %s: %s", name, row["llama_index"])
-    if results["dimensions"]:
-        log.info("\n%s", dimensions_table(results["dimensions"], job.metric))
-    log.info("verdict: deploy %s (%s). %s", verdict["deploy"], settings_text(spec), verdict["reason"])
-    log.info("results: %s", out / "results.json")
-    log.info("retriever: ragtune.load_retriever(%r, documents) rebuilds it in LlamaIndex", str(out))
-    if results["model_dir"]:
-        log.info("model:   %s  (LlamaIndex: %s)", results["model_dir"], llama_index)
-    return value
-
-
-def finetune_overrides(
-    cfg: DictConfig, dev: EvalSet | None = None, metric: str = "", precision: str = "fp32", report: dict | None = None
-) -> dict:
-    """Settings of `cfg.finetune` that depend on the rest of the run: hard_negatives.num=null (auto), and
-    for a method with a time budget the dev scoring of its epochs and the dict it reports its choices in."""
-    out = {}
-    if "time_budget_s" in cfg.finetune:
-        from runner.stages.evaluate.scoring import dev_scores
-        from runner.stages.finetune.trainer import DevScoring
-
-        out["report"] = report if report is not None else {}
-        if dev is not None:
-            out["dev"] = DevScoring(
-                functools.partial(
-                    dev_scores,
-                    model_id="epoch",
-                    dev=dev,
-                    metric=metric,
-                    k=depth(cfg),
-                    batch_size=cfg.evaluate.batch_size,
-                    precision=precision,
-                ),
-                metric,
-                len(dev.corpus) + len(dev.answered_query_ids()),
-                cfg.evaluate.bootstrap,
-                cfg.seed,
-            )
-    if "hard_negatives" not in cfg.finetune or cfg.finetune.hard_negatives.num is not None:
-        return out
-    from runner.stages.finetune.mining import resolve_hard_negatives
-
-    from_file = reads_pairs_from_file(cfg)
-    hard = {
-        **OmegaConf.to_container(cfg.finetune.hard_negatives, resolve=True),
-        "num": resolve_hard_negatives(None, from_file),
-        "auto": True,
-    }
-    why = "pairs from a file: one mined negative each" if from_file else "pairs generated in the run: in-batch only"
-    log.info("finetune: hard_negatives.num auto -> %d (%s)", hard["num"], why)
-    if "report" in out:
-        out["report"]["hard_negatives"] = {"setting": None, "chosen": hard["num"], "reason": why}
-    return {**out, "hard_negatives": hard}
-
-
-def throughput(counts: dict, timings: dict, cfg, choices: dict | None = None) -> dict:
-    """Training pairs per second (all epochs) and eval texts (corpus + queries) encoded per second."""
-    out = {}
-    ft = cfg.finetune
-    trained = (choices or {}).get("time_budget", {}).get("chosen")
-    seen = (
-        trained["steps"] * ft.batch_size
-        if trained
-        else ft.max_steps * ft.batch_size
-        if ft.get("max_steps", -1) > 0
-        else counts.get("train_pairs", 0) * float(ft.get("epochs") or 0)
-        if ft.get("epochs") != "auto"
-        else 0
-    )
-    if timings.get("finetune") and seen:
-        out["train_pairs_per_s"] = round(seen / timings["finetune"], 2)
-    texts = counts.get("eval_corpus", 0) + counts.get("eval_queries", 0)
-    if timings.get("evaluate_finetuned") and texts:
-        out["encode_texts_per_s"] = round(texts / timings["evaluate_finetuned"], 1)
-    return out
-
-
-def job_number() -> int:
-    from hydra.core.hydra_config import HydraConfig
-
-    return int(HydraConfig.get().job.get("num") or 0) if HydraConfig.initialized() else 0
-
-
-def finished_result(path: Path, config: dict) -> dict | None:
-    """results.json of an earlier run of the same resolved config (resume and logger aside), if any."""
-    if not path.is_file():
-        return None
-    done = json.loads(path.read_text())
-    same = lambda c: {k: v for k, v in c.items() if k not in ("resume", "logger")}  # noqa: E731
-    return done if same(done.get("config", {})) == same(config) else None
-
-
-def run_identity(cfg: DictConfig, out: Path) -> tuple[str, str]:
-    """(run name, group) for the tracker: in a sweep, the job's own overrides, grouped by sweep;
-    otherwise the run directory's name, grouped by experiment name."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return out.name, cfg.name
-    hc = HydraConfig.get()
-    sweep = Path(hc.sweep.dir)
-    short = []  # finetune.learning_rate=1e-05 -> learning_rate=1e-05
-    for o in hc.overrides.task:
-        key, _, value = o.partition("=")
-        if not key.lstrip("+~").startswith(("logger.", "hydra.", "paths.")):
-            short.append(f"{key.split('.')[-1]}={value}")
-    name = ",".join(short)[:120] or out.name
-    return f"{hc.job.num}:{name}", f"sweep-{sweep.parent.name}_{sweep.name}"

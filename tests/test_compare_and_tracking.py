@@ -47,6 +47,29 @@ def test_compare_ranks_runs_and_writes_tables_and_plots(tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
 
 
+def test_verdict_objective_ranks_runs_by_the_row_each_one_ships(tmp_path):
+    """Runs whose verdicts differ: `verdict/ndcg@10` ranks by the shipped row's score, not the finetuned one's."""
+    from runner.report.results import metric_value
+
+    shipped = {0: ("bm25", 0.70), 1: ("hybrid_finetuned", 0.66), 2: ("finetuned", 0.47)}
+    for job, (lr, tuned) in enumerate([(1e-5, 0.52), (3e-5, 0.61), (1e-4, 0.47)]):
+        fake_run(tmp_path, job, lr, 0.50, tuned)
+        f = next(tmp_path.glob(f"{job}_*")) / "results.json"
+        r = json.loads(f.read_text())
+        deploy, score = shipped[job]
+        r["metrics"][deploy] = {**r["metrics"].get(deploy, {}), "ndcg@10": score}
+        r["verdict"] = {"deploy": deploy}
+        r["config"]["optimized_metric"] = "verdict/ndcg@10"
+        f.write_text(json.dumps(r))
+    compare([tmp_path])
+    rows = [r.split(",") for r in (tmp_path / "compare.csv").read_text().splitlines()]
+    assert [r[1] for r in rows[1:]] == ["#0", "#1", "#2"]  # by finetuned/ndcg@10 it would be #1, #0, #2
+    assert "verdict/ndcg@10" in rows[0] and [r[-1] for r in rows[1:]] == ["bm25", "hybrid_finetuned", "finetuned"]
+    metrics = {"finetuned": {"ndcg@10": 0.6}, "bm25": {"ndcg@10": 0.7}}
+    assert metric_value(metrics, "verdict/ndcg@10", "bm25") == 0.7
+    assert metric_value(metrics, "verdict/ndcg@10", None) != metric_value(metrics, "verdict/ndcg@10", None)  # NaN
+
+
 def test_compare_cli_says_when_there_is_nothing_to_compare(tmp_path):
     import subprocess
     import sys

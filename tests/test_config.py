@@ -84,6 +84,12 @@ def test_validate_reports_every_problem_at_once(tmp_path):
     assert any("ndcg@7" in p and "ndcg@10" in p for p in problems)
 
 
+def test_the_verdicts_row_is_an_objective_a_sweep_can_maximise(tmp_path):
+    assert config_problems(compose(["optimized_metric=verdict/ndcg@10"], tmp_path)) == []
+    (problem,) = config_problems(compose(["optimized_metric=shipped/ndcg@10"], tmp_path))
+    assert "optimized_metric=shipped/ndcg@10" in problem and "verdict/ (the shipped row)" in problem
+
+
 def test_an_option_whose_extra_is_not_installed_names_the_install(tmp_path):
     cfg = compose(["qa_generator=llm", "qa_generator/llm=ollama", "qa_generator.llm.model=m"], tmp_path)
     assert config_problems(cfg) == []  # make install installs every extra

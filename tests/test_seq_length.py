@@ -10,7 +10,8 @@ import pytest
 from conftest import compose, fast
 from runner.data.eval_set import EvalSet
 from runner.pipeline import run
-from runner.stages.evaluate.seq_length import candidates, check, choose_max_seq_length
+from runner.stages.evaluate.schema import max_seq_length_problems as check
+from runner.stages.evaluate.seq_length import candidates, choose_max_seq_length
 
 FILLER = (
     "The committee reviewed the annual report and the attached schedules in the usual order, noting that "

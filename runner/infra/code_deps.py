@@ -93,17 +93,18 @@ def closure(roots, package_dir: Path = PACKAGE_DIR) -> CodeDeps:
 def roots_of(*callables, config=None) -> set[str]:
     """Module names of the stage's functions (partials unwrapped) and of each `_target_` in its config."""
     roots = {getattr(getattr(f, "func", f), "__module__", None) or "" for f in callables}
-    roots.update(t.rsplit(".", 1)[0] for t in targets(config))
+    roots.update(t.rsplit(".", 1)[0] for _, t in targets(config))
     return {r for r in roots if r}
 
 
-def targets(tree) -> list[str]:
-    if isinstance(tree, dict):
-        own = [tree["_target_"]] if isinstance(tree.get("_target_"), str) else []
-        return own + [t for v in tree.values() for t in targets(v)]
+def targets(tree, key: str = "") -> list[tuple[str, str]]:
+    """(dotted key, `_target_`) of every node of a config tree (plain containers) that names one."""
     if isinstance(tree, (list, tuple)):
-        return [t for v in tree for t in targets(v)]
-    return []
+        return [t for i, v in enumerate(tree) for t in targets(v, f"{key}[{i}]")]
+    if not isinstance(tree, dict):
+        return []
+    own = [(key, tree["_target_"])] if isinstance(tree.get("_target_"), str) else []
+    return own + [t for k, v in tree.items() for t in targets(v, f"{key}.{k}" if key else str(k))]
 
 
 # ---- library versions ----------------------------------------------------------------------------

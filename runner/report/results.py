@@ -39,10 +39,15 @@ def flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def metric_value(metrics: dict, name: str) -> float:
-    """`finetuned/ndcg@10` -> its value. Without training the finetuned model is the base model
-    (and a delta is 0); a metric the run did not compute is NaN."""
+def metric_value(metrics: dict, name: str, deploy: str | None = None) -> float:
+    """`finetuned/ndcg@10` -> its value. `verdict/ndcg@10`: the value of the row the verdict ships
+    (`deploy`), the number to rank runs by when their verdicts differ. Without training the finetuned
+    model is the base model (and a delta is 0); a metric the run did not compute is NaN."""
     group, metric = name.split("/", 1)
+    if group == "verdict":
+        if deploy is None:
+            return float("nan")
+        group = deploy
     if group not in metrics:
         if group == "delta":
             return 0.0

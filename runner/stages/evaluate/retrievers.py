@@ -14,7 +14,8 @@ import numpy as np
 from runner.data.eval_set import EvalSet
 from runner.stages.evaluate.baselines import Bm25, Bm25Settings, Fusion, Ranking, fuse
 from runner.stages.evaluate.choices import choose_weight, metric_k
-from runner.stages.evaluate.scoring import K_KEYS, EvalResult, score_ranked
+from runner.stages.evaluate.schema import K_KEYS
+from runner.stages.evaluate.scoring import EvalResult, score_ranked
 
 log = logging.getLogger("ragtune")
 

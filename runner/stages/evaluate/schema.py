@@ -12,6 +12,9 @@ from typing import Any, List, Optional
 
 from omegaconf import MISSING
 
+# the cut-off lists of `evaluate`, one per metric family
+K_KEYS = ("hit_rate_at_k", "precision_recall_at_k", "mrr_at_k", "ndcg_at_k", "map_at_k")
+
 
 @dataclass
 class HeldOutEvalSet:
@@ -100,9 +103,7 @@ def metric_names(evaluate) -> set[str]:
 
 def problems(cfg) -> list[str]:
     """What the types of `eval_set`, `evaluate`, `merge` and `base_model.max_seq_length` cannot say."""
-    from runner.stages.evaluate.seq_length import check as length_problems
-
-    p = _eval_set_problems(cfg) + length_problems(cfg.base_model.get("max_seq_length"))
+    p = _eval_set_problems(cfg) + max_seq_length_problems(cfg.base_model.get("max_seq_length"))
     p += _evaluate_problems(cfg.evaluate) + _baseline_problems(cfg.evaluate.baselines)
     if not all(0 < a < 1 for a in cfg.merge.alphas):
         p.append(
@@ -140,7 +141,7 @@ def _eval_set_problems(cfg) -> list[str]:
 
 def _evaluate_problems(e) -> list[str]:
     p: list[str] = []
-    for key in ("hit_rate_at_k", "precision_recall_at_k", "mrr_at_k", "ndcg_at_k", "map_at_k"):
+    for key in K_KEYS:
         ks = list(e[key])
         if not ks or min(ks) < 1:
             p.append(f"evaluate.{key}={ks} must list positive cut-offs")
@@ -177,3 +178,15 @@ def _baseline_problems(b) -> list[str]:
     if not b.b or not all(0 <= x <= 1 for x in b.b):
         p.append(f"evaluate.baselines.b={list(b.b)} must lie between 0 and 1 (try [0.4,0.6,0.75,0.9]; 0.75 is bm25s's)")
     return p
+
+
+def max_seq_length_problems(value, key: str = "base_model.max_seq_length") -> list[str]:
+    """Problems with a max_seq_length setting (the validator's), as sentences."""
+    if value is None or value == "auto":
+        return []
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return [
+            f"{key}={value!r} is not a length; give a positive number of word pieces (e.g. 256), auto (chosen "
+            "on the training side's questions, from the passages' lengths) or null (the model's own setting)"
+        ]
+    return []

@@ -17,8 +17,7 @@ from runner.infra.errors import RagtuneError
 from runner.data.eval_set import EvalSet
 from runner.infra.metrics import mean_metrics, per_query_metrics
 from runner.infra.models import autocast
-
-K_KEYS = ("hit_rate_at_k", "precision_recall_at_k", "mrr_at_k", "ndcg_at_k", "map_at_k")
+from runner.stages.evaluate.schema import K_KEYS
 
 
 @dataclass
@@ -188,39 +187,6 @@ def ranking_scores(ranking, dev: EvalSet, metric: str):
     from runner.stages.evaluate.choices import per_query
 
     return per_query(ranking.ranked_ids(), dev, dev.answered_query_ids(), metric)
-
-
-def evaluate_with_engine(
-    model,
-    eval_set: EvalSet,
-    evaluate_cfg,
-    index: CorpusIndex | None = None,
-    *,
-    model_path: str,
-    model_id: str,
-    precision: str,
-    device: str,
-    base_model_cfg,
-) -> EvalResult:
-    """One model on the eval set, by the engine `evaluate.engine` names: `fast` (batched encode, exact
-    top-k; `index`: the corpus embeddings when made already) or `llama_index` (the seed guide's path)."""
-    if evaluate_cfg.engine == "llama_index":
-        from runner.stages.evaluate.llama_index_eval import evaluate_with_llama_index
-
-        adapter = getattr(model, "adapter", None)  # finetune=adapter: the base model + the adapter dir
-        return evaluate_with_llama_index(
-            str(base_model_cfg.name_or_path) if adapter is not None else model_path,
-            eval_set,
-            evaluate_cfg.llama_index_top_k,
-            max_length=model.max_seq_length,
-            query_prompt=base_model_cfg.query_prompt,
-            passage_prompt=base_model_cfg.passage_prompt,
-            device=device,
-            adapter=(model_path, type(adapter)) if adapter is not None else None,
-        )
-    return evaluate_model(
-        model, eval_set, evaluate_cfg, evaluate_cfg.batch_size, model_id=model_id, index=index, precision=precision
-    )
 
 
 def index_to_json(index: CorpusIndex) -> dict:

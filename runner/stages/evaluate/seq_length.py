@@ -29,18 +29,6 @@ STEP = 128  # word pieces between candidates
 COVER = 0.95  # the longest candidate holds this share of the training side's passages
 
 
-def check(value, key: str = "base_model.max_seq_length") -> list[str]:
-    """Problems with a max_seq_length setting (the validator's), as sentences."""
-    if value is None or value == "auto":
-        return []
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        return [
-            f"{key}={value!r} is not a length; give a positive number of word pieces (e.g. 256), auto (chosen "
-            "on the training side's questions, from the passages' lengths) or null (the model's own setting)"
-        ]
-    return []
-
-
 # models whose position ids start after the padding index: two of their positions are never a token's
 OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "data2vec-text"})
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from runner.infra.metrics import paired_bootstrap_ci, paired_randomization_p
-from runner.stages.evaluate.scoring import K_KEYS, score_ranked, top_k
+from runner.stages.evaluate.schema import K_KEYS
+from runner.stages.evaluate.scoring import score_ranked, top_k
 
 
 def dimension_rows(reference, eval_set, dims, evaluate_cfg, metric: str, n: int, seed: int) -> dict:

@@ -9,10 +9,11 @@ sentence-transformers' layout (`onnx/model.onnx`, `onnx/model_qint8.onnx`, `open
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+
+from runner.stages.export.model_files import max_seq_length, pooling_mode, read_config
 
 # the graph files an export may hold, the int8 ones first: a directory holds one of them
 GRAPHS = (
@@ -46,9 +47,9 @@ class GraphEncoder:
         self.run = runtime(graph)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
         self.max_seq_length = max_seq_length(self.path, self.tokenizer)
-        self.do_lower_case = bool(_read(self.path / "sentence_bert_config.json").get("do_lower_case", False))
-        self.prompts = _read(self.path / "config_sentence_transformers.json").get("prompts") or {}
-        self.pooling = pooling_mode(_read(self.path / "1_Pooling" / "config.json"), self.path)
+        self.do_lower_case = bool(read_config(self.path / "sentence_bert_config.json").get("do_lower_case", False))
+        self.prompts = read_config(self.path / "config_sentence_transformers.json").get("prompts") or {}
+        self.pooling = pooling_mode(read_config(self.path / "1_Pooling" / "config.json"), self.path)
         self.device = _Device()
 
     def encode_query(self, texts, **kwargs):
@@ -117,26 +118,3 @@ def runtime(graph: Path):
     from runner.stages.export.openvino import OpenVinoRuntime
 
     return OpenVinoRuntime(graph)
-
-
-def pooling_mode(config: dict, path: Path) -> str:
-    """ "mean" or "cls" from the model's pooling config (sentence-transformers 6's `pooling_mode`, or
-    the older `pooling_mode_*_tokens` flags); any other pooling is a clear error."""
-    mode = config.get("pooling_mode")
-    if mode is None:
-        mode = "cls" if config.get("pooling_mode_cls_token") else "mean" if config.get("pooling_mode_mean_tokens", True) else "?"
-    if mode not in ("mean", "cls") or config.get("include_prompt") is False:
-        raise ValueError(
-            f"{path / '1_Pooling/config.json'} pools by {mode!r} (include_prompt={config.get('include_prompt', True)}): "
-            "graph exports support mean or CLS pooling over every token; use export=static or the torch model"
-        )
-    return mode
-
-
-def max_seq_length(path: Path, tokenizer) -> int:
-    """The tokens the model reads a text to: its sentence-transformers window, else the tokenizer's."""
-    return int(_read(Path(path) / "sentence_bert_config.json").get("max_seq_length") or tokenizer.model_max_length)
-
-
-def _read(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runner.stages.export.encoder import max_seq_length
+from runner.stages.export.model_files import max_seq_length
 from runner.stages.export.onnx import GRAPH, copy_without_weights, export_onnx
 
 IR = "openvino/openvino_model.xml"
