@@ -1,5 +1,5 @@
 """BM25 next to the dense model on SciFact, and a BM25 + base-model hybrid as a distillation teacher.
-Run by hand (SciFact from ../shared/data). docs/choosing-defaults.md.
+Run by hand (SciFact from ../shared/data). docs/record.md (a lexical teacher).
 
     python bench/hybrid_teacher.py baselines                  # nDCG@10: dense, BM25, hybrids; train and test
     python bench/hybrid_teacher.py distill --loss kl          # ICT pairs, teacher-labelled, trained, scored

@@ -147,7 +147,7 @@ def test_compare_shows_each_exports_score_and_speed(exported, tmp_path):
     assert {r[columns.index("onnx_int8/ndcg@10")] for r in rows} == {exports["onnx_int8"]["metrics"]["ndcg@10"]}
 
 
-def test_an_export_serves_a_llama_index_vector_store_as_the_readme_shows(exported):
+def test_an_export_serves_a_llama_index_vector_store_as_the_docs_show(exported):
     from llama_index.core import Document, Settings
 
     docs = [
@@ -155,7 +155,7 @@ def test_an_export_serves_a_llama_index_vector_store_as_the_readme_shows(exporte
         Document(text="A lambda expression yields an anonymous function object."),
         Document(text="The global statement declares names that live in the module namespace."),
     ]
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "llamaindex.md").read_text()
     code = readme.split("<!-- example: load_embedding -->")[1].split("```python")[1].split("```")[0]
     before = Settings._embed_model
     try:

@@ -109,7 +109,7 @@ def hardware(device: str) -> str:
 def resolve_precision(precision: str, device: str) -> str:
     """`auto` -> bf16 on a CUDA GPU that has it and on a CPU with bf16 instructions, else fp32
     (bf16 on this project's AVX-512 BF16 CPU: training 1.9x and encoding 2.5x faster, nDCG@10 within
-    0.005 of fp32: docs/choosing-defaults.md); fp16 needs CUDA."""
+    0.005 of fp32: docs/record.md, "bf16 against fp32"); fp16 needs CUDA."""
     import torch
 
     if precision == "auto":
