@@ -23,10 +23,16 @@ import json
 import os
 import re
 import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from runner.infra.atomic import write_text_atomic  # noqa: E402
+from runner.infra.models import cpu_flags, cpu_has_native_bf16, cpu_name  # noqa: E402
+
 NUMBERS = ROOT / "docs" / "numbers.json"
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 RECORD = ROOT / "docs" / "record.md"
@@ -36,16 +42,13 @@ ROWS = ("base", "finetuned", "merged", "bm25", "hybrid_base", "hybrid_finetuned"
 
 def machine() -> dict:
     """This machine's CPU, as far as a timing depends on it."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"model name\s*:\s*(.+)", info)
-    found = re.search(r"flags\s*:\s*(.+)", info)
-    flags = set(found.group(1).split()) if found else set()
+    flags = cpu_flags()
     return {
-        "cpu": model.group(1).strip() if model else "unknown",
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
-        "bf16": "avx512_bf16" in flags or "amx_bf16" in flags,
+        "bf16": cpu_has_native_bf16(),
         "amx": "amx_tile" in flags,
-        "vnni": "avx512_vnni" in flags or "avx_vnni" in flags,
+        "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}),
     }
 
 
@@ -107,7 +110,7 @@ def entry(run_dir: Path, wall_s: float | None = None) -> dict:
     }
 
 
-# rendering: each block NAME is made by RENDER[NAME.split("-")[0]](numbers, NAME)
+# rendering: each block NAME is made by RENDER[NAME](numbers, NAME)
 
 
 def _cpu(mc: dict) -> str:
@@ -201,12 +204,6 @@ def load() -> dict:
     return json.loads(NUMBERS.read_text()) if NUMBERS.exists() else {}
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
@@ -235,12 +232,12 @@ def main() -> None:
                 e = entry(run_dir, walls.get(str(run_dir.resolve())))
                 bench = run_dir.name.rsplit("_", 1)[-1]
                 numbers.setdefault("bench", {})[f"{bench}/{e['precision']}"] = e
-        _write(NUMBERS, json.dumps(numbers, indent=1, sort_keys=True) + "\n")
+        write_text_atomic(json.dumps(numbers, indent=1, sort_keys=True) + "\n", NUMBERS)
     for page in PAGES:
         text = page.read_text()
         new = rendered(text, numbers)
         if new != text:
-            _write(page, new)
+            write_text_atomic(new, page)
             print(f"rendered {page.relative_to(ROOT)}")
 
 

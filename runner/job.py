@@ -35,7 +35,7 @@ class Job:
     out: Path
     device: str
     precision: str
-    metric: str  # the deciding metric: optimized_metric without its base/ finetuned/ delta/ prefix
+    metric: str  # the deciding metric: optimized_metric without its base/ finetuned/ delta/ verdict/ prefix
     stages: StageCache
     tracker: object
     timings: dict = field(default_factory=dict)
