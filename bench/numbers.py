@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from runner.data.rows import SHOWN as ROWS  # noqa: E402
 from runner.infra.atomic import write_text_atomic  # noqa: E402
 from runner.infra.models import cpu_flags, cpu_has_native_bf16, cpu_name  # noqa: E402
 
@@ -37,7 +38,6 @@ NUMBERS = ROOT / "docs" / "numbers.json"
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 RECORD = ROOT / "docs" / "record.md"
 BLOCK = re.compile(r"<!-- numbers:([\w-]+) -->(.*?)<!-- /numbers:\1 -->", re.S)
-ROWS = ("base", "finetuned", "merged", "bm25", "hybrid_base", "hybrid_finetuned")
 
 
 def machine() -> dict:

@@ -12,15 +12,16 @@ import logging
 from omegaconf import OmegaConf
 
 from runner.data.eval_set import EvalSet
+from runner.finetune_setup import window_cost
 from runner.infra.fingerprint import model_fingerprint, short_identity
 from runner.infra.models import hardware, load_model, share_over_max_length
 from runner.infra.stage_cache import StageCache
-from runner.stages.evaluate.retrievers import depth
 from runner.stages.evaluate.before_training import choose_before_training
 from runner.stages.evaluate.before_training import from_json as before_from_json
 from runner.stages.evaluate.before_training import to_json as before_to_json
-from runner.stages.evaluate.eval_sets import training_side
 from runner.stages.evaluate.engines import evaluate_with_engine
+from runner.stages.evaluate.eval_sets import training_side
+from runner.stages.evaluate.retrievers import depth
 from runner.stages.evaluate.scoring import (
     EvalResult,
     build_index,
@@ -30,6 +31,7 @@ from runner.stages.evaluate.scoring import (
     result_to_json,
 )
 from runner.stages.evaluate.seq_length import position_limit
+from runner.stages.finetune.trainer import training_cost
 
 log = logging.getLogger("ragtune")
 TRUNCATION_WARN = 0.05
@@ -76,6 +78,7 @@ def choose_before(cfg, model, pairs, dev: EvalSet | None, device: str, precision
     key holds the number), BM25's settings and the base hybrid's fusion. Returns a `BeforeTraining`."""
     side = training_side(pairs, dev)
     window = cfg.base_model.max_seq_length == "auto"
+    cost, cost_settings = window_cost(cfg, model, pairs, device) if window else (None, None)
     name = str(cfg.base_model.name_or_path)
     fingerprint = model_fingerprint(name, cfg.base_model.get("revision"))
     k = depth(cfg)
@@ -94,8 +97,9 @@ def choose_before(cfg, model, pairs, dev: EvalSet | None, device: str, precision
         "seed": cfg.seed,
         "side": side.digest() if side is not None else None,
         "dev": dev.digest() if dev is not None else None,
+        "training_cost": cost_settings,  # what training would cost at each window (with the hardware above)
     }
-    code = (choose_before_training, before_to_json, before_from_json, load_model)
+    code = (choose_before_training, before_to_json, before_from_json, load_model) + ((training_cost,) if cost else ())
     key = stages.key("choices_before_training", settings, [], code)
     before = stages.run(
         "choices_before_training",
@@ -114,6 +118,7 @@ def choose_before(cfg, model, pairs, dev: EvalSet | None, device: str, precision
             precision=precision,
             n_resamples=cfg.evaluate.bootstrap,
             seed=cfg.seed,
+            training_cost=cost,
         ),
         before_to_json,
         before_from_json,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from runner.data.rows import BASE, FINETUNED, SHOWN
 from runner.report.results import flatten, metric_value
 
 log = logging.getLogger("ragtune")
@@ -61,7 +62,7 @@ def rows_for(runs: list[dict], metric: str) -> tuple[list[str], list[list]]:
     shown = [f"base/{name}", f"finetuned/{name}", f"delta/{name}"]
     extra = [] if metric in shown else [metric]  # the objective, when it is not one of those
     ranked = sorted(runs, key=lambda r: -_num(value_of(r, metric)))
-    others = [row for row in ("merged", "bm25", "hybrid_base", "hybrid_finetuned") if any(row in r["metrics"] for r in runs)]
+    others = [row for row in SHOWN if row not in (BASE, FINETUNED) and any(row in r["metrics"] for r in runs)]
     scored = (t for r in runs for t, row in r.get("exports", {}).items() if t != "torch" and "metrics" in row)
     exports = list(dict.fromkeys(scored))  # every target some run scored, in the order the runs list them
     export_columns = [c for t in exports for c in (f"{t}/{name}", f"{t} x torch")]

@@ -20,6 +20,7 @@ from runner.infra.stage_cache import StageCache
 from runner.stages.chunk.chunking import ChunkPlan, chunk_corpus, chunks_from_json, chunks_to_json, plan_chunks
 from runner.stages.evaluate.eval_sets import held_out_eval_set, read_eval_set
 from runner.stages.generate.generators import generate_pairs
+from runner.stages.generate.schema import kind as generator_kind
 from runner.stages.load.corpus import documents_from_json, documents_to_json, load_corpus
 from runner.stages.split.splitting import carve_dev_pairs, split_chunks, splits_from_json, splits_to_json
 
@@ -28,7 +29,7 @@ log = logging.getLogger("ragtune")
 
 def reads_pairs_from_file(cfg: DictConfig) -> bool:
     """qa_generator=file: the pairs are read, not generated from the chunks (no generate stage, no cache)."""
-    return "path" in cfg.qa_generator
+    return generator_kind(cfg.qa_generator) == "file"
 
 
 def eval_generator_cfg(cfg: DictConfig):

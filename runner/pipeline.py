@@ -34,22 +34,15 @@ from runner.infra.stage_cache import StageCache
 from runner.job import Job, finished_result, job_number, run_identity, stage
 from runner.report.results import compare_metrics, flatten, metric_value, versions
 from runner.report.run_report import report, write_tables
-from runner.stages.evaluate.retrievers import Before
+from runner.stages.evaluate.around_training import base_weights, merge_on_dev, rankings_before, shippable_rows
 from runner.stages.evaluate.engines import evaluate_with_engine
+from runner.stages.evaluate.guards import score_guards
+from runner.stages.evaluate.retrievers import Before
 from runner.stages.evaluate.scoring import EvalResult
 from runner.stages.export.dimensions import score_dimensions
 from runner.stages.export.exporting import export_all
 from runner.stages.ship.retriever import add_model_card, model_card, settings
-from runner.stages.ship.steps import (
-    base_weights,
-    before_training,
-    data_hashes,
-    merge_on_dev,
-    score_guards,
-    ship_spec,
-    shipped_models,
-    shippable_rows,
-)
+from runner.stages.ship.shipping import data_hashes, ship_spec, shipped_models
 from runner.stages.ship.verdict import decide
 
 log = logging.getLogger("ragtune")
@@ -152,24 +145,30 @@ def experiment(cfg: DictConfig, out: Path, config: dict, share: dict, tracker) -
 
     # 5. every retriever a user could ship, the guards, the verdict
     with stage("baselines", timings):  # BM25 and the hybrids on the eval set (the finetuned one's weight chosen on dev)
-        rows, fusions = shippable_rows(
+        rows, fusions, fusion_choices = shippable_rows(
             cfg,
             before,
-            base,
-            trained.tuned,
-            trained.merged,
-            trained.run_model,
-            trained.run_result,
-            dev_set,
-            eval_set,
-            metric,
-            precision,
-            choices,
-            trained.run_dev,
+            base=base,
+            tuned=trained.tuned,
+            merged=trained.merged,
+            run_model=trained.run_model,
+            run_result=trained.run_result,
+            dev=dev_set,
+            eval_set=eval_set,
+            metric=metric,
+            precision=precision,
+            run_dev=trained.run_dev,
         )
+        choices.update(fusion_choices)
     with stage("guards", timings):
         guards, flagged = score_guards(
-            cfg, before, trained.run_model, trained.tuned_model, trained.merged is not None, precision, metric
+            cfg,
+            before,
+            run_model=trained.run_model,
+            tuned_model=trained.tuned_model,
+            merged_kept=trained.merged is not None,
+            precision=precision,
+            metric=metric,
         )
     with stage("statistics", timings):  # BCa intervals, randomization p-values, the verdict
         metrics = compare_metrics(base, trained.tuned, cfg.evaluate.bootstrap, cfg.seed)
@@ -238,17 +237,17 @@ def rankings_before_training(job: Job, model, base: EvalResult, dev_set, eval_se
     """BM25's rankings (settings chosen on the training side), the base model's eval ranking, the guards' base."""
     cfg, stages, device, precision = job.cfg, job.stages, job.device, job.precision
     keys = base_keys(cfg, model, eval_set, device, precision, stages)
-    return before_training(
+    return rankings_before(
         cfg,
         model,
-        keys["model_id"],
-        base,
-        lambda: base_index(cfg, model, eval_set, keys, precision, stages),
-        dev_set,
-        eval_set,
-        precision,
-        lambda guard: evaluate_base(cfg, model, guard, device, precision, stages, record=False),
-        decided,
+        model_id=keys["model_id"],
+        base=base,
+        base_index=lambda: base_index(cfg, model, eval_set, keys, precision, stages),
+        dev=dev_set,
+        eval_set=eval_set,
+        precision=precision,
+        base_eval=lambda guard: evaluate_base(cfg, model, guard, device, precision, stages, record=False),
+        decided=decided,
     )
 
 
@@ -266,7 +265,7 @@ def finetune(job: Job, model, pairs, dev_set, eval_set, before: Before, choices:
             output_dir=out,
             device=job.device,
             on_log=job.tracker.log,
-            **finetune_overrides(cfg, dev_set, job.metric, job.precision, record),
+            **finetune_overrides(cfg, dev_set, job.metric, job.precision, record, choices.get("max_seq_length")),
         )
         trained.model_dir, trained.tuned_model = finetuned.model_dir, finetuned.encoder
         trained.llama_index, trained.adapter = finetuned.llama_index, finetuned.adapter_class
@@ -274,7 +273,15 @@ def finetune(job: Job, model, pairs, dev_set, eval_set, before: Before, choices:
         choices.update(record)
     with stage("merge", timings):  # WiSE-FT on the dev split; a merge that wins becomes model/
         trained.merged_model, choices["merge"], run_dev = merge_on_dev(
-            cfg, base_state, trained.tuned_model, before, dev_set, job.metric, job.precision, trained.model_dir, tuned_dev
+            cfg,
+            base_state,
+            trained.tuned_model,
+            before=before,
+            dev=dev_set,
+            metric=job.metric,
+            precision=job.precision,
+            model_dir=trained.model_dir,
+            tuned_dev=tuned_dev,
         )
         trained.run_dev = run_dev if run_dev is not None else tuned_dev
     job.tracker.log_model(trained.model_dir)

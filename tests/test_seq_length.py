@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -156,3 +157,131 @@ def test_a_bad_window_is_a_clear_config_error(tiny_model, tmp_path):
     problems = config_problems(compose(fast(tiny_model, "base_model.max_seq_length=-5"), tmp_path))
     assert any("base_model.max_seq_length=-5 is not a length" in p and "auto" in p for p in problems)
     assert not any("max_seq_length" in p for p in config_problems(compose(fast(tiny_model), tmp_path)))
+
+
+def _tied_side() -> EvalSet:
+    """The topic first, then the filler: 256 and 384 both see the topic and score the same."""
+    corpus = {f"p{i}": f"The report turned to one matter: {t}. {FILLER}" for i, t in enumerate(TOPICS)}
+    queries = {f"q{i}": f"What happened: {t}?" for i, t in enumerate(TOPICS)}
+    return EvalSet(queries, corpus, {f"q{i}": [f"p{i}"] for i in range(len(TOPICS))})
+
+
+def _projected(seconds: dict[int, float], budget: float, asked: list[int]):
+    """A stand-in for trainer.training_cost: `seconds` of planned training at each window, against `budget`."""
+
+    def cost(window: int) -> dict:
+        asked.append(window)
+        return {"window": window, "budget_s": budget, "training_s_estimate": seconds[window], "fits": seconds[window] <= budget}
+
+    return cost
+
+
+def test_a_tied_window_whose_training_does_not_fit_gives_way_to_a_shorter_one_that_does():
+    from runner.infra.choosing import choose
+    from runner.stages.evaluate.seq_length import affordable
+
+    rng = np.random.default_rng(0)
+    tie = rng.uniform(0, 1, 200)
+    table = [tie, tie + rng.normal(0, 0.05, 200), tie + rng.normal(0, 0.05, 200)]  # 256 / 384 / 512 inseparable
+    asked = []
+    default, why, costs = affordable([256, 384, 512], table, _projected({256: 500, 384: 1100, 512: 1700}, 900, asked), 1000, 0)
+    assert default == 0 and asked == [512, 384, 256] and [c["fits"] for c in costs] == [False, False, True]
+    assert "256 projects 500 s of 900 s, 512 1700 s" in why
+    assert choose([256, 384, 512], table, default, metric="ndcg@10", evidence="", why_default=why)["chosen"] == 256
+    # the longest fits: one probe, the longest stays the default
+    asked.clear()
+    assert affordable([256, 384, 512], table, _projected({256: 100, 384: 200, 512: 300}, 900, asked), 1000, 0)[0] == 2
+    assert asked == [512]
+    # none fits: the negatives go at any window, so the longest stays
+    asked.clear()
+    default, why, costs = affordable([256, 384, 512], table, _projected({256: 950, 384: 1100, 512: 1700}, 900, asked), 1000, 0)
+    assert default == 2 and asked == [512, 384, 256] and "no window's planned training fits" in why
+    # the longest clearly better than every other: its cost could not move the choice, so nothing is probed
+    asked.clear()
+    clear = [tie - 0.2, tie - 0.1, tie]
+    assert affordable([256, 384, 512], clear, _projected({256: 1, 384: 1, 512: 1e9}, 900, asked), 1000, 0)[0] == 2
+    assert asked == []
+    # ... and a longer window that is clearly better than the affordable default still wins on evidence
+    asked.clear()
+    default, why, _ = affordable(
+        [256, 384, 512], [tie - 0.2, tie, tie], _projected({256: 1, 384: 1e9, 512: 1e9}, 900, asked), 1000, 0
+    )
+    assert default == 0
+    assert choose([256, 384, 512], [tie - 0.2, tie, tie], default, metric="m", evidence="", why_default=why)["chosen"] == 384
+
+
+def test_the_window_choice_records_what_training_would_cost(minilm):
+    from runner.infra.models import load_model
+
+    model = load_model(minilm, "cpu")
+    asked = []
+    cost = _projected({256: 400.0, 384: 1200.0}, 900.0, asked)
+    record, encoded = choose_max_seq_length(model, "minilm", _tied_side(), "ndcg@10", 10, 16, "fp32", 1000, 0, "test", cost)
+    by_length = {c["value"]: c for c in record["candidates"]}
+    assert record["default"] == 256 == record["chosen"] == model.max_seq_length and asked == [384, 256]
+    assert by_length[256]["training_s_estimate"] == 400.0 and by_length[384]["training_s_estimate"] == 1200.0
+    assert [c["window"] for c in record["training_cost"]] == [384, 256]
+    assert "default 256: the longest window whose planned training fits" in record["reason"]
+    assert encoded[1].shape[0] == len(TOPICS)
+
+
+def test_training_cost_probes_the_planned_training_at_a_window(tiny_model):
+    from omegaconf import OmegaConf
+
+    from runner.data.pairs import EmbeddingQAFinetuneDataset
+    from runner.infra.models import load_model
+    from runner.stages.finetune.schema import SentenceTransformersFinetune
+    from runner.stages.finetune.trainer import training_cost
+
+    base = {"name_or_path": str(tiny_model), "revision": None, "max_seq_length": None, "query_prompt": "",
+            "passage_prompt": "", "trust_remote_code": False, "build": None}  # fmt: skip
+    model = load_model(OmegaConf.create(base), "cpu")
+    own = model.max_seq_length
+    corpus = {f"p{i}": f"{t}. {FILLER}" for i, t in enumerate(TOPICS)}
+    pairs = EmbeddingQAFinetuneDataset(
+        queries={f"q{i}": f"What happened: {t}?" for i, t in enumerate(TOPICS)},
+        corpus=corpus,
+        relevant_docs={f"q{i}": [f"p{i}"] for i in range(20)},
+    )
+    settings = {**asdict(SentenceTransformersFinetune()), "batch_size": 4, "epochs": 2, "precision": "fp32", "seed": 0}
+    settings["device"] = "cpu"
+    settings["time_budget_s"] = 1e6
+    roomy = training_cost(model, pairs, 64, negatives=1, settings=settings)
+    assert model.max_seq_length == own and roomy["window"] == 64 and roomy["budget_s"] == 1e6 and roomy["fits"]
+    assert roomy["seconds_per_plain_step"] > 0 and 1.5 < roomy["negatives_step_factor"] < 2.0  # short questions
+    steps = 2 * 5  # 20 pairs at batch 4, two epochs
+    assert roomy["training_s_estimate"] >= steps * roomy["seconds_per_plain_step"] * roomy["negatives_step_factor"]
+    settings["time_budget_s"] = roomy["training_s_estimate"] / 1000
+    assert not training_cost(model, pairs, 64, negatives=1, settings=settings)["fits"]
+
+
+def test_the_window_weighs_training_cost_only_where_a_budget_and_mined_negatives_are_planned(tiny_model, tmp_path):
+    from runner.finetune_setup import window_cost
+
+    def cost_of(*overrides):
+        return window_cost(compose(fast(tiny_model, "logger=none", *overrides), tmp_path), "model", {"pairs": 1}, "cpu")
+
+    assert cost_of() == (None, None)  # generated pairs: hard_negatives auto is 0
+    assert cost_of("finetune.hard_negatives.num=1", "finetune.time_budget_s=null") == (None, None)
+    assert cost_of("finetune=none") == (None, None)
+    cost, key = cost_of("finetune.hard_negatives.num=1", "finetune.time_budget_s=600")
+    assert cost.keywords["negatives"] == 1 and cost.keywords["settings"]["time_budget_s"] == 600
+    assert key["negatives"] == 1 and key["time_budget_s"] == 600 and key["batch_size"] == cost.keywords["settings"]["batch_size"]
+    # what decides the cost is in the choice's cache key; what does not (the learning rate) is not
+    assert cost_of("finetune.hard_negatives.num=1", "finetune.time_budget_s=601")[1] != key
+    assert cost_of("finetune.hard_negatives.num=1", "finetune.time_budget_s=600", "finetune.learning_rate=1e-3")[1] == key
+
+
+def test_the_trainer_decides_its_negatives_on_the_windows_own_measurement(tiny_model, tmp_path):
+    """The window was chosen because its training fits with the negatives: the trainer reads that same
+    measurement instead of probing again, so the two choices cannot contradict each other."""
+    from runner.finetune_setup import finetune_overrides
+
+    cfg = compose(fast(tiny_model, "logger=none"), tmp_path)
+    choice = {
+        "chosen": 256,
+        "training_cost": [{"window": 384, "seconds_per_plain_step": 9.0}, {"window": 256, "seconds_per_plain_step": 4.4}],
+    }
+    assert finetune_overrides(cfg, window_choice=choice)["step_seconds"] == 4.4
+    assert "step_seconds" not in finetune_overrides(cfg, window_choice={"chosen": 256})
+    assert "step_seconds" not in finetune_overrides(cfg)

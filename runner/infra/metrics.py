@@ -10,6 +10,7 @@ document as relevant when its grade is above 0. With all grades 1 the two coinci
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -109,3 +110,35 @@ def paired_randomization_p(base: np.ndarray, tuned: np.ndarray, n_resamples: int
         signs = rng.choice([-1.0, 1.0], size=(min(1000, n_resamples - start), len(diff)))
         extreme += int(np.sum(np.abs((signs * diff).mean(axis=1)) >= observed - 1e-12))
     return float((1 + extreme) / (n_resamples + 1))
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A paired comparison of two retrievers over the same questions: (b - a)'s mean, its 95% BCa interval
+    and the randomization p (None where not asked for). Every comparison a run reports is one of these;
+    each output names its fields as its contract says (`delta` / `delta_vs_torch` / `delta_vs_full` ...)."""
+
+    delta: float
+    ci95: tuple[float, float]
+    p: float | None = None
+
+    @classmethod
+    def of(cls, a, b, n_resamples: int = 10_000, seed: int = 0, *, p: bool = True) -> Paired:
+        """(b - a) over the questions: `a` and `b` hold one score per question, in the same order."""
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        low, high = paired_bootstrap_ci(a, b, n_resamples, seed)
+        return cls(float(np.mean(b) - np.mean(a)), (low, high), paired_randomization_p(a, b, n_resamples, seed) if p else None)
+
+    def flipped(self) -> Paired:
+        """(a - b): the BCa interval mirrors with the sign; p is the same test."""
+        return Paired(-self.delta, (-self.ci95[1], -self.ci95[0]), self.p)
+
+    @property
+    def clear(self) -> bool:
+        """b is clearly better: the interval lies above 0."""
+        return self.ci95[0] > 0
+
+    def as_dict(self, delta: str = "delta", ci95: str = "ci95", p: str = "p") -> dict:
+        """The record under the field names an output uses; p left out when not computed."""
+        out = {delta: self.delta, ci95: list(self.ci95)}
+        return {**out, p: self.p} if self.p is not None else out

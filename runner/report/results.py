@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from runner.infra.choosing import chosen_value
-from runner.infra.metrics import paired_bootstrap_ci, paired_randomization_p
+from runner.data.rows import SHOWN as ROWS
 from runner.infra.atomic import write_json_atomic, write_text_atomic
+from runner.infra.choosing import chosen_value
+from runner.infra.metrics import Paired
 
 PACKAGES = (
     "ragtune",
@@ -71,13 +72,10 @@ def compare_metrics(base, tuned, n_resamples: int, seed: int) -> dict:
     if tuned is None:
         return metrics
     metrics["finetuned"] = tuned.metrics
+    paired = {k: Paired.of(base.per_query[k], tuned.per_query[k], n_resamples, seed) for k in base.metrics}
     metrics["delta"] = {k: tuned.metrics[k] - base.metrics[k] for k in base.metrics}
-    metrics["delta_ci95"] = {
-        k: list(paired_bootstrap_ci(base.per_query[k], tuned.per_query[k], n_resamples, seed)) for k in base.metrics
-    }
-    metrics["delta_p"] = {
-        k: paired_randomization_p(base.per_query[k], tuned.per_query[k], n_resamples, seed) for k in base.metrics
-    }
+    metrics["delta_ci95"] = {k: list(c.ci95) for k, c in paired.items()}
+    metrics["delta_p"] = {k: c.p for k, c in paired.items()}
     return metrics
 
 
@@ -157,9 +155,6 @@ def choices_table(choices: dict) -> str:
     console = Console(width=160, record=True, file=io.StringIO(), color_system=None)
     console.print(table)
     return console.export_text()
-
-
-ROWS = ("base", "finetuned", "merged", "bm25", "hybrid_base", "hybrid_finetuned")
 
 
 def wandb_metrics(metrics: dict) -> dict:

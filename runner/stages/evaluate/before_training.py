@@ -58,15 +58,17 @@ def choose_before_training(
     precision: str,
     n_resamples: int,
     seed: int,
+    training_cost=None,
 ) -> BeforeTraining:
     """The stage. `window`: choose max_seq_length (auto); `baselines`: the evaluate.baselines config; `k`:
-    how deep each side of a hybrid ranks. `model.max_seq_length` is left at the chosen window."""
+    how deep each side of a hybrid ranks; `training_cost`: window -> what the planned training would cost there
+    (seq_length.affordable), or None. `model.max_seq_length` is left at the chosen window."""
     evidence = evidence_of(side, dev)
     out = BeforeTraining(records={})
     encoded = None
     if window:
         out.records["max_seq_length"], encoded = choose_max_seq_length(
-            model, model_id, side, metric, k, batch_size, precision, n_resamples, seed, evidence
+            model, model_id, side, metric, k, batch_size, precision, n_resamples, seed, evidence, training_cost
         )
         out.max_seq_length = int(model.max_seq_length)
     if side is not None and encoded is None and (baselines.enabled or dev is not None):

@@ -15,6 +15,8 @@ import time
 import numpy as np
 
 from runner.data.eval_set import EvalSet
+from runner.infra.choosing import choose
+from runner.stages.evaluate.scoring import dev_scores, ranking_scores
 
 
 def interpolated(base_state: dict, tuned_model, alpha: float):
@@ -34,6 +36,7 @@ def choose_merge(
     base_state: dict,
     tuned_model,
     dev: EvalSet,
+    *,
     alphas,
     metric: str,
     batch_size: int,
@@ -50,9 +53,6 @@ def choose_merge(
     above 0): a hair's breadth on dev is noise, and swapping the run's model on noise costs as often as it
     pays. `base_dev_scores`: the base model's per-question dev scores (alpha 0 on the curve; not a
     candidate: shipping the base is the verdict's call); `tuned_dev`: the finetuned model's dev ranking."""
-    from runner.infra.choosing import choose
-    from runner.stages.evaluate.scoring import dev_scores, ranking_scores
-
     start = time.perf_counter()
     rankings, scores, models = {}, {}, {}
     if tuned_dev is not None:

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from runner.data.eval_set import EvalSet
+from runner.data.rows import BM25, HYBRID_BASE
 from runner.stages.evaluate.baselines import Bm25, Bm25Settings, Fusion, Ranking, fuse
-from runner.stages.evaluate.choices import choose_weight, metric_k
+from runner.stages.evaluate.choices import _FAMILY, choose_weight, metric_k
 from runner.stages.evaluate.schema import K_KEYS
 from runner.stages.evaluate.scoring import EvalResult, score_ranked
 
@@ -27,8 +28,6 @@ def depth(cfg) -> int:
 
 def cutoffs(evaluate_cfg, metric: str) -> dict:
     """The evaluation's metric cut-offs, plus the deciding metric's (so every row has it)."""
-    from runner.stages.evaluate.choices import _FAMILY
-
     ks = {name: list(evaluate_cfg[name]) for name in K_KEYS}
     name, k = metric_k(metric)
     if k not in ks[_FAMILY[name]]:
@@ -72,20 +71,20 @@ def lexical_rankings(cfg, dev: EvalSet | None, eval_set: EvalSet, before: Before
 
 
 def rows_and_fusions(
-    cfg, before: Before, dense: dict, dense_dev: dict, eval_set: EvalSet, dev: EvalSet | None, metric: str, choices: dict
-) -> tuple[dict, dict]:
+    cfg, before: Before, dense: dict, dense_dev: dict, eval_set: EvalSet, dev: EvalSet | None, metric: str
+) -> tuple[dict, dict, dict]:
     """BM25's row and one hybrid per dense model (`dense`: name -> its eval Ranking; `dense_dev`: its dev
     Ranking); the base hybrid's fusion was chosen before training, the finetuned one's weight moves on dev.
-    Returns ({row: EvalResult}, {row: fusion settings})."""
-    rows = {"bm25": scored(before.lexical_eval, eval_set, cfg.evaluate, metric)}
-    fusions = {}
+    Returns ({row: EvalResult}, {row: fusion settings}, {"fusion_<row>": the record of that choice})."""
+    rows = {BM25: scored(before.lexical_eval, eval_set, cfg.evaluate, metric)}
+    fusions, records = {}, {}
     for name, ranking in dense.items():
         fusion = before.fusion_base
-        if name != "hybrid_base":
-            fusion, choices[f"fusion_{name}"] = tuned_fusion(cfg, before, dense_dev.get(name), dev, metric)
+        if name != HYBRID_BASE:
+            fusion, records[f"fusion_{name}"] = tuned_fusion(cfg, before, dense_dev.get(name), dev, metric)
         rows[name] = scored(hybrid_ranking(ranking, before.lexical_eval, fusion), eval_set, cfg.evaluate, metric)
         fusions[name] = fusion.as_dict()
-    return rows, fusions
+    return rows, fusions, records
 
 
 def tuned_fusion(cfg, before: Before, dense_dev: Ranking | None, dev: EvalSet | None, metric: str) -> tuple[Fusion, dict]:

@@ -114,10 +114,10 @@ def problems(cfg) -> list[str]:
 
 
 def _eval_set_problems(cfg) -> list[str]:
-    """An eval set file or folder that reads; held_out asks the generate stage's generator for questions,
-    so it is checked against it here, the later of the two stages."""
+    """An eval set file or folder that reads. (Whether the training generator can write eval_set=held_out's
+    questions is the generate stage's check: runner/stages/generate/schema.py.)"""
     p: list[str] = []
-    es, gen = cfg.eval_set, cfg.qa_generator
+    es = cfg.eval_set
     if es.kind == "file":
         from runner.data.pairs import qa_file_problems  # llama-index: only when there is a file to read
 
@@ -126,16 +126,6 @@ def _eval_set_problems(cfg) -> list[str]:
         from runner.data.beir import beir_problems
 
         p += beir_problems(es.path, es.split, key="eval_set.path")
-    if es.kind == "held_out" and "generators" in gen and es.get("generator") is None:
-        p.append(
-            "eval_set=held_out asks the training generator for held-out questions, and a mixed generator's "
-            "passages differ per kind of query; use eval_set=held_out_ict with it"
-        )
-    if es.kind == "held_out" and "path" in gen and es.get("generator") is None:
-        p.append(
-            "eval_set=held_out generates questions from held-out documents, which qa_generator=file "
-            "cannot do; use eval_set=file eval_set.path=VAL.json with it"
-        )
     return p
 
 

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runner.infra.errors import RagtuneError
 from runner.data.eval_set import EvalSet
+from runner.infra.errors import RagtuneError
 from runner.infra.metrics import mean_metrics, per_query_metrics
 from runner.infra.models import autocast
+from runner.stages.evaluate.baselines import dense_ranking
+from runner.stages.evaluate.choices import per_query
 from runner.stages.evaluate.schema import K_KEYS
 
 
@@ -137,8 +139,6 @@ def dense_top(
     query_emb=None,
 ):
     """Each answered query's top k by the model (a `baselines.Ranking`, the dense side of a hybrid)."""
-    from runner.stages.evaluate.baselines import dense_ranking
-
     if index is None:
         index = build_index(model, model_id, eval_set.corpus, batch_size, precision)
     if query_emb is None:
@@ -156,8 +156,6 @@ def encode_set(model, model_id: str, eval_set: EvalSet, batch_size: int = 64, pr
 
 def ranking_of(encoded, k: int):
     """Each query's top k (a `baselines.Ranking`) from an `encode_set` result."""
-    from runner.stages.evaluate.baselines import dense_ranking
-
     index, query_emb = encoded
     return dense_ranking(query_emb, index, k)
 
@@ -184,8 +182,6 @@ def dev_scores(model, model_id: str, dev: EvalSet, metric: str, k: int, batch_si
 
 def ranking_scores(ranking, dev: EvalSet, metric: str):
     """One value of `metric` per answered query of `dev`, from a ranking made already."""
-    from runner.stages.evaluate.choices import per_query
-
     return per_query(ranking.ranked_ids(), dev, dev.answered_query_ids(), metric)
 
 

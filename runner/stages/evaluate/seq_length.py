@@ -10,20 +10,33 @@ that already fit leave one candidate, and nothing is encoded for it.
 Otherwise the base model ranks the training side's questions at each length and `runner.infra.choosing`
 decides: the written default is the longest candidate, the window that reads (nearly) every passage whole
 (measured: on the filings set 256 / 384 / 512 score 0.6389 / 0.6405 / 0.6532 on all 668 training-side
-questions; on SciFact 512 ties 384 and beats 256 by +0.009; on the long benchmark 512 is +0.048 on dev;
-nowhere did a shorter window score clearly better). A shorter one wins only where it is clearly better.
-The record (every candidate's score and share of passages cut, the evidence, the winner) goes to
-results.json `choices.max_seq_length`.
+questions; on the long benchmark 512 is +0.048 on dev; nowhere did a shorter window score clearly better).
+Another candidate wins only where it is clearly better.
+
+Unless the window costs what training needs more. Where the finetune method plans mined hard negatives
+within a time budget (`cost`: the trainer's probe at a window), the default is the longest window whose
+planned training, negatives included, fits the budget: a longer one must be clearly better to be worth
+dropping the negatives for (on SciFact the three windows tie on 809 questions, and 512 would have cost
+the negative, worth about +0.015 there). Nothing is probed where the longest window is clearly better than
+every shorter one, or where it fits; where none fits, the longest stays (the negatives go at any window).
+
+The record (every candidate's score, share of passages cut and, where probed, projected training seconds;
+the evidence; the winner) goes to results.json `choices.max_seq_length`.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from typing import Callable
 
 import numpy as np
 
+from runner.infra.choosing import choose
+from runner.infra.metrics import paired_bootstrap_ci
 from runner.infra.models import word_pieces
+from runner.stages.evaluate.choices import per_query
+from runner.stages.evaluate.scoring import encode_set, ranking_of
 
 STEP = 128  # word pieces between candidates
 COVER = 0.95  # the longest candidate holds this share of the training side's passages
@@ -70,12 +83,13 @@ def choose_max_seq_length(
     n_resamples: int,
     seed: int,
     evidence: str = "",
+    cost: Callable[[int], dict] | None = None,
 ) -> tuple[dict, object]:
     """(the record of the choice, the base model's encoding of `side` at the winner: (CorpusIndex, query
     embeddings), or None when nothing was encoded); `model.max_seq_length` is left at the winner.
-    `side`: the training side's questions and passages (`eval_sets.training_side`), or None."""
-    from runner.infra.choosing import choose
-
+    `side`: the training side's questions and passages (`eval_sets.training_side`), or None; `cost`: window ->
+    the planned training's projection there (`trainer.training_cost`: `training_s_estimate`, `fits`), or None
+    where training buys nothing with the time (no budget, no mined negatives, no training)."""
     start = time.perf_counter()
     own = int(model.max_seq_length)
     lengths = word_pieces(model, sorted(set(side.corpus.values())) if side is not None else [])
@@ -84,34 +98,76 @@ def choose_max_seq_length(
     cut = [{"passages_cut": round(float((lengths > n).mean()), 4) if len(lengths) else 0.0} for n in cands]
     info = {"own": own, "passage_lengths": _lengths(lengths, limit)}
     if len(cands) == 1 or side is None:
-        reason = (
-            f"the model's own {own}: it holds {100 * COVER:.0f}% of the training side's passages"
-            if len(cands) == 1
-            else f"the model's own {own}: no training-side question to choose on"
-        )
-        record = {
-            "metric": metric,
-            "questions": 0,
-            "candidates": [{"value": n, **c} for n, c in zip(cands, cut)],
-            "chosen": own,
-            "decided_by": "default",
-            "reason": reason,
-        }
+        record = _nothing_to_choose(own, cands, cut, metric, no_side=side is None)
         return {**record, **info, "seconds": round(time.perf_counter() - start, 3)}, None
     encoded, table = _at_each_length(model, model_id, side, cands, own, metric, k, batch_size, precision)
+    default, why, costs = affordable(cands, table, cost, n_resamples, seed)
+    for c in costs:
+        cut[cands.index(c["window"])]["training_s_estimate"] = c.get("training_s_estimate")
     record = choose(
         cands,
         table,
-        len(cands) - 1,
+        default,
         metric=metric,
         evidence=evidence,
-        why_default=WHY_DEFAULT,
+        why_default=why,
         n_resamples=n_resamples,
         seed=seed,
         extra=cut,
     )
+    if costs:
+        record["training_cost"] = costs
+        if default != len(cands) - 1:
+            record["reason"] += f"; default {cands[default]}: {why}"
     model.max_seq_length = record["chosen"]
     return {**record, **info, "seconds": round(time.perf_counter() - start, 3)}, encoded[record["chosen"]]
+
+
+def _nothing_to_choose(own: int, cands: list[int], cut: list[dict], metric: str, no_side: bool) -> dict:
+    """The record when the model's own window stands without a question asked."""
+    reason = (
+        f"the model's own {own}: no training-side question to choose on"
+        if no_side and len(cands) > 1
+        else f"the model's own {own}: it holds {100 * COVER:.0f}% of the training side's passages"
+    )
+    return {
+        "metric": metric,
+        "questions": 0,
+        "candidates": [{"value": n, **c} for n, c in zip(cands, cut)],
+        "chosen": own,
+        "decided_by": "default",
+        "reason": reason,
+    }
+
+
+def affordable(cands: list[int], table: list, cost, n_resamples: int, seed: int) -> tuple[int, str, list[dict]]:
+    """(the default's index, why, the probes' records): the longest candidate, or, where `cost` says its
+    planned training does not fit the budget, the longest one whose training does. Probes run from the longest
+    down and stop at the first that fits; none runs where the longest is clearly better than every other
+    candidate (the choice could not move)."""
+    longest = len(cands) - 1
+    if cost is None or _clearly_best(table, longest, n_resamples, seed):
+        return longest, WHY_DEFAULT, []
+    costs = []
+    for i in range(longest, -1, -1):
+        costs.append(cost(cands[i]))
+        if costs[-1]["fits"]:
+            break
+    if not costs[-1]["fits"] or len(costs) == 1:  # the longest fits, or none does (the negatives go at any window)
+        return longest, WHY_DEFAULT + ("; no window's planned training fits the time budget" if len(costs) > 1 else ""), costs
+    fit, over = costs[-1], costs[0]
+    why = (
+        f"the longest window whose planned training fits the time budget with its mined negatives: "
+        f"{fit['window']} projects {fit['training_s_estimate']:.0f} s of {fit['budget_s']:.0f} s, {over['window']} "
+        f"{over['training_s_estimate']:.0f} s; a longer window has to be clearly better to be worth the negatives"
+    )
+    return cands.index(fit["window"]), why, costs
+
+
+def _clearly_best(table: list, i: int, n_resamples: int, seed: int) -> bool:
+    """Whether candidate `i` beats every other clearly (the paired 95% interval above 0)."""
+    rows = np.asarray(table, dtype=np.float64)
+    return all(paired_bootstrap_ci(rows[j], rows[i], n_resamples, seed)[0] > 0 for j in range(len(rows)) if j != i)
 
 
 def _lengths(lengths: np.ndarray, limit: int) -> dict:
@@ -126,9 +182,6 @@ def _lengths(lengths: np.ndarray, limit: int) -> dict:
 def _at_each_length(model, model_id: str, side, cands: list[int], own: int, metric: str, k: int, batch_size: int, precision: str):
     """({length: (CorpusIndex, query embeddings) of `side`}, [per-question scores at each length]); the
     model's length is put back to `own` afterwards."""
-    from runner.stages.evaluate.choices import per_query
-    from runner.stages.evaluate.scoring import encode_set, ranking_of
-
     encoded, table = {}, []
     qids = side.answered_query_ids()
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runner.infra.metrics import paired_bootstrap_ci, paired_randomization_p
+from runner.infra.metrics import Paired
 from runner.stages.evaluate.schema import K_KEYS
 from runner.stages.evaluate.scoring import score_ranked, top_k
 
@@ -43,11 +43,7 @@ def dimension_rows(reference, eval_set, dims, evaluate_cfg, metric: str, n: int,
             "metrics": result.metrics,
         }
         if d != full:
-            row.update(
-                delta_vs_full=float(got.mean() - ref.mean()),
-                delta_ci95=list(paired_bootstrap_ci(ref, got, n, seed)),
-                delta_p=paired_randomization_p(ref, got, n, seed),
-            )
+            row.update(Paired.of(ref, got, n, seed).as_dict("delta_vs_full", "delta_ci95", "delta_p"))
         rows[str(d)] = row
     return rows
 

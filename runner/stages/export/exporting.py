@@ -27,7 +27,7 @@ import numpy as np
 
 from runner.infra.errors import first_line
 from runner.infra.fingerprint import path_fingerprint, short_identity
-from runner.infra.metrics import paired_bootstrap_ci, paired_randomization_p
+from runner.infra.metrics import Paired
 from runner.infra.models import cpu_int8, cpu_name
 from runner.stages.evaluate.scoring import evaluate_model
 from runner.stages.export.encoder import graph_of
@@ -199,9 +199,7 @@ def _export_row(cfg, stages, target: str, spec, source: Source, out: Path, devic
         "size_mb": size_mb(path),
         **timing,
         "metrics": result.metrics,
-        "delta_vs_torch": float(got.mean() - ref.mean()),
-        "delta_ci95": list(paired_bootstrap_ci(ref, got, n, seed)),
-        "delta_p": paired_randomization_p(ref, got, n, seed),
+        **Paired.of(ref, got, n, seed).as_dict("delta_vs_torch", "delta_ci95", "delta_p"),
         **fidelity(source.reference, result, cosine=same_model),
         "export_s": seconds,
         "cache": status,

@@ -206,6 +206,21 @@ def probe_step_seconds(make_trainer, model, dataset, batch_size: int) -> float:
     return (stamps[-1] - stamps[0]) / (len(stamps) - 1) * batch_size / probe_batch
 
 
+def projection(
+    step_s: float, *, negatives: int, steps: int, query_tokens: float, passage_tokens: float, texts_to_mine: int, batch_size: int
+) -> dict:
+    """What the planned steps with `negatives` mined passages per pair would cost, from `step_s` (seconds per
+    plain step): the probe's record, less the time already spent."""
+    factor = negatives_step_factor(query_tokens, passage_tokens, negatives)
+    mining_s = texts_to_mine / (2 * batch_size) * step_s * FORWARD_SHARE
+    return {
+        "seconds_per_plain_step": round(step_s, 3),
+        "negatives_step_factor": round(factor, 3),
+        "mining_s_estimate": round(mining_s, 1),
+        "training_s_estimate": round(mining_s + steps * step_s * factor, 1),
+    }
+
+
 def fit_negatives(
     negatives: int,
     budget_s: float | None,
@@ -228,14 +243,19 @@ def fit_negatives(
     if not math.isfinite(step_s):  # too few rows to time two steps: nothing to go on, keep the plan
         record["probe"] = {"seconds_per_plain_step": None}
         return negatives
-    factor = negatives_step_factor(query_tokens, passage_tokens, negatives)
-    mining_s = texts_to_mine / (2 * batch_size) * step_s * FORWARD_SHARE
+    cost = projection(
+        step_s,
+        negatives=negatives,
+        steps=steps,
+        query_tokens=query_tokens,
+        passage_tokens=passage_tokens,
+        texts_to_mine=texts_to_mine,
+        batch_size=batch_size,
+    )
     elapsed = time.perf_counter() - started
-    with_negatives = elapsed + mining_s + steps * step_s * factor
+    with_negatives = elapsed + cost["training_s_estimate"]
     record["probe"] = {
-        "seconds_per_plain_step": round(step_s, 3),
-        "negatives_step_factor": round(factor, 3),
-        "mining_s_estimate": round(mining_s, 1),
+        **{k: v for k, v in cost.items() if k != "training_s_estimate"},
         "projected_with_negatives_s": round(with_negatives, 1),
     }
     if with_negatives <= budget_s:
@@ -243,8 +263,8 @@ def fit_negatives(
     plain = elapsed + steps * step_s
     why = (
         f"hard negatives {negatives} -> 0: with them {steps} steps ({steps / steps_per_epoch:.2f} epochs) project "
-        f"to {with_negatives:.0f} s ({step_s * factor:.1f} s a step, mining ~{mining_s:.0f} s), without them "
-        f"{plain:.0f} s"
+        f"to {with_negatives:.0f} s ({step_s * cost['negatives_step_factor']:.1f} s a step, mining "
+        f"~{cost['mining_s_estimate']:.0f} s), without them {plain:.0f} s"
     )
     log.warning("finetune: time budget %.0f s: %s", budget_s, why)
     record.setdefault("gave_up", []).append(why)

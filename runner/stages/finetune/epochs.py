@@ -22,6 +22,8 @@ import math
 import time
 from typing import Callable
 
+from runner.infra.choosing import choose
+
 log = logging.getLogger("ragtune")
 
 CHEAP = 0.5  # auto scores epochs when the dev texts are at most this share of an epoch's training texts
@@ -90,8 +92,6 @@ class BestEpoch:
     def finish(self) -> tuple[dict, object]:
         """(the record, the dev ranking of the kept epoch); restores the kept epoch's weights. The last epoch
         is the written default (`runner.infra.choosing`): an earlier one replaces it only when clearly better."""
-        from runner.infra.choosing import choose
-
         values = [e["epoch"] for e in self.epochs]
         n = len(self.epochs[-1]["values"])
         record = choose(

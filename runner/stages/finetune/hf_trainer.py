@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from runner.infra.errors import RagtuneError
+from runner.stages.finetune.batching import NoDuplicateBatches, real_token_share, text_lengths
 
 log = logging.getLogger("ragtune")
 # group_by_length=null groups batches when that gives 1.2x the real passage tokens of random batches (a sixth
@@ -145,8 +146,6 @@ def _trainer(model, dataset, max_steps, callbacks, *, model_args, loss_of, batch
 def batch_sampler(train_dataset, model, batch_size: int, group_by_length: bool | None, seed: int):
     """(the batch sampler: no duplicates, full batches, length-grouped where that pays or is asked
     for; the record of the choice)."""
-    from runner.stages.finetune.batching import NoDuplicateBatches, real_token_share, text_lengths
-
     record = {"setting": group_by_length}
     if group_by_length is False:
         return NoDuplicateBatches, {**record, "chosen": "random", "reason": "finetune.group_by_length=false"}

@@ -23,9 +23,13 @@ from pathlib import Path
 from llama_index.core.schema import TextNode
 from tqdm import tqdm
 
-from runner.infra.errors import RagtuneError, first_line
-from runner.infra.atomic import write_json_atomic
 from runner.data.pairs import EmbeddingQAFinetuneDataset
+from runner.infra.atomic import write_json_atomic
+from runner.infra.code_deps import library_versions
+from runner.infra.errors import RagtuneError, first_line
+from runner.infra.fingerprint import input_files
+from runner.infra.secrets import key_view, redact
+from runner.infra.stage_cache import touch
 
 log = logging.getLogger("ragtune")
 
@@ -75,11 +79,6 @@ def answer_store(cache_dir: str, llm) -> Path:
     """The folder of this LLM's answers, one file per prompt: keyed by every setting (credentials
     hashed), the content of a local model's files, and the versions of the client library and what
     it requires. A manifest says what made it (`python -m runner.cache list`)."""
-    from runner.infra.code_deps import library_versions
-    from runner.infra.fingerprint import input_files
-    from runner.infra.secrets import key_view, redact
-    from runner.infra.stage_cache import touch
-
     settings = llm_settings(llm)
     libraries = library_versions({type(llm).__module__.split(".")[0]})
     material = {"settings": key_view(settings), "files": input_files(settings), "libraries": libraries}

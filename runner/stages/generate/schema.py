@@ -79,6 +79,13 @@ QA_GENERATOR = {
 }
 
 
+def kind(gen) -> str | None:
+    """Which `qa_generator` option `gen` is (a QA_GENERATOR name), by its declared `_target_`."""
+    from runner.infra.options import option_of
+
+    return option_of(gen, QA_GENERATOR)
+
+
 def problems(cfg) -> list[str]:
     """What the `qa_generator` types cannot say: counts and ranges, and a pairs file that reads."""
     p: list[str] = []
@@ -92,12 +99,31 @@ def problems(cfg) -> list[str]:
             f"qa_generator.min_keywords={gen.min_keywords}, max_keywords={gen.max_keywords} and "
             f"pool={gen.pool} must satisfy 1 <= min_keywords <= max_keywords <= pool"
         )
-    if "path" in gen and Path(gen.path).is_dir():  # a BEIR folder: its qrels/<split>.tsv
+    reads_file = kind(gen) == "file"
+    if reads_file and Path(gen.path).is_dir():  # a BEIR folder: its qrels/<split>.tsv
         from runner.data.beir import beir_problems
 
         p += beir_problems(gen.path, gen.split, key="qa_generator.path")
-    elif "path" in gen:
+    elif reads_file:
         from runner.data.pairs import qa_file_problems  # llama-index: only when there is a file to read
 
         p += qa_file_problems(gen.path, "qa_generator.path")
-    return p
+    return p + _held_out_problems(cfg)
+
+
+def _held_out_problems(cfg) -> list[str]:
+    """eval_set=held_out asks the training generator for the held-out questions: can it write them?"""
+    es = cfg.eval_set
+    if es.get("kind") != "held_out" or es.get("generator") is not None:
+        return []
+    if kind(cfg.qa_generator) == "mixed":
+        return [
+            "eval_set=held_out asks the training generator for held-out questions, and a mixed generator's "
+            "passages differ per kind of query; use eval_set=held_out_ict with it"
+        ]
+    if kind(cfg.qa_generator) == "file":
+        return [
+            "eval_set=held_out generates questions from held-out documents, which qa_generator=file "
+            "cannot do; use eval_set=file eval_set.path=VAL.json with it"
+        ]
+    return []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from runner.data.rows import BM25, HYBRIDS, LEXICAL
 from runner.infra.atomic import write_json_atomic, write_text_atomic
 from runner.infra.errors import RagtuneError
 
@@ -46,7 +47,7 @@ def retriever_spec(
     """`models`: row -> {"model": dir or hub id, "revision": ..., "adapter": {"path", "class"} or None}, the
     model each dense row was scored with (`steps.shipped_models`)."""
     deploy = verdict["deploy"]
-    dense = models.get(deploy) if deploy != "bm25" else None
+    dense = models.get(deploy) if deploy != BM25 else None
     adapter = (dense or {}).get("adapter")
     return {
         "deploy": deploy,
@@ -60,8 +61,8 @@ def retriever_spec(
         "passage_prompt": prompts.get("passage", ""),
         "max_seq_length": max_seq_length,
         "precision": precision,  # what the scores were computed at; an fp32 rebuild matches an fp32 run exactly
-        "bm25": bm25 if deploy in ("bm25", "hybrid_base", "hybrid_finetuned") else None,
-        "fusion": fusion.get(deploy) if deploy.startswith("hybrid") else None,
+        "bm25": bm25 if deploy in LEXICAL else None,
+        "fusion": fusion.get(deploy) if deploy in HYBRIDS else None,
         "chunker": chunker,
     }
 

@@ -15,24 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from runner.infra.metrics import paired_bootstrap_ci, paired_randomization_p
-
-ORDER = ("base", "bm25", "hybrid_base", "finetuned", "merged", "hybrid_finetuned")
-TRAINED = ("finetuned", "merged", "hybrid_finetuned")
-LABELS = {
-    "base": "the base model",
-    "bm25": "BM25",
-    "hybrid_base": "BM25 + the base model",
-    "finetuned": "the finetuned model",
-    "merged": "the merged model",
-    "hybrid_finetuned": "BM25 + the finetuned model",
-}
-
-
-def compare(a: np.ndarray, b: np.ndarray, n_resamples: int, seed: int) -> dict:
-    """(b - a): mean, 95% BCa interval, randomization p."""
-    low, high = paired_bootstrap_ci(a, b, n_resamples, seed)
-    return {"delta": float(np.mean(b) - np.mean(a)), "ci95": [low, high], "p": paired_randomization_p(a, b, n_resamples, seed)}
+from runner.data.rows import LABELS
+from runner.data.rows import SIMPLEST_FIRST as ORDER
+from runner.infra.metrics import Paired
 
 
 def decide(
@@ -45,9 +30,8 @@ def decide(
     pairs = {}
     for i, a in enumerate(rows):
         for b in rows[i + 1 :]:  # (a - b) is (b - a) mirrored: the BCa interval respects the sign flip
-            pairs[(a, b)] = compare(per_query[a], per_query[b], n_resamples, seed)
-            c = pairs[(a, b)]
-            pairs[(b, a)] = {"delta": -c["delta"], "ci95": [-c["ci95"][1], -c["ci95"][0]], "p": c["p"]}
+            c = Paired.of(per_query[a], per_query[b], n_resamples, seed)
+            pairs[(a, b)], pairs[(b, a)] = c.as_dict(), c.flipped().as_dict()
     beaten_by = {r: [o for o in rows if o != r and pairs[(r, o)]["ci95"][0] > 0] for r in rows}
     left = [r for r in rows if not beaten_by[r] and r not in flagged]
     if not left:  # every unbeaten row was flagged: the best unflagged one
