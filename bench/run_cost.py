@@ -3,6 +3,7 @@
     python bench/run_cost.py --baseline c6483da                     # precision=auto
     python bench/run_cost.py --baseline c6483da --precision fp32    # as on CPUs without bf16
     python bench/run_cost.py --baseline c6483da -- corpus.max_documents=200   # runner overrides for both
+    python bench/run_cost.py --baseline c6483da --keep outputs/run_cost      # keep both run directories
 
 Each tree (the baseline ref checked out into a temporary git worktree, then this checkout) runs
 `python -m runner logger=none precision=P` once, cold (its own empty cache), one after the other, never
@@ -57,6 +58,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--baseline", required=True, help="the git ref to measure before this checkout")
     ap.add_argument("--precision", default="auto", help="the runner's precision for both trees")
+    ap.add_argument("--keep", type=Path, help="keep both runs' directories here (before/, after/)")
     ap.add_argument("overrides", nargs="*", help="runner overrides after --, for both trees")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="run_cost."))
@@ -106,6 +108,10 @@ def main() -> None:
             + "  ".join(f"{r} {v:.4f}" for r, v in rows.items())
             + f"  verdict {res.get('verdict', {}).get('deploy', '-')}"
         )
+    if a.keep:
+        for name in ("before", "after"):
+            shutil.copytree(tmp / name / "run", a.keep / name, dirs_exist_ok=True)
+        print(f"\nthe runs: {a.keep}/before, {a.keep}/after")
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -34,12 +34,12 @@ from runner.infra.stage_cache import StageCache
 from runner.job import Job, finished_result, job_number, run_identity, stage
 from runner.report.results import compare_metrics, flatten, metric_value, versions
 from runner.report.run_report import report, write_tables
+from runner.stages.evaluate.dimensions import score_dimensions
 from runner.stages.evaluate.around_training import base_weights, merge_on_dev, rankings_before, shippable_rows
 from runner.stages.evaluate.engines import evaluate_with_engine
 from runner.stages.evaluate.guards import score_guards
 from runner.stages.evaluate.retrievers import Before
 from runner.stages.evaluate.scoring import EvalResult
-from runner.stages.export.dimensions import score_dimensions
 from runner.stages.export.exporting import export_all
 from runner.stages.ship.retriever import add_model_card, model_card, settings
 from runner.stages.ship.shipping import data_hashes, ship_spec, shipped_models
@@ -282,6 +282,7 @@ def finetune(job: Job, model, pairs, dev_set, eval_set, before: Before, choices:
             precision=job.precision,
             model_dir=trained.model_dir,
             tuned_dev=tuned_dev,
+            adapter=trained.adapter,
         )
         trained.run_dev = run_dev if run_dev is not None else tuned_dev
     job.tracker.log_model(trained.model_dir)

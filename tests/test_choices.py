@@ -167,7 +167,10 @@ def test_choices_after_training_see_only_dev_questions_and_none_reads_the_eval_s
         phase[0] = "after"
         return original_train(*args, **kwargs)
 
-    monkeypatch.setattr(choices_module, "per_query", spy_per_query)
+    from runner.stages.evaluate import scoring, seq_length
+
+    for module in (choices_module, scoring, seq_length):  # every module that scores a choice's questions
+        monkeypatch.setattr(module, "per_query", spy_per_query)
     monkeypatch.setattr(trainer, "run_trainer", spy_train)
     out = tmp_path / "run"
     run(compose(fast(tiny_model, "logger=none", "finetune.max_steps=-1", "finetune.epochs=2", "finetune.best_epoch=true"), out))

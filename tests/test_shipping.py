@@ -27,6 +27,7 @@ def shipped_run(request, tiny_model, tmp_path_factory):
     """A debug=fast run at fp32 of one finetune method; `+merge`: the merge kept whatever dev says (the
     decision is not under test here, what ships after it is)."""
     from runner.infra import choosing
+    from runner.stages.evaluate import merge
 
     method, keep_merge = CASES[request.param]
     real = choosing.choose
@@ -40,7 +41,7 @@ def shipped_run(request, tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp(request.param.replace("+", "_")) / "run"
     with pytest.MonkeyPatch.context() as mp:
         if keep_merge:
-            mp.setattr(choosing, "choose", merge_kept)
+            mp.setattr(merge, "choose", merge_kept)
         run(compose(fast(tiny_model, "logger=none", "precision=fp32", "device=cpu", f"finetune={method}"), out))
     return request.param, out, json.loads((out / "results.json").read_text())
 

@@ -66,16 +66,17 @@ def merge_on_dev(
     precision: str,
     model_dir: Path,
     tuned_dev=None,
+    adapter: str | None = None,
 ) -> tuple[object | None, dict, object]:
     """WiSE-FT on the dev split; a merge that wins there is saved as `model_dir` (the finetuned model
     moves beside it, to finetuned_model/). `tuned_dev`: the finetuned model's dev ranking when training
-    scored its epochs. Returns (the merged model or None, the record, the dev ranking
-    of the run's model or None)."""
+    scored its epochs; `adapter`: the adapter's class for finetune=adapter (no base weights moved: nothing
+    to merge). Returns (the merged model or None, the record, the dev ranking of the run's model or None)."""
     if not cfg.merge.enabled:
         return None, {"kept": False, "reason": "merge.enabled=false"}, None
     if dev is None or base_state is None:
         return None, {"kept": False, "reason": "no dev split to choose a merge weight on"}, None
-    if getattr(tuned_model, "adapter", None) is not None:
+    if adapter is not None:
         return None, {"kept": False, "reason": "finetune=adapter leaves the base weights as they are"}, None
     merged, record, ranking = choose_merge(
         base_state,

@@ -10,6 +10,7 @@ embedded by any other model.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -204,3 +205,15 @@ def result_to_json(result: EvalResult) -> dict:
 
 def result_from_json(data: dict) -> EvalResult:
     return EvalResult(**{**data, "per_query": {k: np.asarray(v) for k, v in data["per_query"].items()}})
+
+
+def with_embeddings(reference: EvalResult, model_dir: Path, eval_set: EvalSet, evaluate_cfg) -> EvalResult:
+    """The trained model's eval result with its eval-set embeddings (`dense`): when it was read from the
+    cache without them, the model at `model_dir` is scored once more and they are kept on `reference`, so
+    the exports and the Matryoshka table encode the eval set once between them."""
+    if reference.dense is None:
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(model_dir), device="cpu")
+        reference.dense = evaluate_model(model, eval_set, evaluate_cfg, evaluate_cfg.batch_size).dense
+    return reference

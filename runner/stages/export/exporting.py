@@ -29,7 +29,7 @@ from runner.infra.errors import first_line
 from runner.infra.fingerprint import path_fingerprint, short_identity
 from runner.infra.metrics import Paired
 from runner.infra.models import cpu_int8, cpu_name
-from runner.stages.evaluate.scoring import evaluate_model
+from runner.stages.evaluate.scoring import evaluate_model, with_embeddings
 from runner.stages.export.encoder import graph_of
 from runner.stages.export.measure import load_encoder
 from runner.stages.export.onnx import FUSIONS, SKIP, export_onnx, quantize_int8
@@ -225,15 +225,6 @@ def fidelity(reference, result, cosine: bool) -> dict:
         cos = (torch.as_tensor(ref_index.embeddings).float().cpu() * torch.as_tensor(index.embeddings).float().cpu()).sum(dim=1)
         got.update(cosine_mean=round(float(cos.mean()), 4), cosine_min=round(float(cos.min()), 4))
     return got
-
-
-def with_embeddings(reference, model_dir: Path, eval_set, evaluate_cfg):
-    """The torch model's eval result with its eval-set embeddings (`dense`): when it was read from
-    the cache without them, the model is scored once more and they are kept on `reference`, so the
-    exports and the Matryoshka table encode the eval set once between them."""
-    if reference.dense is None:
-        reference.dense = evaluate_model(load_encoder(model_dir), eval_set, evaluate_cfg, evaluate_cfg.batch_size).dense
-    return reference
 
 
 def calibration_texts(passages: list[str], spec, seed: int) -> list[str]:

@@ -17,7 +17,7 @@ import numpy as np
 
 from runner.infra.metrics import Paired
 from runner.stages.evaluate.schema import K_KEYS
-from runner.stages.evaluate.scoring import score_ranked, top_k
+from runner.stages.evaluate.scoring import score_ranked, top_k, with_embeddings
 
 
 def dimension_rows(reference, eval_set, dims, evaluate_cfg, metric: str, n: int, seed: int) -> dict:
@@ -84,8 +84,6 @@ def score_dimensions(cfg, model_dir: Path, reference, eval_set, metric: str, out
     `dimensions.png` in the run dir; {} for any other loss."""
     if cfg.finetune.get("loss") != "matryoshka":
         return {}
-    from runner.stages.export.exporting import with_embeddings
-
     reference = with_embeddings(reference, Path(model_dir), eval_set, cfg.evaluate)
     dims, n = cfg.finetune.matryoshka_dims, cfg.evaluate.bootstrap
     rows = dimension_rows(reference, eval_set, dims, cfg.evaluate, metric, n, cfg.seed)
