@@ -75,7 +75,7 @@ def train_sentence_transformers(
     plan = schedule(model, pairs, output_dir, s)
     if plan.epochs_record["setting"] == "auto":
         log.info("finetune: epochs auto -> %g (%s)", plan.epochs, plan.epochs_record["reason"])
-    rows, n, precision, budget, make_trainer = plan.rows, len(plan.rows["anchor"]), plan.precision, plan.budget, plan.make_trainer
+    rows, precision, budget = plan.rows, plan.precision, plan.budget
     steps_per_epoch, total, batch_size = plan.steps_per_epoch, plan.total, s.batch_size
     record = report.setdefault("time_budget", {"budget_s": budget, "setting": s.time_budget_s})
     record["planned"] = {"steps": total, "epochs": round(total / steps_per_epoch, 3)}
@@ -86,27 +86,9 @@ def train_sentence_transformers(
         # 4. The dataset, less the pairs the base model cannot place (finetune.filter_top_k > 0)
         train_dataset = training_dataset(rows, model, s.filter_top_k, batch_size, precision, s.device)
         # 5. Mined hard negatives; they go first when the planned steps with them would not fit the budget
-        hard_negatives = dict(s.hard_negatives or {})
-        negatives = int(hard_negatives.get("num") or 0)  # null (auto) is resolved by the pipeline, which knows the pairs
-        record["planned"]["hard_negatives"] = negatives
-        if negatives > 0:
-            negatives = budgeted_negatives(
-                negatives,
-                model,
-                train_dataset,
-                make_trainer,
-                budget=budget,
-                started=started,
-                record=record,
-                steps=total,
-                steps_per_epoch=steps_per_epoch,
-                batch_size=batch_size,
-                step_seconds=step_seconds,
-            )
-        if negatives > 0:
-            train_dataset = mined(train_dataset, model, negatives, hard_negatives, batch_size, n, precision, s.device)
-            negatives = len(train_dataset.column_names) - 2  # auto falls back to in-batch negatives: 0
-        record["hard_negatives"] = negatives
+        train_dataset, negatives = with_negatives(
+            train_dataset, model, s, plan, record=record, started=started, step_seconds=step_seconds
+        )
         note_negatives_dropped(report, record, negatives)
         # 6. The rows are final (filtered, mined): the steps an epoch really takes, and how they are batched
         steps_per_epoch, total = planned_steps(len(train_dataset), batch_size, plan.epochs, s.max_steps)
@@ -129,7 +111,7 @@ def train_sentence_transformers(
         )
         callbacks = [forward.callback, clock.callback] + ([picker.callback] if picker is not None else [])
         # 8. Train
-        trainer = make_trainer(model, train_dataset, None, callbacks, batch_sampler=sampler)
+        trainer = plan.make_trainer(model, train_dataset, None, callbacks, batch_sampler=sampler)
         run_trainer(trainer, forward, len(train_dataset), total, batch_size, s.learning_rate, precision, budget, s.loss)
     # 9. What the budget let train, and the epoch kept: an earlier one only when clearly better on dev
     record_outcome(record, trainer.state.global_step, steps_per_epoch, negatives, started, budget)
@@ -300,6 +282,44 @@ def training_dataset(rows: dict, model, filter_top_k: int, batch_size: int, prec
             f"finetune.batch_size={batch_size}; raise finetune.filter_top_k or use finetune.filter_top_k=0."
         )
     return train_dataset
+
+
+def with_negatives(
+    train_dataset,
+    model,
+    s: SentenceTransformersFinetune,
+    plan: Schedule,
+    *,
+    record: dict,
+    started: float,
+    step_seconds: float | None,
+):
+    """(the rows with their mined negatives, how many a pair has): `finetune.hard_negatives.num` of them, or
+    none when the planned steps with them would not fit the budget (`budgeted_negatives`) or mining finds
+    too few. `record`: the time budget's."""
+    hard_negatives = dict(s.hard_negatives or {})
+    negatives = int(hard_negatives.get("num") or 0)  # null (auto) is resolved by the pipeline, which knows the pairs
+    record["planned"]["hard_negatives"] = negatives
+    if negatives > 0:
+        negatives = budgeted_negatives(
+            negatives,
+            model,
+            train_dataset,
+            plan.make_trainer,
+            budget=plan.budget,
+            started=started,
+            record=record,
+            steps=plan.total,
+            steps_per_epoch=plan.steps_per_epoch,
+            batch_size=s.batch_size,
+            step_seconds=step_seconds,
+        )
+    if negatives > 0:
+        rows = len(plan.rows["anchor"])
+        train_dataset = mined(train_dataset, model, negatives, hard_negatives, s.batch_size, rows, plan.precision, s.device)
+        negatives = len(train_dataset.column_names) - 2  # auto falls back to in-batch negatives: 0
+    record["hard_negatives"] = negatives
+    return train_dataset, negatives
 
 
 def budgeted_negatives(
