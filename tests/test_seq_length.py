@@ -269,6 +269,7 @@ def test_the_window_weighs_training_cost_only_where_a_budget_and_mined_negatives
     assert key["negatives"] == 1 and key["time_budget_s"] == 600 and key["batch_size"] == cost.keywords["settings"]["batch_size"]
     # what decides the cost is in the choice's cache key; what does not (the learning rate) is not
     assert cost_of("finetune.hard_negatives.num=1", "finetune.time_budget_s=601")[1] != key
+    assert cost_of("finetune.hard_negatives.num=1", "finetune.time_budget_s=600", "finetune.attention_dropout=null")[1] != key
     assert cost_of("finetune.hard_negatives.num=1", "finetune.time_budget_s=600", "finetune.learning_rate=1e-3")[1] == key
 
 

@@ -16,8 +16,8 @@ Another candidate wins only where it is clearly better.
 Unless the window costs what training needs more. Where the finetune method plans mined hard negatives
 within a time budget (`cost`: the trainer's probe at a window), the default is the longest window whose
 planned training, negatives included, fits the budget: a longer one must be clearly better to be worth
-dropping the negatives for (on SciFact the three windows tie on 809 questions, and 512 would have cost
-the negative, worth about +0.015 there). Nothing is probed where the longest window is clearly better than
+dropping the negatives for (on SciFact the three windows tie on 809 questions; before attention ran without
+dropout on a CPU, 512 cost the negative there, docs/record.md). Nothing is probed where the longest window is clearly better than
 every shorter one, or where it fits; where none fits, the longest stays (the negatives go at any window).
 
 The record (every candidate's score, share of passages cut and, where probed, projected training seconds;
