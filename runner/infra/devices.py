@@ -1,4 +1,5 @@
-"""A parallel sweep job's share of the machine: one GPU per worker, a fair share of CPU threads."""
+"""A job's share of the machine: in a parallel sweep one GPU per worker and a fair share of CPU threads;
+in every job, freed memory kept for reuse (runner.infra.memory)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import logging
 import os
 import shutil
 import subprocess
+
+from runner.infra.memory import keep_freed_memory
 
 log = logging.getLogger("ragtune")
 
@@ -39,12 +42,13 @@ def share_machine(job_num: int) -> dict:
 
     A worker process keeps the GPU of its first job for the jobs it runs after (CUDA cannot move
     once initialised); the first n_jobs jobs start on n_jobs distinct workers, so with
-    n_jobs == #GPUs every GPU gets one worker.
+    n_jobs == #GPUs every GPU gets one worker. Every job keeps the memory it frees for its next
+    allocation (`keep_freed_memory`).
     """
     import torch
 
     n_jobs = parallel_jobs()
-    share: dict = {"parallel_jobs": n_jobs}
+    share: dict = {"parallel_jobs": n_jobs, "freed_memory": keep_freed_memory()}
     if n_jobs <= 1:
         return share
     gpus = visible_gpus()
