@@ -4,9 +4,10 @@ A training step at a long window allocates gigabytes of activations and frees th
 malloc serves every block over 32 MB with its own mmap and unmaps it on free, and trims the heap's top, so
 the next step asks the kernel again and the kernel zeroes every page before handing it over. On the
 project's 2-core VM that zeroing was 86% of a 512-token bf16 step's CPU samples (perf: `clear_page_erms`),
-and a step with a mined negative took 16.5-25.5 s; with the freed memory kept, 7.1 s (docs/record.md,
-"Freed memory kept"). Intel's PyTorch CPU guide gets the same from jemalloc or tcmalloc through
-LD_PRELOAD; glibc's own `mallopt` does it from inside the process, with nothing to install.
+and a step with a mined negative took 21.1 s; with the freed memory kept, 7.6 s (docs/record.md,
+"Freed memory kept"). A VM that zeroes pages cheaply gains little (5% on another day's VM), and nothing
+slows. Intel's PyTorch CPU guide gets the same from jemalloc or tcmalloc through LD_PRELOAD; glibc's own
+`mallopt` does it from inside the process, with nothing to install.
 
 Computed values do not change (where a block comes from is not what it holds); the process keeps its peak
 memory until it exits, as a training step needs that peak again anyway.
