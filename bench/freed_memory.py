@@ -28,16 +28,16 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 
 
 def rows(data: Path, n: int, seed: int = 0) -> dict[str, list[str]]:
-    """`n` (question, its passage, another passage) rows from SciFact's train judgements."""
-    corpus = {}
-    for line in (data / "corpus.jsonl").read_text().splitlines():
-        d = json.loads(line)
-        corpus[d["_id"]] = (d.get("title", "") + " " + d["text"]).strip()
-    queries = {json.loads(x)["_id"]: json.loads(x)["text"] for x in (data / "queries.jsonl").read_text().splitlines()}
-    judged = [line.split("\t")[:2] for line in (data / "qrels" / "train.tsv").read_text().splitlines()[1:] if line.strip()]
+    """`n` (question, its passage, another passage) rows from SciFact's train judgements, read by the
+    runner's own BEIR reader (title, a space, then text, as a run feeds a passage to the model)."""
+    from runner.data.beir import read_beir
+
+    beir = read_beir(data, "train", key="--data")
+    corpus, queries = beir["corpus"], beir["queries"]
+    judged = [(q, d) for q, grades in beir["grades"].items() for d, grade in grades.items() if grade > 0]
     rng = random.Random(seed)
     rng.shuffle(judged)
-    picked = [(q, d) for q, d in judged if q in queries and d in corpus][:n]
+    picked = judged[:n]
     others = list(corpus)
     return {
         "anchor": [queries[q] for q, _ in picked],
