@@ -68,6 +68,9 @@ def test_per_query_csv_has_a_row_per_eval_query(fast_run):
     }
     hits = sum(1 for r in rows if r["base_rank"] and int(r["base_rank"]) == 1)
     assert hits / len(rows) == pytest.approx(results["metrics"]["base"]["hit_rate@1"])
+    for row in ("base", "finetuned", "bm25", "hybrid_finetuned"):  # each question's score: their mean is the row's
+        values = [float(r[f"{row}_ndcg@10"]) for r in rows]
+        assert sum(values) / len(values) == pytest.approx(results["metrics"][row]["ndcg@10"], abs=1e-6)
 
 
 def test_saved_model_loads_in_sentence_transformers_and_llamaindex(fast_run):

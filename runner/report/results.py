@@ -79,16 +79,23 @@ def compare_metrics(base, tuned, n_resamples: int, seed: int) -> dict:
     return metrics
 
 
-def write_per_query(path: Path, eval_set, rows: dict) -> tuple[list[str], list[list]]:
+def write_per_query(path: Path, eval_set, rows: dict, metric: str) -> tuple[list[str], list[list]]:
     """One row per query: the rank of its first relevant document under every retriever the run scored
-    (1-based, blank = not in that retriever's top k). Returns (columns, rows) for the W&B table."""
+    (1-based, blank = not in that retriever's top k), then its value of the deciding `metric` under each (what
+    pairs this run's rows with another run's, question by question). Returns (columns, rows) for the W&B table."""
     import csv
 
     names = [r for r in ROWS if r in rows]
     base = rows["base"]
-    columns = ["query_id", "query", "relevant_ids", *[f"{n}_rank" for n in names]]
+    columns = ["query_id", "query", "relevant_ids", *[f"{n}_rank" for n in names], *[f"{n}_{metric}" for n in names]]
     table = [
-        [qid, eval_set.queries[qid], " ".join(eval_set.relevant_docs[qid]), *[rows[n].first_relevant_rank[i] for n in names]]
+        [
+            qid,
+            eval_set.queries[qid],
+            " ".join(eval_set.relevant_docs[qid]),
+            *[rows[n].first_relevant_rank[i] for n in names],
+            *[round(float(rows[n].per_query[metric][i]), 6) for n in names],
+        ]
         for i, qid in enumerate(base.query_ids)
     ]
     buf = io.StringIO()
@@ -99,9 +106,14 @@ def write_per_query(path: Path, eval_set, rows: dict) -> tuple[list[str], list[l
     return columns, table
 
 
+def _expected(record: dict, chosen):
+    """The chosen candidate's expected score (the evidence and the prior combined), where the record has one."""
+    return next((c.get("expected") for c in record.get("candidates", []) if c.get("value") == chosen), None)
+
+
 def choices_summary(choices: dict) -> dict:
     """Per choice: what was chosen and on what evidence (W&B's summary: choices/<name>.chosen, .questions,
-    .stability, .margin, .margin_ci95_low / _high, .decided_by)."""
+    .stability, .expected, .margin, .margin_ci95_low / _high, .decided_by)."""
     out = {}
     for name, record in choices.items():
         if not isinstance(record, dict):
@@ -109,6 +121,8 @@ def choices_summary(choices: dict) -> dict:
         chosen = chosen_value(record)
         entry = {"chosen": chosen if chosen is not None else record.get("reason")}
         entry.update({k: record[k] for k in ("questions", "stability", "margin", "decided_by") if record.get(k) is not None})
+        if _expected(record, chosen) is not None:
+            entry["expected"] = _expected(record, chosen)
         if record.get("margin_ci95"):
             entry["margin_ci95_low"], entry["margin_ci95_high"] = record["margin_ci95"]
         out[name] = entry
@@ -122,14 +136,15 @@ def _value_text(value) -> str:
 
 
 def choices_table(choices: dict) -> str:
-    """Every choice the run made from data: what it chose, on how many questions, whether the evidence or
-    the written default decided it, and how clearly the best candidate won (its margin over the runner-up,
-    or, where the default stayed, its gap to the default; its stability)."""
+    """Every choice the run made from data: what it chose, on how many questions, what decided it (the
+    evidence, the benchmarks' prior, or both), its score and expected score (the two combined), and how
+    clearly the best candidate won (its margin over the runner-up, or, where the rule kept another, the best's
+    gap to the default; its stability)."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title="choices (never on the eval set)", title_justify="left")
-    for col in ("choice", "chosen", "by", "questions", "score", "best / runner-up", "margin [95% CI]", "stability"):
+    for col in ("choice", "chosen", "by", "questions", "score", "expected", "best / runner-up", "margin [95% CI]", "stability"):
         table.add_column(col, justify="left" if col in ("choice", "chosen", "by", "best / runner-up") else "right")
     for name, record in choices.items():
         if not isinstance(record, dict) or "decided_by" not in record:
@@ -138,7 +153,8 @@ def choices_table(choices: dict) -> str:
         score = next((c.get("score") for c in record.get("candidates", []) if c["value"] == chosen), None)
         other, gap = "", record.get("margin")
         ci = record.get("margin_ci95")
-        if "vs_default" in record and record["best"] != chosen:  # the default stayed: how far the best was
+        expected = _expected(record, chosen)
+        if "vs_default" in record and record["best"] != chosen:  # the rule kept another: how far the best was
             other, gap, ci = f"best: {_value_text(record['best'])}", record["vs_default"]["delta"], record["vs_default"]["ci95"]
         elif "runner_up" in record:
             other = f"runner-up: {_value_text(record['runner_up'])}"
@@ -148,11 +164,12 @@ def choices_table(choices: dict) -> str:
             record["decided_by"],
             str(record.get("questions", "")),
             f"{score:.4f}" if score is not None else "",
+            f"{expected:.4f}" if expected is not None else "",
             other,
             f"{gap:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "",
             f"{record['stability']:.0%}" if record.get("stability") is not None else "",
         )
-    console = Console(width=160, record=True, file=io.StringIO(), color_system=None)
+    console = Console(width=180, record=True, file=io.StringIO(), color_system=None)
     console.print(table)
     return console.export_text()
 

@@ -29,7 +29,7 @@ log = logging.getLogger("ragtune")
 
 def write_tables(job: Job, eval_set: EvalSet, rows: dict, choices: dict) -> None:
     """per_query.csv, and the same per-query rows and the merge curve as W&B tables."""
-    columns, table_rows = write_per_query(job.out / "per_query.csv", eval_set, rows)
+    columns, table_rows = write_per_query(job.out / "per_query.csv", eval_set, rows, job.metric)
     job.tracker.table("per_query", columns, table_rows)
     if choices.get("merge", {}).get("curve"):  # WiSE-FT: dev score against the finetuned model's share
         curve = [[float(a), v] for a, v in choices["merge"]["curve"].items()]
