@@ -80,6 +80,7 @@ def entry(run_dir: Path, wall_s: float | None = None) -> dict:
             "decided_by": c.get("decided_by"),
             "questions": c.get("questions"),
             "stability": c.get("stability"),
+            "expected": next((x.get("expected") for x in c.get("candidates", []) if x.get("value") == c.get("chosen")), None),
         }
         for name, c in r.get("choices", {}).items()
         if isinstance(c, dict) and "decided_by" in c
@@ -180,10 +181,11 @@ def _value(v) -> str:
 
 def render_choices(numbers: dict, name: str) -> str:
     e = numbers["default_run"]
-    lines = ["", "| choice | chosen | by | questions | stability |", "|---|---|---|---|---|"]
+    lines = ["", "| choice | chosen | by | questions | expected | stability |", "|---|---|---|---|---|---|"]
     for choice, c in e["choices"].items():
         stability = f"{c['stability']:.0%}" if c.get("stability") is not None else "—"
-        lines.append(f"| {choice} | {_value(c['chosen'])} | {c['decided_by']} | {c['questions']} | {stability} |")
+        expected = f"{c['expected']:.4f}" if c.get("expected") is not None else "—"
+        lines.append(f"| {choice} | {_value(c['chosen'])} | {c['decided_by']} | {c['questions']} | {expected} | {stability} |")
     return "\n".join([*lines, "", f"`{e['command']}`, {_where(e)}.", ""])
 
 

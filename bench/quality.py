@@ -15,7 +15,13 @@ Benchmarks (all-MiniLM-L6-v2 unless the overrides say otherwise):
   long        the built-in run with 1,024-token chunks (chunker.chunk_size=1024, no overlap) and five
               ICT questions per chunk (164 chunks): long passages, as in filings or reports, for the
               choices that depend on passage length.
-              Not in the default --only list; ask for it: --only long.
+  vim         Vim's user manual (the 36 usr_*.txt files of Debian's vim-runtime, copied to
+              outputs/bench/vim): plain-text help pages, corpus=directory, held-out ICT questions.
+  readmes     the README (the long description in METADATA) of every package in the venv whose text runs
+              3-40 KB (outputs/bench/readmes, one .md each): markdown about software, corpus=directory,
+              held-out ICT questions.
+              long, vim and readmes are not in the default --only list; ask for them: --only long,vim,readmes.
+              vim and readmes are built from this machine's files: text the team did not pick.
 For each: base and finetuned nDCG@10, the delta with its 95% paired BCa interval and randomization p,
 training pairs, training wall time, and the run's whole wall time; then every choice the run made (what
 it chose, on how many questions, how stably, by the evidence or the written default) and every retriever
@@ -63,7 +69,36 @@ def dev_folder(data: Path, out: Path, fraction: float = 0.2, seed: int = 0, smal
     return folder
 
 
+VIM_DOCS = Path("/usr/share/vim/vim90/doc")
+
+
+def text_folder(name: str, out: Path) -> Path | None:
+    """outputs/bench/<name>: the vim or readmes corpus, written once from this machine's files; None where
+    the machine lacks them (no vim runtime)."""
+    folder = out / name
+    if name == "vim":
+        files = sorted(VIM_DOCS.glob("usr_*.txt"))
+        texts = {f.name: f.read_text(encoding="utf-8", errors="replace") for f in files}
+    else:
+        import importlib.metadata as md
+
+        texts = {}
+        for dist in md.distributions():
+            body = dist.metadata.get_payload() if dist.metadata else ""  # the long description
+            if body and 3000 <= len(body.encode()) <= 40000:
+                texts[f"{dist.metadata['Name'].lower()}.md"] = body
+    if not texts:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    for file, text in texts.items():
+        path = folder / file
+        if not path.is_file() or path.read_text(encoding="utf-8", errors="replace") != text:
+            path.write_text(text, encoding="utf-8")
+    return folder
+
+
 def benchmarks(split: str, data: Path, out: Path, offline_docs: int) -> dict[str, list[str]]:
+    folders = {name: text_folder(name, out) for name in ("vim", "readmes")}
     if split == "dev":
         beir, train, evaluate, offline_eval = dev_folder(data, out), "fit", "dev", "train"
     else:
@@ -92,6 +127,7 @@ def benchmarks(split: str, data: Path, out: Path, offline_docs: int) -> dict[str
             "chunker.chunk_overlap=0",
             "qa_generator.num_questions_per_chunk=5",
         ],
+        **{name: ["corpus=directory", f"corpus.path={folder}"] for name, folder in folders.items() if folder},
     }
 
 

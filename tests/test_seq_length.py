@@ -72,7 +72,11 @@ def test_a_longer_window_is_chosen_when_the_answer_lies_past_the_models_own(mini
     assert list(by_length) == [256, 384] and 256 < record["passage_lengths"]["p95"] <= 384
     assert by_length[256]["passages_cut"] == 1.0 and by_length[384]["passages_cut"] == 0.0
     assert by_length[384]["score"] > by_length[256]["score"] + 0.3 and record["margin_ci95"][0] > 0
-    assert record["chosen"] == 384 == record["default"] and model.max_seq_length == 384 and record["decided_by"] == "evidence"
+    assert (
+        record["chosen"] == 384 == record["default"]
+        and model.max_seq_length == 384
+        and record["decided_by"] in ("evidence", "both")
+    )
     assert record["questions"] == len(TOPICS) and record["stability"] == 1.0
     index, query_emb = encoded  # the winner's encoding of the training side, for the hybrid's choice
     assert query_emb.shape[0] == len(TOPICS) and index.doc_ids == sorted(side.corpus)
@@ -100,7 +104,7 @@ def test_short_passages_keep_the_models_own_window_without_encoding_anything(min
     model = load_model(minilm, "cpu")
     side = EvalSet({"q": "cats"}, {f"p{i}": f"A cat sat on mat {i}." for i in range(20)}, {"q": ["p0"]})
     record, encoded = choose_max_seq_length(model, "minilm", side, "ndcg@10", 10, 16, "fp32", 1000, 0)
-    assert encoded is None and record["chosen"] == 256 and record["questions"] == 0 and record["decided_by"] == "default"
+    assert encoded is None and record["chosen"] == 256 and record["questions"] == 0 and record["decided_by"] == "prior"
     assert record["candidates"] == [{"value": 256, "passages_cut": 0.0}] and "holds 95%" in record["reason"]
 
 
@@ -178,36 +182,42 @@ def _projected(seconds: dict[int, float], budget: float, asked: list[int]):
 
 def test_a_tied_window_whose_training_does_not_fit_gives_way_to_a_shorter_one_that_does():
     from runner.infra.choosing import choose
-    from runner.stages.evaluate.seq_length import affordable
+    from runner.infra.priors import NEGATIVE_WORTH
+    from runner.stages.evaluate.seq_length import affordable, negatives_lost
 
     rng = np.random.default_rng(0)
     tie = rng.uniform(0, 1, 200)
     table = [tie, tie + rng.normal(0, 0.05, 200), tie + rng.normal(0, 0.05, 200)]  # 256 / 384 / 512 inseparable
     asked = []
-    default, why, costs = affordable([256, 384, 512], table, _projected({256: 500, 384: 1100, 512: 1700}, 900, asked), 1000, 0)
+    default, why, costs = affordable([256, 384, 512], table, _projected({256: 500, 384: 1100, 512: 1700}, 900, asked))
     assert default == 0 and asked == [512, 384, 256] and [c["fits"] for c in costs] == [False, False, True]
     assert "256 projects 500 s of 900 s, 512 1700 s" in why
-    assert choose([256, 384, 512], table, default, metric="ndcg@10", evidence="", why_default=why)["chosen"] == 256
+    lost = negatives_lost([256, 384, 512], default)
+    assert choose([256, 384, 512], table, default, metric="ndcg@10", evidence="", why_default=why, offsets=lost)["chosen"] == 256
     # the longest fits: one probe, the longest stays the default
     asked.clear()
-    assert affordable([256, 384, 512], table, _projected({256: 100, 384: 200, 512: 300}, 900, asked), 1000, 0)[0] == 2
+    assert affordable([256, 384, 512], table, _projected({256: 100, 384: 200, 512: 300}, 900, asked))[0] == 2
     assert asked == [512]
     # none fits: the negatives go at any window, so the longest stays
     asked.clear()
-    default, why, costs = affordable([256, 384, 512], table, _projected({256: 950, 384: 1100, 512: 1700}, 900, asked), 1000, 0)
+    default, why, costs = affordable([256, 384, 512], table, _projected({256: 950, 384: 1100, 512: 1700}, 900, asked))
     assert default == 2 and asked == [512, 384, 256] and "no window's planned training fits" in why
     # the longest clearly better than every other: its cost could not move the choice, so nothing is probed
     asked.clear()
     clear = [tie - 0.2, tie - 0.1, tie]
-    assert affordable([256, 384, 512], clear, _projected({256: 1, 384: 1, 512: 1e9}, 900, asked), 1000, 0)[0] == 2
+    assert affordable([256, 384, 512], clear, _projected({256: 1, 384: 1, 512: 1e9}, 900, asked))[0] == 2
     assert asked == []
     # ... and a longer window that is clearly better than the affordable default still wins on evidence
     asked.clear()
-    default, why, _ = affordable(
-        [256, 384, 512], [tie - 0.2, tie, tie], _projected({256: 1, 384: 1e9, 512: 1e9}, 900, asked), 1000, 0
-    )
+    default, why, _ = affordable([256, 384, 512], [tie - 0.2, tie, tie], _projected({256: 1, 384: 1e9, 512: 1e9}, 900, asked))
     assert default == 0
-    assert choose([256, 384, 512], [tie - 0.2, tie, tie], default, metric="m", evidence="", why_default=why)["chosen"] == 384
+    lost = negatives_lost([256, 384, 512], default)
+    assert lost == [0.0, -NEGATIVE_WORTH, -NEGATIVE_WORTH]
+    record = choose([256, 384, 512], [tie - 0.2, tie, tie], default, metric="m", evidence="", why_default=why, offsets=lost)
+    assert record["chosen"] == 384 and record["vs_default"]["expected"] == pytest.approx(0.2 - NEGATIVE_WORTH)
+    # a longer window only a little better than the affordable one is not worth the negatives it loses
+    record = choose([256, 384], [tie, tie + 0.01], 0, metric="m", evidence="", why_default=why, offsets=[0.0, -NEGATIVE_WORTH])
+    assert record["best"] == 384 and record["chosen"] == 256
 
 
 def test_the_window_choice_records_what_training_would_cost(minilm):

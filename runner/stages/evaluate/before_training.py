@@ -91,7 +91,7 @@ def _baselines(out: BeforeTraining, encoded, side, baselines, metric, k, n_resam
         out.fusion = fusions[_index([f.as_dict() for f in fusions], FUSION_PRIOR)]
         why = "no training-side question: the written default"
         for name, value in (("bm25", out.bm25.as_dict()), ("fusion_hybrid_base", out.fusion.as_dict())):
-            out.records[name] = {"chosen": value, "questions": 0, "decided_by": "default", "reason": why}
+            out.records[name] = {"chosen": value, "questions": 0, "decided_by": "prior", "reason": why}
         return
     how = {"metric": metric, "n_resamples": n_resamples, "seed": seed, "evidence": evidence}
     tokenisation, out.records["bm25"] = choose_bm25(side, tokenisations, BM25_PRIOR, how)

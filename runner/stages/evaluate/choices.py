@@ -1,12 +1,13 @@
 """The keyword and hybrid retrievers' choices: BM25's tokenisation and its k1 and b, each hybrid's fusion
-mode, k and weight. Each is decided by `runner.infra.choosing.choose` (the best candidate replaces the
-written default only when clearly better) on the questions that are fair for it:
+mode, k and weight. Each is decided by `runner.infra.choosing.choose` (the candidate with the highest expected
+score: the run's evidence and the benchmarks' prior, each weighted by its precision) on the questions that are
+fair for it:
 
 - before training (BM25, the base model's hybrid): every question of the training side, training pairs and
   dev split together, over the training side's passages (`eval_sets.training_side`);
 - after training (the finetuned model's hybrid): the dev split only, questions the model never trained on,
   and only the weight moves: the mode and k stay the base hybrid's (chosen on the most evidence), the
-  weight starts there and moves to a neighbour only when the dev split says so clearly.
+  weight starts there (the default) and moves to a neighbour where its expected score is higher.
 
 The written defaults are in the stage's schema (`runner/stages/evaluate/schema.py`), next to the knobs.
 """
@@ -20,6 +21,8 @@ import numpy as np
 
 from runner.data.eval_set import EvalSet
 from runner.infra.choosing import choose
+from runner.infra.priors import priors_for
+from runner.infra.priors import why as prior_why
 from runner.infra.metrics import per_query_metrics
 from runner.stages.evaluate.baselines import Bm25, Bm25Settings, Fusion, Ranking, fuse
 from runner.stages.evaluate.schema import BM25_PARAMS_PRIOR_WHY, BM25_PRIOR_WHY, FUSION_PRIOR_WHY, WEIGHT_REACH
@@ -61,11 +64,15 @@ def _index(values: list, prior: dict) -> int:
     return matches[0] if matches else 0
 
 
-def _decide(grid: list, values: list, rankings: list, eval_set: EvalSet, prior: dict, why: str, how: dict, start: float):
-    """(the grid item chosen, its record): `choose` over each ranking's per-question scores on `eval_set`, the
-    written default being the candidate that matches `prior`. `how`: metric, n_resamples, seed, evidence."""
+def _decide(name: str, grid: list, values: list, rankings: list, eval_set: EvalSet, written: tuple, how: dict, start: float):
+    """(the grid item chosen, its record): `choose` over each ranking's per-question scores on `eval_set`;
+    `written`: (the settings of the written default, why it is the default); each candidate's prior is the
+    benchmarks' for choice `name` (runner/infra/priors.py). `how`: metric, n_resamples, seed, evidence."""
     table = _table(rankings, eval_set, how["metric"])
-    record = choose(values, table, _index(values, prior), why_default=why, **how)
+    prior, why = written
+    default = _index(values, prior)
+    priors = priors_for(name, values, default)
+    record = choose(values, table, default, why_default=why, priors=priors, prior_why=prior_why(name), **how)
     record["seconds"] = round(time.perf_counter() - start, 3)
     return grid[values.index(record["chosen"])], record
 
@@ -81,7 +88,8 @@ def choose_bm25(side: EvalSet, grid: list[Bm25Settings], prior: dict, how: dict)
     `how`: metric, n_resamples, seed, evidence (`runner.infra.choosing.choose`'s)."""
     start = time.perf_counter()
     values = [{"stopwords": s.stopwords, "stemming": s.stemming} for s in grid]
-    chosen, record = _decide(grid, values, _bm25_rankings(side, grid, how["metric"]), side, prior, BM25_PRIOR_WHY, how, start)
+    rankings = _bm25_rankings(side, grid, how["metric"])
+    chosen, record = _decide("bm25", grid, values, rankings, side, (prior, BM25_PRIOR_WHY), how, start)
     return chosen, {**record, "language": chosen.language}
 
 
@@ -90,7 +98,8 @@ def choose_bm25_params(side: EvalSet, grid: list[Bm25Settings], prior: dict, how
     (each candidate is the whole of BM25's settings, so the record's `chosen` is what the retriever is built with)."""
     start = time.perf_counter()
     values = [s.as_dict() for s in grid]
-    return _decide(grid, values, _bm25_rankings(side, grid, how["metric"]), side, prior, BM25_PARAMS_PRIOR_WHY, how, start)
+    rankings = _bm25_rankings(side, grid, how["metric"])
+    return _decide("bm25_params", grid, values, rankings, side, (prior, BM25_PARAMS_PRIOR_WHY), how, start)
 
 
 def choose_fusion(dense: Ranking, lexical: Ranking, side: EvalSet, grid: list[Fusion], prior: dict, how: dict):
@@ -98,20 +107,20 @@ def choose_fusion(dense: Ranking, lexical: Ranking, side: EvalSet, grid: list[Fu
     `dense` and `lexical`: each question's top max(k) from either side, in answered-question order."""
     start = time.perf_counter()
     rankings = [fuse(dense, lexical, f) for f in grid]
-    return _decide(grid, [f.as_dict() for f in grid], rankings, side, prior, FUSION_PRIOR_WHY, how, start)
+    return _decide("fusion_hybrid_base", grid, [f.as_dict() for f in grid], rankings, side, (prior, FUSION_PRIOR_WHY), how, start)
 
 
 def choose_weight(dense: Ranking, lexical: Ranking, dev: EvalSet, base: Fusion, weights, how: dict):
     """(the fusion, its record) of the finetuned model's hybrid: the base hybrid's mode and k, its weight
-    the base hybrid's unless a neighbour within WEIGHT_REACH scores clearly better on the dev split."""
+    the base hybrid's unless a neighbour within WEIGHT_REACH has a higher expected score on the dev split."""
     start = time.perf_counter()
     if base.mode == "reciprocal_rerank":  # weights play no part: nothing to choose
         why = "the base hybrid's fusion: reciprocal_rerank ignores the weights"
-        return base, {"chosen": base.as_dict(), "questions": 0, "decided_by": "default", "reason": why}
+        return base, {"chosen": base.as_dict(), "questions": 0, "decided_by": "prior", "reason": why}
     near = sorted(
         {round(float(w), 4) for w in weights if abs(w - base.dense_weight) <= WEIGHT_REACH + 1e-9} | {base.dense_weight}
     )
     grid = [Fusion(base.mode, base.top_k, w) for w in near]
     rankings = [fuse(dense, lexical, f) for f in grid]
     why = "the base hybrid's fusion, chosen before training on every training-side question"
-    return _decide(grid, [f.as_dict() for f in grid], rankings, dev, base.as_dict(), why, how, start)
+    return _decide("fusion_hybrid_finetuned", grid, [f.as_dict() for f in grid], rankings, dev, (base.as_dict(), why), how, start)

@@ -2,9 +2,10 @@
 interpolated, often keep most of the gain and give back part of what finetuning broke.
 
 Each `merge.alphas` (the finetuned model's share) is scored on the dev split, next to the finetuned
-model itself (alpha 1) and the base (alpha 0, from the scores the run made before training); the best
-merge becomes the run's model only when it is clearly better than the finetuned model there (paired 95%
-interval above 0). The whole curve goes to results.json (`choices.merge`), W&B and compare's plot.
+model itself (alpha 1) and the base (alpha 0, from the scores the run made before training); a merge
+becomes the run's model where its expected score (the dev split's evidence and the benchmarks' prior,
+runner/infra/choosing.py) is higher than the finetuned model's. The whole curve goes to results.json
+(`choices.merge`), W&B and compare's plot.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import numpy as np
 
 from runner.data.eval_set import EvalSet
 from runner.infra.choosing import choose
+from runner.infra.priors import priors_for
+from runner.infra.priors import why as prior_why
 from runner.stages.evaluate.scoring import dev_scores, ranking_scores
 
 
@@ -48,10 +51,10 @@ def choose_merge(
     tuned_dev=None,
 ) -> tuple[object | None, dict, object]:
     """(the merged model to ship, or None; the record; the dev ranking of the model the run keeps, for
-    its hybrid's choice). The finetuned model (alpha 1) is the written default; the best merge replaces it
-    only when clearly better on dev (`runner.infra.choosing`: the paired 95% interval of the difference
-    above 0): a hair's breadth on dev is noise, and swapping the run's model on noise costs as often as it
-    pays. `base_dev_scores`: the base model's per-question dev scores (alpha 0 on the curve; not a
+    its hybrid's choice). The finetuned model (alpha 1) is the written default; a merge replaces it where
+    its expected score is higher (`runner.infra.choosing`: the dev split's evidence weighed against the
+    benchmarks' prior, so a hair's breadth on a hundred dev questions does not swap the run's model against
+    what the benchmarks measured). `base_dev_scores`: the base model's per-question dev scores (alpha 0 on the curve; not a
     candidate: shipping the base is the verdict's call); `tuned_dev`: the finetuned model's dev ranking."""
     start = time.perf_counter()
     rankings, scores, models = {}, {}, {}
@@ -70,6 +73,8 @@ def choose_merge(
         metric=metric,
         evidence=f"dev split: {len(dev.answered_query_ids())} questions the model never trained on",
         why_default="the finetuned model as trained",
+        priors=priors_for("merge", values, 0),
+        prior_why=prior_why("merge"),
         n_resamples=n_resamples,
         seed=seed,
     )

@@ -88,13 +88,14 @@ def rows_and_fusions(
 
 
 def tuned_fusion(cfg, before: Before, dense_dev: Ranking | None, dev: EvalSet | None, metric: str) -> tuple[Fusion, dict]:
-    """The finetuned model's hybrid: the base hybrid's fusion, its weight moved on the dev split when clearly better."""
+    """The finetuned model's hybrid: the base hybrid's fusion, its weight moved on the dev split where that is
+    expected to score higher."""
     base = before.fusion_base
     if dev is None or dense_dev is None:
         return base, {
             "chosen": base.as_dict(),
             "questions": 0,
-            "decided_by": "default",
+            "decided_by": "prior",
             "reason": "no dev split: the base hybrid's fusion",
         }
     n = len(dev.answered_query_ids())

@@ -38,9 +38,10 @@ class BeirEvalSet:
 EVAL_SET = {"held_out": HeldOutEvalSet, "file": FileEvalSet, "beir": BeirEvalSet}
 
 
-# The written defaults of the baselines' choices: what a choice keeps when no candidate beats it clearly on the
-# questions that decide it (runner/infra/choosing.py). Each is the prior measured on the training sides of the
-# benchmarks (`python bench/priors.py RUN...`; docs/auto.md has the tables), never on an eval set.
+# The written defaults of the baselines' choices: the candidate the benchmarks' priors are measured against
+# (runner/infra/priors.py), and what a choice keeps on a tie or with no question to decide on
+# (runner/infra/choosing.py). Each was the best on average on the training sides of the benchmarks
+# (`python bench/priors.py show ...`; docs/auto.md has the tables), never on an eval set.
 # Tokenisation: stemming won on the built-in run (+0.023 nDCG@10) and SciFact (+0.023), lost on long passages
 # (-0.015) and on a filings set; stopwords moved nothing but the filings (+): LlamaIndex's default stays.
 BM25_PRIOR = {"stopwords": True, "stemming": True}
@@ -89,7 +90,7 @@ class EvaluateConfig:
 
 @dataclass
 class MergeConfig:
-    enabled: bool = True  # interpolate base and finetuned weights (WiSE-FT); keep the best when clearly better on dev
+    enabled: bool = True  # interpolate base and finetuned weights (WiSE-FT); keep one where its expected score on dev is higher
     alphas: List[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])  # the finetuned model's weight
 
 

@@ -8,17 +8,19 @@ passages call for: up to the first step that holds 95% of them (the eval set is 
 that already fit leave one candidate, and nothing is encoded for it.
 
 Otherwise the base model ranks the training side's questions at each length and `runner.infra.choosing`
-decides: the written default is the longest candidate, the window that reads (nearly) every passage whole
-(measured: on the filings set 256 / 384 / 512 score 0.6389 / 0.6405 / 0.6532 on all 668 training-side
-questions; on the long benchmark 512 is +0.048 on dev; nowhere did a shorter window score clearly better).
-Another candidate wins only where it is clearly better.
+decides (the highest expected score: this evidence weighed against the benchmarks' prior of each window
+against the longest). The written default is the longest candidate, the window that reads (nearly) every
+passage whole (measured: on the filings set 256 / 384 / 512 score 0.6389 / 0.6405 / 0.6532 on all 668
+training-side questions; on the long benchmark 512 is +0.048 on dev; nowhere did a shorter window score
+clearly better).
 
 Unless the window costs what training needs more. Where the finetune method plans mined hard negatives
 within a time budget (`cost`: the trainer's probe at a window), the default is the longest window whose
-planned training, negatives included, fits the budget: a longer one must be clearly better to be worth
-dropping the negatives for (on SciFact the three windows tie on 809 questions; before attention ran without
-dropout on a CPU, 512 cost the negative there, docs/record.md). Nothing is probed where the longest window is clearly better than
-every shorter one, or where it fits; where none fits, the longest stays (the negatives go at any window).
+planned training, negatives included, fits the budget, and every longer window carries the negatives' worth
+as a known cost in its expected score (runner.infra.priors.NEGATIVE_WORTH: on SciFact the three windows tie
+on 809 questions, and 512 once cost the negative there, docs/record.md). Nothing is probed where the longest
+window is expected to beat every shorter one by more than that cost, or where it fits; where none fits, the
+longest stays (the negatives go at any window).
 
 The record (every candidate's score, share of passages cut and, where probed, projected training seconds;
 the evidence; the winner) goes to results.json `choices.max_seq_length`.
@@ -32,8 +34,9 @@ from typing import Callable
 
 import numpy as np
 
-from runner.infra.choosing import choose
-from runner.infra.metrics import paired_bootstrap_ci
+from runner.infra.choosing import choose, estimates
+from runner.infra.priors import NEGATIVE_WORTH, priors_for
+from runner.infra.priors import why as prior_why
 from runner.infra.models import word_pieces
 from runner.stages.evaluate.choices import per_query
 from runner.stages.evaluate.scoring import encode_set, ranking_of
@@ -101,7 +104,7 @@ def choose_max_seq_length(
         record = _nothing_to_choose(own, cands, cut, metric, no_side=side is None)
         return {**record, **info, "seconds": round(time.perf_counter() - start, 3)}, None
     encoded, table = _at_each_length(model, model_id, side, cands, own, metric, k, batch_size, precision)
-    default, why, costs = affordable(cands, table, cost, n_resamples, seed)
+    default, why, costs = affordable(cands, table, cost)
     for c in costs:
         cut[cands.index(c["window"])]["training_s_estimate"] = c.get("training_s_estimate")
     record = choose(
@@ -111,6 +114,14 @@ def choose_max_seq_length(
         metric=metric,
         evidence=evidence,
         why_default=why,
+        priors=priors_for("max_seq_length", cands, default),
+        offsets=negatives_lost(cands, default),
+        prior_why=prior_why("max_seq_length")
+        + (
+            f"; a window longer than {cands[default]} loses the mined negative, worth {NEGATIVE_WORTH} (docs/record.md)"
+            if default != len(cands) - 1
+            else ""
+        ),
         n_resamples=n_resamples,
         seed=seed,
         extra=cut,
@@ -135,18 +146,24 @@ def _nothing_to_choose(own: int, cands: list[int], cut: list[dict], metric: str,
         "questions": 0,
         "candidates": [{"value": n, **c} for n, c in zip(cands, cut)],
         "chosen": own,
-        "decided_by": "default",
+        "decided_by": "prior",
         "reason": reason,
     }
 
 
-def affordable(cands: list[int], table: list, cost, n_resamples: int, seed: int) -> tuple[int, str, list[dict]]:
+def negatives_lost(cands: list[int], default: int) -> list[float]:
+    """Each window's known cost against `default`: where the default is shorter than the longest because only
+    it fits the time budget with the mined negatives, every longer window loses the negatives' worth."""
+    return [-NEGATIVE_WORTH if i > default else 0.0 for i in range(len(cands))]
+
+
+def affordable(cands: list[int], table: list, cost) -> tuple[int, str, list[dict]]:
     """(the default's index, why, the probes' records): the longest candidate, or, where `cost` says its
     planned training does not fit the budget, the longest one whose training does. Probes run from the longest
-    down and stop at the first that fits; none runs where the longest is clearly better than every other
-    candidate (the choice could not move)."""
+    down and stop at the first that fits; none runs where the longest is expected to win even at the cost of
+    the negatives (the choice could not move)."""
     longest = len(cands) - 1
-    if cost is None or _clearly_best(table, longest, n_resamples, seed):
+    if cost is None or _wins_anyway(table, cands):
         return longest, WHY_DEFAULT, []
     costs = []
     for i in range(longest, -1, -1):
@@ -159,15 +176,17 @@ def affordable(cands: list[int], table: list, cost, n_resamples: int, seed: int)
     why = (
         f"the longest window whose planned training fits the time budget with its mined negatives: "
         f"{fit['window']} projects {fit['training_s_estimate']:.0f} s of {fit['budget_s']:.0f} s, {over['window']} "
-        f"{over['training_s_estimate']:.0f} s; a longer window has to be clearly better to be worth the negatives"
+        f"{over['training_s_estimate']:.0f} s; a longer window is expected to lose the negatives' worth"
     )
     return cands.index(fit["window"]), why, costs
 
 
-def _clearly_best(table: list, i: int, n_resamples: int, seed: int) -> bool:
-    """Whether candidate `i` beats every other clearly (the paired 95% interval above 0)."""
-    rows = np.asarray(table, dtype=np.float64)
-    return all(paired_bootstrap_ci(rows[j], rows[i], n_resamples, seed)[0] > 0 for j in range(len(rows)) if j != i)
+def _wins_anyway(table: list, cands: list[int]) -> bool:
+    """Whether the longest window's expected score beats every other's by more than the mined negative is worth:
+    then it is chosen whatever the budget says, and no probe is needed."""
+    longest = len(cands) - 1
+    est = estimates(np.asarray(table, dtype=np.float64), longest, priors_for("max_seq_length", cands, longest))
+    return bool(all(est["expected"][i] < -NEGATIVE_WORTH for i in range(longest)))
 
 
 def _lengths(lengths: np.ndarray, limit: int) -> dict:

@@ -5,14 +5,16 @@ at least 1 and at most MAX_EPOCHS (docs/auto.md has the grid it comes from: few 
 many pairs one). The time budget may shorten the plan; the best epoch may keep an earlier one.
 
 `finetune.best_epoch`: the model of each epoch scored on the dev split; an earlier epoch is kept
-only when it is clearly better there than the last (paired 95% BCa interval of the difference above 0).
+where its expected score is higher than the last's (runner/infra/choosing.py: the dev split's evidence
+weighed against the benchmarks' prior of each epoch against the last).
 
-The last epoch is what the recipe planned, so it is the default and moves only on evidence: a
-hair's breadth on dev is noise. Scoring costs one encoding of the dev split per epoch (the last
-one's ranking is handed on to merging, which needs it anyway), so `null` (auto) scores only where
-that is cheap next to an epoch of training: the dev texts at most half of the texts an epoch trains
-on (encoding costs about a third of training, so under a sixth of the epoch). The record goes to
-results.json `choices.epochs`: every epoch's dev score, the winner, the interval, the seconds.
+The last epoch is what the recipe planned, so it is the default the priors are measured against; a
+hair's breadth on a hundred dev questions does not outweigh what the benchmarks measured. Scoring costs
+one encoding of the dev split per epoch (the last one's ranking is handed on to merging, which needs it
+anyway), so `null` (auto) scores only where that is cheap next to an epoch of training: the dev texts at
+most half of the texts an epoch trains on (encoding costs about a third of training, so under a sixth of
+the epoch). The record goes to results.json `choices.epochs`: every epoch's dev score, the winner, the
+expected scores, the seconds. `finetune.keep_epochs` saves each scored epoch's model under <run>/epochs/.
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ from __future__ import annotations
 import logging
 import math
 import time
+from pathlib import Path
 from typing import Callable
 
 from runner.infra.choosing import choose
+from runner.infra.priors import priors_for
+from runner.infra.priors import why as prior_why
 
 log = logging.getLogger("ragtune")
 
@@ -68,6 +73,7 @@ class BestEpoch:
         # batches than it promised, so the copy is taken whenever an epoch is the best yet)
         self.best: tuple[int, dict] | None = None
         self.seconds = 0.0
+        self.keep_to = None  # a folder: each scored epoch's model is saved under it (finetune.keep_epochs)
         outer = self
 
         class Callback(TrainerCallback):
@@ -83,6 +89,8 @@ class BestEpoch:
         self.epochs.append(entry)
         if self.best is None or entry["dev"] > self.epochs[self.best[0]]["dev"]:
             self.best = (len(self.epochs) - 1, {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()})
+        if self.keep_to is not None:
+            self.model.save(str(Path(self.keep_to) / f"{entry['epoch']:g}"))
         seconds = time.perf_counter() - start
         self.seconds += seconds
         log.info("finetune: epoch %.2f scores %.4f on dev (%s, %.1f s)", entry["epoch"], entry["dev"], self.metric, seconds)
@@ -91,7 +99,8 @@ class BestEpoch:
 
     def finish(self) -> tuple[dict, object]:
         """(the record, the dev ranking of the kept epoch); restores the kept epoch's weights. The last epoch
-        is the written default (`runner.infra.choosing`): an earlier one replaces it only when clearly better."""
+        is the written default (`runner.infra.choosing`): an earlier one replaces it where its expected score
+        is higher."""
         values = [e["epoch"] for e in self.epochs]
         n = len(self.epochs[-1]["values"])
         record = choose(
@@ -101,6 +110,8 @@ class BestEpoch:
             metric=self.metric,
             evidence=f"dev split: {n} questions the model never trained on",
             why_default="the last epoch: what the recipe planned",
+            priors=priors_for("epochs", values, len(values) - 1),
+            prior_why=prior_why("epochs"),
             n_resamples=self.n_resamples,
             seed=self.seed,
         )

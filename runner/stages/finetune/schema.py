@@ -59,7 +59,8 @@ class SentenceTransformersFinetune:
     # seconds for the finetune stage; auto: 900 on a CPU, 3600 on a GPU; null: no budget. Over budget, mined
     # negatives go first, then epochs (runner/stages/finetune/budget.py); a budget that cannot fit one epoch stops the run
     time_budget_s: Any = "auto"
-    best_epoch: Optional[bool] = None  # keep an earlier epoch clearly better on dev; null: where scoring is cheap
+    best_epoch: Optional[bool] = None  # score each epoch on dev, keep the best expected; null: where scoring is cheap
+    keep_epochs: bool = False  # save every epoch the dev split scored under <run>/epochs/<epoch>/, to score or ship later
     dataloader_num_workers: int = 0  # tokenizing in worker processes: helps a GPU that waits on the CPU
     torch_compile: bool = False  # torch.compile the model: faster steps on GPUs after a compile warm-up
     # dropout on attention probabilities while training; auto: 0 on a CPU (the fused attention kernel runs only
@@ -131,6 +132,11 @@ def _schedule_problems(ft) -> list[str]:
         p.append(f"finetune.batch_size={ft.batch_size} must be at least 2: in-batch negatives need company")
     if "warmup_ratio" in ft and not 0 <= ft.warmup_ratio < 1:
         p.append(f"finetune.warmup_ratio={ft.warmup_ratio} must be in [0, 1)")
+    if ft.get("keep_epochs") and ft.get("best_epoch") is False:
+        p.append(
+            "finetune.keep_epochs=true saves the epochs the dev split scores, and finetune.best_epoch=false scores "
+            "none; set finetune.best_epoch=true (or leave it null) to keep them"
+        )
     return p
 
 

@@ -61,7 +61,7 @@ def train_sentence_transformers(
     `group_by_length` batches passages of similar length together (runner.stages.finetune.batching): less padding;
     None (auto) does so only where that gives 1.2x the real passage tokens of random batches.
     `time_budget_s` (runner.stages.finetune.budget) fits mined negatives and epochs into the time given; `best_epoch`
-    with `dev` (runner.stages.finetune.epochs) keeps an earlier epoch that is clearly better on the dev split. What
+    with `dev` (runner.stages.finetune.epochs) keeps an earlier epoch whose expected score on the dev split is higher. What
     both decided goes into `report` (`time_budget`, `epochs`; `dev_ranking`: the kept model's). `step_seconds`:
     a plain step's seconds measured already at this window (the window's choice probed it to decide): the
     budget decides the negatives on that measurement, so the two choices cannot contradict each other.
@@ -109,11 +109,13 @@ def train_sentence_transformers(
             total=total,
             steps_per_epoch=steps_per_epoch,
         )
+        if picker is not None and s.keep_epochs:
+            picker.keep_to = output_dir / "epochs"
         callbacks = [forward.callback, clock.callback] + ([picker.callback] if picker is not None else [])
         # 8. Train
         trainer = plan.make_trainer(model, train_dataset, None, callbacks, batch_sampler=sampler)
         run_trainer(trainer, forward, len(train_dataset), total, batch_size, s.learning_rate, precision, budget, s.loss)
-    # 9. What the budget let train, and the epoch kept: an earlier one only when clearly better on dev
+    # 9. What the budget let train, and the epoch kept: an earlier one where its expected score on dev is higher
     record_outcome(record, trainer.state.global_step, steps_per_epoch, negatives, started, budget)
     if picker is not None and picker.epochs:
         report["epochs"], report["dev_ranking"] = picker.finish()
