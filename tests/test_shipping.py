@@ -24,24 +24,23 @@ CASES = {
 
 @pytest.fixture(scope="module", params=list(CASES))
 def shipped_run(request, tiny_model, tmp_path_factory):
-    """A debug=fast run at fp32 of one finetune method; `+merge`: the merge kept whatever dev says (the
-    decision is not under test here, what ships after it is)."""
+    """A debug=fast run at fp32 of one finetune method; `+merge`: the merge kept whatever dev says, else the
+    finetuned model kept whatever dev says (the decision is not under test here, what ships after it is)."""
     from runner.infra import choosing
     from runner.stages.evaluate import merge
 
     method, keep_merge = CASES[request.param]
     real = choosing.choose
 
-    def merge_kept(values, table, default, **kw):
+    def merge_decided(values, table, default, **kw):
         record = real(values, table, default, **kw)
         if kw.get("why_default") == "the finetuned model as trained":
-            record.update(chosen=values[1], decided_by="evidence")
+            record.update(chosen=values[1] if keep_merge else values[0], decided_by="evidence")
         return record
 
     out = tmp_path_factory.mktemp(request.param.replace("+", "_")) / "run"
     with pytest.MonkeyPatch.context() as mp:
-        if keep_merge:
-            mp.setattr(merge, "choose", merge_kept)
+        mp.setattr(merge, "choose", merge_decided)
         run(compose(fast(tiny_model, "logger=none", "precision=fp32", "device=cpu", f"finetune={method}"), out))
     return request.param, out, json.loads((out / "results.json").read_text())
 
