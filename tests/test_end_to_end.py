@@ -174,7 +174,7 @@ def test_wandb_run_holds_the_per_query_table(fast_run):
     ]
     assert len(logged) == 1 and logged[0]["_type"] == "table-file"
     assert logged[0]["nrows"] == results["counts"]["eval_queries"]
-    assert logged[0]["ncols"] == 3 + len(results["verdict"]["scores"])  # a rank column per retriever
+    assert logged[0]["ncols"] == 3 + 2 * len(results["verdict"]["scores"])  # a rank and a score column per retriever
     (table_file,) = out.glob("wandb/offline-run-*/files/media/table/per_query_*.table.json")
     table = json.loads(table_file.read_text())
     assert table["columns"][:5] == ["query_id", "query", "relevant_ids", "base_rank", "finetuned_rank"]
