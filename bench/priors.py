@@ -15,9 +15,10 @@ the run's saved epochs (`finetune.keep_epochs=true`).
 
 `write`: for each choice and candidate, the mean over the benchmarks of its difference from the written
 default on their evidence (each benchmark once, its precisions averaged), and the spread a new data set's
-difference has around that mean: the between-benchmark variance less the benchmarks' own sampling variance
-(method of moments, at least 0), plus the variance of a mean of B benchmarks,
-sd = sqrt(tau^2 (1 + 1/B) + mean(se^2) / B). A candidate measured on fewer than two benchmarks gets no prior.
+difference has around that mean (`prior_of`): by default the Student-t predictive spread of the benchmarks'
+differences, which needs 4 benchmarks and is wide when they are few; `--spread normal`, the method-of-moments
+spread (between-benchmark variance less sampling noise), which two benchmarks that happen to agree make
+narrow. bench/regret.py measures both.
 """
 
 from __future__ import annotations
@@ -316,19 +317,32 @@ def by_benchmark(tabs: list[dict]) -> dict:
     }
 
 
-def prior_of(measured: list[tuple[float, float]]) -> tuple[float, float] | None:
-    """(mean, spread) for a new data set from the benchmarks' (difference, standard error); None under two."""
-    if len(measured) < 2:
-        return None
+SPREADS = ("t", "normal")
+
+
+def prior_of(measured: list[tuple[float, float]], spread: str = "t") -> tuple[float, float] | None:
+    """(mean, spread) for a new data set from the benchmarks' (difference, standard error), or None.
+
+    `t` (Student-t predictive): the spread of the benchmarks' own differences s, widened for a mean of B of them
+    and for s itself resting on B points, sd^2 = s^2 (1 + 1/B) (B - 1) / (B - 3); with fewer than 4 benchmarks
+    that variance is infinite: no prior. Two benchmarks that happen to agree say little about a third.
+    `normal` (method of moments): the between-benchmark variance less their sampling noise (at least 0), plus
+    the variance of the mean, sd^2 = tau^2 (1 + 1/B) + mean(se^2) / B; a prior from 2 benchmarks on."""
     d = np.array([m for m, _ in measured])
     se2 = np.array([se**2 for _, se in measured])
     b = len(d)
-    tau2 = max(float(d.var(ddof=1) - se2.mean()), 0.0)
-    return float(d.mean()), float(math.sqrt(tau2 * (1 + 1 / b) + se2.mean() / b))
+    if spread == "normal":
+        if b < 2:
+            return None
+        tau2 = max(float(d.var(ddof=1) - se2.mean()), 0.0)
+        return float(d.mean()), float(math.sqrt(tau2 * (1 + 1 / b) + se2.mean() / b))
+    if b < 4:
+        return None
+    return float(d.mean()), float(math.sqrt(d.var(ddof=1) * (1 + 1 / b) * (b - 1) / (b - 3)))
 
 
-def priors(per_benchmark: dict, leave_out: str | None = None) -> dict:
-    """{choice: {key: [mean, spread]}} from every benchmark but `leave_out`."""
+def priors(per_benchmark: dict, leave_out: str | None = None, spread: str = "t") -> dict:
+    """{choice: {key: [mean, spread]}} from every benchmark but `leave_out` (`prior_of`'s `spread`)."""
     pooled: dict = {}
     for b, ch in per_benchmark.items():
         if b == leave_out:
@@ -339,19 +353,20 @@ def priors(per_benchmark: dict, leave_out: str | None = None) -> dict:
     out: dict = {}
     for name, keys in pooled.items():
         for k, measured in keys.items():
-            p = prior_of(measured)
+            p = prior_of(measured, spread)
             if p is not None:
                 out.setdefault(name, {})[k] = [round(p[0], 5), round(p[1], 5)]
     return out
 
 
-def write(tabs: list[dict]) -> None:
+def write(tabs: list[dict], spread: str = "t") -> None:
     per_benchmark = by_benchmark(tabs)
-    table = priors(per_benchmark)
+    table = priors(per_benchmark, spread=spread)
     measured = {
         "date": time.strftime("%Y-%m-%d"),
         "commit": _commit(),
         "precisions": sorted({t["precision"] for t in tabs}),
+        "spread": spread,
         **{
             name: {
                 "benchmarks": sum(1 for ch in per_benchmark.values() if name in ch),
@@ -376,9 +391,9 @@ def write(tabs: list[dict]) -> None:
     print(f"{TABLE}: {sum(len(v) for v in table.values())} candidates' priors over {len(table)} choices from {names}")
 
 
-def show(tabs: list[dict]) -> None:
+def show(tabs: list[dict], spread: str = "t") -> None:
     per_benchmark = by_benchmark(tabs)
-    table = priors(per_benchmark)
+    table = priors(per_benchmark, spread=spread)
     names = sorted(per_benchmark)
     for choice in (*BEFORE, *AFTER):
         keys = sorted(
@@ -406,6 +421,7 @@ def main() -> None:
     ap.add_argument("command", choices=["tables", "show", "write"])
     ap.add_argument("paths", nargs="+", type=Path)
     ap.add_argument("--epochs-only", action="store_true", help="tables: only the epochs' (runs made to measure them)")
+    ap.add_argument("--spread", choices=SPREADS, default="t", help="show / write: the priors' spread (prior_of)")
     a = ap.parse_args()
     if a.command == "tables":
         OUT.mkdir(parents=True, exist_ok=True)
@@ -419,9 +435,9 @@ def main() -> None:
             tmp.replace(path)
             print(f"  {', '.join(t['choices'])} -> {path} ({time.perf_counter() - start:.0f} s)")
     elif a.command == "show":
-        show(load(a.paths))
+        show(load(a.paths), a.spread)
     else:
-        write(load(a.paths))
+        write(load(a.paths), a.spread)
 
 
 if __name__ == "__main__":

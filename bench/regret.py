@@ -14,10 +14,12 @@ less the pick's. The rules:
             paired 95% BCa interval over the default lies above 0
   argmax    the evidence's best, whatever its margin
   default   the written default, always (the prior alone)
-  expected  (the rule adopted) the highest expected score: the evidence and the prior combined by their
-            precision (runner/infra/choosing.py); the prior leaves the judged benchmark out (it is measured on
-            the others' evidence: a benchmark the priors never saw, as a user's data is)
-  expected_own  the same with the prior measured on every benchmark, the judged one included (what the
+  expected  the highest expected score: the evidence and the prior combined by their precision
+            (runner/infra/choosing.py); the prior leaves the judged benchmark out (it is measured on the
+            others' evidence: a benchmark the priors never saw, as a user's data is), its spread the Student-t
+            predictive one (bench/priors.py prior_of, `t`)
+  expected_normal  the same with the method-of-moments spread (`normal`): narrow where a few benchmarks agree
+  expected_own  `expected` with the prior measured on every benchmark, the judged one included (what the
             shipped priors do on the team's own benchmarks: optimistic)
 
 Where the window's default is shorter than the longest because only it fits the time budget with the mined
@@ -42,7 +44,7 @@ _spec = importlib.util.spec_from_file_location("bench_priors", ROOT / "bench" / 
 priors_bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(priors_bench)
 
-RULES = ("test", "argmax", "default", "expected", "expected_own")
+RULES = ("test", "argmax", "default", "expected", "expected_normal", "expected_own")
 ORDER = (*priors_bench.BEFORE, *priors_bench.AFTER)
 
 
@@ -55,7 +57,7 @@ def _costs(name: str, c: dict) -> np.ndarray:
     return np.zeros(len(c["values"]))
 
 
-def picks(name: str, c: dict, table: dict | None, table_own: dict | None, n_resamples: int) -> dict[str, int]:
+def picks(name: str, c: dict, tables: dict, n_resamples: int) -> dict[str, int]:
     """Each rule's pick (a candidate index) from the choice's evidence."""
     from runner.infra.choosing import best_of, estimates, pick, preference
     from runner.infra.metrics import paired_bootstrap_ci
@@ -69,7 +71,7 @@ def picks(name: str, c: dict, table: dict | None, table_own: dict | None, n_resa
     low = paired_bootstrap_ci(ev[d], ev[best], n_resamples, 0)[0] if best != d else 0.0
     out["test"] = best if best != d and low > 0 else d
     costs = _costs(name, c)
-    for rule, tab in (("expected", table), ("expected_own", table_own)):
+    for rule, tab in tables.items():  # the expected-score rules, each with its prior table
         pri = priors_for(name, c["values"], d, table=(tab or {}).get(name, {}))
         out[rule] = pick(estimates(ev, d, pri, costs)["expected"], d)
     return out
@@ -81,13 +83,17 @@ def regrets(tabs: list[dict], n_resamples: int) -> list[dict]:
     own = priors_bench.priors(per_benchmark)
     rows = []
     for t in tabs:
-        loo = priors_bench.priors(per_benchmark, leave_out=t["benchmark"])
+        tables = {
+            "expected": priors_bench.priors(per_benchmark, leave_out=t["benchmark"]),
+            "expected_normal": priors_bench.priors(per_benchmark, leave_out=t["benchmark"], spread="normal"),
+            "expected_own": own,
+        }
         for name in ORDER:
             c = t["choices"].get(name)
             if c is None:
                 continue
             truth = np.asarray(c["eval"], dtype=np.float64).mean(axis=1) + _costs(name, c)
-            chosen = picks(name, c, loo, own, n_resamples)
+            chosen = picks(name, c, tables, n_resamples)
             rows.append(
                 {
                     "benchmark": t["benchmark"],

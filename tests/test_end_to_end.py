@@ -178,7 +178,8 @@ def test_wandb_run_holds_the_per_query_table(fast_run):
     (table_file,) = out.glob("wandb/offline-run-*/files/media/table/per_query_*.table.json")
     table = json.loads(table_file.read_text())
     assert table["columns"][:5] == ["query_id", "query", "relevant_ids", "base_rank", "finetuned_rank"]
-    assert set(table["columns"][3:]) == {f"{r}_rank" for r in results["verdict"]["scores"]}
+    rows = results["verdict"]["scores"]
+    assert set(table["columns"][3:]) == {f"{r}_rank" for r in rows} | {f"{r}_ndcg@10" for r in rows}
 
 
 def test_second_run_reuses_the_base_corpus_embeddings(fast_run, tiny_model, tmp_path):
