@@ -296,3 +296,32 @@ def test_the_console_table_shows_each_choice_with_its_evidence():
     assert "stemming True" in rows["bm25"] and "prior" in rows["bm25"] and "best: stopwords True, stemming False" in rows["bm25"]
     expected = choices["bm25"]["candidates"][0]["expected"]
     assert f"{expected:.4f}" in rows["bm25"] and expected == choices["bm25"]["candidates"][0]["score"]  # the default's own
+
+
+def test_the_shipped_priors_cover_every_choice_against_its_written_default():
+    """runner/infra/prior_table.py (bench/priors.py write): each choice the benchmarks measured has priors, its
+    written default's own difference is 0 with no spread, every other spread is positive, the default's key is
+    the one runs look up, and no prior rests on fewer than 4 benchmarks (the t spread's minimum)."""
+    from runner.infra.prior_table import MEASURED, PRIORS
+    from runner.infra.priors import key, priors_for
+    from runner.stages.evaluate.schema import BM25_PARAMS_PRIOR, BM25_PRIOR, FUSION_PRIOR
+
+    assert set(PRIORS) >= {"bm25", "bm25_params", "fusion_hybrid_base", "merge", "fusion_hybrid_finetuned"}
+    assert MEASURED["date"] and MEASURED["commit"] and MEASURED["spread"] == "t"
+    written = {
+        "bm25": [BM25_PRIOR],
+        "bm25_params": [{"language": "english", "stopwords": True, "stemming": True, **BM25_PARAMS_PRIOR}],
+        "fusion_hybrid_base": [FUSION_PRIOR],
+        "merge": [1.0],
+        "fusion_hybrid_finetuned": [FUSION_PRIOR],
+    }
+    for choice, values in written.items():
+        own = key(choice, values, 0, 0)
+        assert PRIORS[choice][own] == [0.0, 0.0], choice
+        others = {k: v for k, v in PRIORS[choice].items() if k != own}
+        assert others and all(sd > 0 for _, sd in others.values()), choice
+        assert MEASURED[choice]["benchmarks"] >= 4, choice
+    # a run's candidates find their priors: BM25 without stemming, against the written tokenisation
+    grid = [BM25_PRIOR, {"stopwords": True, "stemming": False}]
+    (_, (mean, sd)) = priors_for("bm25", grid, 0)
+    assert (mean, sd) == tuple(PRIORS["bm25"]["stopwords=True stemming=False"])

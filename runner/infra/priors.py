@@ -3,8 +3,10 @@ set nobody has measured yet, and how far that expectation can be trusted.
 
 For every choice and candidate, `runner/infra/prior_table.py` holds the mean difference (candidate minus
 the written default) across the project's benchmarks and the spread a new data set's difference is expected
-to have around it (the between-benchmark spread, less the benchmarks' own sampling noise, plus the
-uncertainty of a mean of a few benchmarks). It is written by `python bench/priors.py write`, from the
+to have around it: the Student-t predictive spread of the benchmarks' differences, s^2 (1 + 1/B) (B-1)/(B-3)
+for B benchmarks, so a candidate measured on fewer than 4 gets no prior and a few that agree by chance do
+not make it confident (bench/regret.py measured it against the method-of-moments spread, which did: more
+regret). It is written by `python bench/priors.py write`, from the
 benchmarks' training sides (the choices made before training) and dev splits (after training), never
 their eval sets. `runner.infra.choosing.choose` weighs it against the run's own evidence.
 
