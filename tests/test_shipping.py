@@ -123,3 +123,58 @@ def test_a_missing_run_dir_or_an_unknown_row_is_a_clear_error(tmp_path, shipped_
     _, out, _ = shipped_run
     with pytest.raises(RagtuneError, match="row='reranked' is not a retriever this run scored; it scored base"):
         load_retriever(out, nodes=[], row="reranked")
+
+
+def _bm25_run(tmp_path, chunker: dict, adapter=None):
+    """A run directory holding only a retriever.json: the BM25 row, chunked by `chunker` (what a shared or
+    downloaded run directory could hold)."""
+    run_dir = tmp_path / "shared_run"
+    run_dir.mkdir(exist_ok=True)
+    spec = {
+        "deploy": "bm25",
+        "dense_model": None,
+        "adapter": adapter,
+        "bm25": {"stopwords": True, "stemming": True, "language": "english", "k1": 1.5, "b": 0.75},
+        "fusion": None,
+        "chunker": chunker,
+    }
+    (run_dir / "retriever.json").write_text(json.dumps(spec))
+    return run_dir
+
+
+def test_a_run_dir_from_someone_else_runs_no_code_unless_trusted(tmp_path):
+    from llama_index.core import Document
+
+    from runner.infra.errors import RagtuneError
+    from ragtune import load_retriever
+
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    docs = [
+        Document(text="Foxes run through the forest at night.", id_="fox"),
+        Document(text="Apples grow on trees.", id_="apple"),
+    ]
+    for chunker in (
+        {"_target_": "pathlib.Path.unlink", "self": str(victim)},  # Hydra's blocklist lets this through
+        {"_target_": "distutils.dir_util.remove_tree", "directory": str(tmp_path / "nothing")},
+        {"_target_": "llama_index.core.node_parser.SentenceSplitter", "chunk_size": 64, "tokenizer": {"_target_": "os.getcwd"}},
+    ):
+        with pytest.raises(RagtuneError, match="trust_remote_code=True") as err:
+            load_retriever(_bm25_run(tmp_path, chunker), docs)
+        assert chunker["_target_"] in str(err.value) or "os.getcwd" in str(err.value)
+        assert victim.read_text() == "keep me"
+    with pytest.raises(RagtuneError, match="adapter class os.system"):
+        load_retriever(
+            _bm25_run(tmp_path, {"_target_": "llama_index.core.node_parser.SentenceSplitter"}, {"class": "os.system"}), docs
+        )
+    # ragtune's own chunkers load as they are; another parser loads when the caller trusts the directory
+    ours = _bm25_run(
+        tmp_path, {"_target_": "llama_index.core.node_parser.SentenceSplitter", "chunk_size": 64, "chunk_overlap": 0}
+    )
+    assert load_retriever(ours, docs).retrieve("fox")[0].node.ref_doc_id == "fox"
+    other = {"_target_": "llama_index.core.node_parser.SentenceWindowNodeParser", "window_size": 1}
+    with pytest.raises(RagtuneError, match="SentenceWindowNodeParser"):
+        load_retriever(_bm25_run(tmp_path, other), docs)
+    assert (
+        load_retriever(_bm25_run(tmp_path, other), docs, trust_remote_code=True).retrieve("apples")[0].node.ref_doc_id == "apple"
+    )

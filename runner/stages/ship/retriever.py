@@ -6,6 +6,10 @@ precision; BM25's tokenisation, k1 and b; the fusion's mode, k and weights) and 
 `ragtune.load_retriever(run_dir, documents)` returns the retriever as LlamaIndex builds it: a
 `VectorStoreIndex` retriever over the model, a `BM25Retriever`, or a `QueryFusionRetriever` over both, with
 the settings the run scored, from wherever the run directory has been moved.
+
+A run directory may come from someone else (a colleague, a hub), so nothing read from it is executed: its
+chunker must be one of ragtune's own (`runner.stages.chunk.schema.CHUNKER`), its adapter one of LlamaIndex's
+two layers, unless the caller passes `trust_remote_code=True`, as transformers asks.
 """
 
 from __future__ import annotations
@@ -18,6 +22,40 @@ from runner.infra.atomic import write_json_atomic, write_text_atomic
 from runner.infra.errors import RagtuneError
 
 RETRIEVER_FILE = "retriever.json"
+ADAPTER_CLASSES = ("LinearLayer", "TwoLayerNN")  # llama_index.embeddings.adapter.utils: what finetune=adapter trains
+
+
+def _targets(config) -> list:
+    """Every `_target_` in a config, at any depth."""
+    if isinstance(config, dict):
+        return [config["_target_"]] * ("_target_" in config) + [t for v in config.values() for t in _targets(v)]
+    if isinstance(config, list):
+        return [t for v in config for t in _targets(v)]
+    return []
+
+
+def trusted(spec: dict, run_dir: Path, trust_remote_code: bool) -> dict:
+    """`spec` read from `run_dir`, refused where it would run a callable that is not ragtune's: Hydra builds the
+    chunker from its `_target_`, which could name any function (`pathlib.Path.unlink` deletes a file)."""
+    if trust_remote_code:
+        return spec
+    from runner.stages.chunk.schema import CHUNKER
+
+    ours = {schema._target_ for schema in CHUNKER.values()}
+    chunker = spec.get("chunker") or {}
+    named = _targets(chunker)
+    strange = [t for i, t in enumerate(named) if i > 0 or t != chunker.get("_target_") or t not in ours]
+    adapter = (spec.get("adapter") or {}).get("class")
+    if adapter is not None and adapter not in ADAPTER_CLASSES:
+        strange.append(f"adapter class {adapter}")
+    if strange:
+        raise RagtuneError(
+            f"{Path(run_dir) / RETRIEVER_FILE} names {', '.join(map(str, strange))}, which is not one of ragtune's "
+            f"chunkers ({', '.join(sorted(ours))}) or LlamaIndex's adapter layers; building it would run code the run "
+            "directory chose, and a run directory can come from anyone. If you trust where this one came from, pass "
+            "trust_remote_code=True to load_retriever."
+        )
+    return spec
 
 
 def relative_to_run(path: str | None, run_dir: Path) -> str | None:
@@ -175,13 +213,16 @@ def load_retriever(
     device: str | None = None,
     vector_store=None,
     storage_context=None,
+    trust_remote_code: bool = False,
 ):
     """The run's recommended retriever over `documents` (chunked with the run's chunker) or `nodes`.
 
     `row`: another retriever the run scored instead of the verdict's (`base`, `finetuned`, `merged`, `bm25`,
     `hybrid_base`, `hybrid_finetuned`: results.json `metrics`). `vector_store` (any LlamaIndex vector store:
     Qdrant, Chroma, ...) or `storage_context`: where the app keeps its vectors; the chunks are embedded with
-    the run's model into it. Without either, an in-memory index."""
+    the run's model into it. Without either, an in-memory index. `trust_remote_code`: build a chunker or an
+    adapter that is not ragtune's own from the run directory (off: a run directory from someone else could
+    name any callable)."""
     run_dir = Path(run_dir)
     spec = read_spec(run_dir)
     if row is not None:
@@ -191,6 +232,7 @@ def load_retriever(
                 f"row={row!r} is not a retriever this run scored; it scored {', '.join(rows) or 'only its verdict'}."
             )
         spec = rows[row]
+    spec = trusted(spec, run_dir, trust_remote_code)
     chosen = _nodes(spec, documents, nodes)
     if vector_store is not None or storage_context is not None:
         chosen = [uuid_node(n) for n in chosen]
