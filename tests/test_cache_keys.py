@@ -444,7 +444,7 @@ def test_every_leaf_of_each_stage_slice_changes_its_key(tmp_path, overrides):
     assert checked >= 5
 
 
-def test_max_tokens_is_shown_and_keyed_and_the_api_key_is_hashed_never_written(tmp_path, monkeypatch):
+def test_max_tokens_is_shown_and_keyed_and_a_rotated_api_key_keeps_the_key_and_is_never_written(tmp_path, monkeypatch):
     from runner.infra.secrets import is_secret_key, redact
 
     for name in (
@@ -470,13 +470,14 @@ def test_max_tokens_is_shown_and_keyed_and_the_api_key_is_hashed_never_written(t
     with open_dict(cfg):
         cfg.qa_generator.llm.max_tokens = 512
     assert data_keys(cfg, StageCache(tmp_path / "cache"))["generate"] != base
-    for value in ("sk-first-0123456789", "sk-second-0123456789"):
+    keys = []
+    for value in ("sk-first-0123456789", "sk-second-0123456789"):  # a key rotated: who pays, not what is asked
         with open_dict(cfg):
             cfg.qa_generator.llm.api_key = value
         stages = StageCache(tmp_path / "cache")
-        key = data_keys(cfg, stages)["generate"]
-        assert key != base and value not in json.dumps(stages.described[key])
-        base = key
+        keys.append(data_keys(cfg, stages)["generate"])
+        assert value not in json.dumps(stages.described[keys[-1]]) and value[3:] not in keys[-1]
+    assert keys[0] == keys[1]
     assert redact({"llm": {"max_tokens": 3, "api_key": "sk-x", "default_headers": {"Authorization": "Bearer y"}}}) == {
         "llm": {"max_tokens": 3, "api_key": "***redacted***", "default_headers": {"Authorization": "***redacted***"}}
     }
@@ -490,15 +491,17 @@ def test_llm_answers_are_kept_raw_and_keyed_by_every_setting(tmp_path):
 
     with LlmServer() as server:
 
-        def ask(max_tokens: int):
+        def ask(max_tokens: int, key: str = "sk-first-0123456789"):
             llm = OpenAILike(
-                model="m", api_base=server.url, api_key="k", is_chat_model=True, max_tokens=max_tokens, max_retries=0, timeout=10
+                model="m", api_base=server.url, api_key=key, is_chat_model=True, max_tokens=max_tokens, max_retries=0, timeout=10
             )
             return llm_pairs(nodes("a", "b"), llm=llm, cache_dir=str(tmp_path), backoff_s=0.01)
 
         first = ask(256)
         asked = len(server.requests)
         assert ask(256).model_dump() == first.model_dump() and len(server.requests) == asked  # reused
+        assert ask(256, key="sk-rotated-9876543210").model_dump() == first.model_dump()  # a rotated key: the same answers
+        assert len(server.requests) == asked
         ask(64)  # another max_tokens: another answer, asked again
         assert len(server.requests) == asked + 2
     stored = [json.loads(p.read_text()) for p in tmp_path.rglob("*.json") if p.name != "manifest.json"]

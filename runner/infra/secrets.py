@@ -10,13 +10,14 @@ secret inside a value (a key in a URL's query string), and nothing else: `max_to
 `tokenizer_name` stay visible. Secrets are the values read through `${secret:...}`, the credential-named
 variables of the environment (an LLM client reads `OPENAI_API_KEY` itself) and of `secrets_file`; a
 literal key on the command line is refused before Hydra writes it anywhere (`literal_secret_override`). Cache keys
-go through `key_view`, which puts a hash in place of each such value, so a changed key still
-changes the cache key while the key itself never lands on disk.
+go through `key_view`, which puts one fixed marker in place of each such value: a credential decides who
+pays for an answer, not what the answer is, so a rotated API key still hits the LLM's cached answers (asked
+again at temperature 0.7, every chunk would get new questions and the run a new eval set), and no key,
+nor a hash of one, lands on disk.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -69,10 +70,13 @@ def redact(tree):
     return _replace_secrets(tree, None, lambda v: REDACTED)
 
 
+CREDENTIAL = "***credential***"  # what a credential is in a cache key: present, whatever its value
+
+
 def key_view(tree):
     """A copy of a config tree for a cache key: each credential value (or secret inside a value) replaced by
-    its hash, so two configs that differ only in a secret still get two keys, and no key holds the secret."""
-    return _replace_secrets(tree, None, lambda v: "sha256:" + hashlib.sha256(v.encode()).hexdigest())
+    one marker, so two configs that differ only in a secret get the same key and no key holds the secret."""
+    return _replace_secrets(tree, None, lambda v: CREDENTIAL)
 
 
 def register_environment() -> list[str]:

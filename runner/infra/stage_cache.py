@@ -1,7 +1,8 @@
 """The stage cache: each stage's output under `<cache.dir>/<stage>/<key>/`, shared by all runs.
 
 key = hash of everything that decides the stage's output:
-  - the stage's resolved config slice, credentials hashed (`secrets.key_view`), never dropped;
+  - the stage's resolved config slice, each credential replaced by one marker (`secrets.key_view`): a rotated
+    key decides nothing;
   - the keys of its inputs (upstream stages);
   - the content of every file or folder its config names (`fingerprint.input_files`);
   - the syntax trees of the runner modules it can run, derived from its entry points' imports

@@ -67,7 +67,7 @@ def _prompt_template(prompt: str | None) -> str:
 
 def llm_settings(llm) -> dict:
     """What decides the LLM's answers: class, model, endpoint, sampling, and every other field
-    (credentials included, as hashes, in the store's key; redacted in its manifest)."""
+    (credentials as one marker in the store's key, whatever their value; redacted in its manifest)."""
     try:
         settings = llm.to_dict()
     except Exception:  # noqa: BLE001 - an LLM class without a serialiser: its type and model
@@ -76,8 +76,8 @@ def llm_settings(llm) -> dict:
 
 
 def answer_store(cache_dir: str, llm) -> Path:
-    """The folder of this LLM's answers, one file per prompt: keyed by every setting (credentials
-    hashed), the content of a local model's files, and the versions of the client library and what
+    """The folder of this LLM's answers, one file per prompt: keyed by every setting (a credential by its
+    presence, not its value), the content of a local model's files, and the versions of the client library and what
     it requires. A manifest says what made it (`python -m runner.cache list`)."""
     settings = llm_settings(llm)
     libraries = library_versions({type(llm).__module__.split(".")[0]})
