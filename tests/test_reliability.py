@@ -453,6 +453,20 @@ def test_a_literal_key_on_the_command_line_is_refused_before_anything_is_written
     assert (
         literal_secret_override(["qa_generator.llm.api_key=${secret:MY_KEY}", "finetune.max_tokens=5", "x.api_key=null"]) is None
     )
+    # a credential inside a dict or a list given on the command line is refused the same way
+    for arg, key in (
+        ("qa_generator.llm={api_key:sk-literal-key-12345,model:m}", "qa_generator.llm.api_key"),
+        (
+            "qa_generator.llm.default_headers={Authorization:'Bearer sk-literal-key-12345'}",
+            "qa_generator.llm.default_headers.Authorization",
+        ),
+        ("+qa_generator.llm.extra=[{token:hf_literal_token_123}]", "qa_generator.llm.extra[0].token"),
+    ):
+        message = literal_secret_override(["debug=fast", arg])
+        assert message and message.startswith(f"{key}=") and "sk-literal" not in message and "hf_literal" not in message, arg
+    assert literal_secret_override(["qa_generator.llm={api_key:'${secret:K}',model:m}", "x={max_tokens:5}"]) is None
+    r = run_cli("debug=fast", "qa_generator.llm={api_key:sk-literal-key-12345}", f"hydra.run.dir={out}")
+    assert r.returncode == 2 and not out.exists() and "sk-literal-key-12345" not in r.stderr + r.stdout
 
 
 def test_a_credential_the_client_reads_from_the_environment_is_masked_in_the_log(monkeypatch, caplog):

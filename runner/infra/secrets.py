@@ -88,13 +88,40 @@ def register_environment() -> list[str]:
     return names
 
 
+def _literal_secrets(key: str, value) -> list[str]:
+    """The dotted keys under `key` that name a credential and hold a literal value (not null, not `${...}`)."""
+    if isinstance(value, dict):
+        return [k for name, v in value.items() for k in _literal_secrets(f"{key}.{name}", v)]
+    if isinstance(value, list):
+        return [k for i, v in enumerate(value) for k in _literal_secrets(f"{key}[{i}]", v)]
+    literal = value is not None and str(value) != "" and str(value).lower() not in ("null", "none") and "${" not in str(value)
+    return [key] if literal and is_secret_key(key.split(".")[-1].split("[")[0]) else []
+
+
+def _override_value(arg: str):
+    """(the key, the value) of a command-line override as Hydra parses it: a dict or a list where the value
+    is one (`qa_generator.llm={api_key:sk-...}`); the text after `=` where Hydra cannot parse it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        override = OverridesParser.create().parse_overrides([arg])[0]
+        return override.key_or_group, override.value()
+    except Exception:  # noqa: BLE001 - Hydra reports a malformed override itself, later
+        key, _, value = arg.lstrip("+~").partition("=")
+        return key, value
+
+
 def literal_secret_override(args: list[str]) -> str | None:
     """The message for a command-line override that gives a credential key a literal value
-    (`qa_generator.llm.api_key=sk-...`), or None: the value would be in the run directory's name, the sweep's
-    job names, .hydra/ and W&B before anything could mask it."""
+    (`qa_generator.llm.api_key=sk-...`, or one inside a dict: `qa_generator.llm={api_key:sk-...}`,
+    `qa_generator.llm.default_headers={Authorization:...}`), or None: the value would be in the run directory's
+    name, the sweep's job names, .hydra/ and W&B before anything could mask it."""
     for arg in args:
-        key, sep, value = arg.lstrip("+~").partition("=")
-        if sep and value and value.lower() not in ("null", "none") and "${" not in value and is_secret_key(key.split(".")[-1]):
+        if "=" not in arg:
+            continue
+        found = _literal_secrets(*_override_value(arg))
+        if found:
+            key = found[0]
             return (
                 f"{key}= on the command line would write the key into the run's directory name, .hydra/ and W&B "
                 "(the value is not shown here); put it in an environment variable (export OPENAI_API_KEY=... for "
