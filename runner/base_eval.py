@@ -155,8 +155,11 @@ def base_keys(cfg, model, eval_set: EvalSet, device: str, precision: str, stages
             [],
             (build_index, index_to_json, index_from_json, load_model),
         )
-    evaluate = {k: v for k, v in OmegaConf.to_container(cfg.evaluate, resolve=True).items() if k != "baselines"}
-    settings = {**encoder, "eval_set": eval_set.digest(), "evaluate": evaluate}  # baselines: not this stage's
+    # baselines: not this stage's; bootstrap: the intervals are computed later, from the per-query values it stores
+    evaluate = {
+        k: v for k, v in OmegaConf.to_container(cfg.evaluate, resolve=True).items() if k not in ("baselines", "bootstrap")
+    }
+    settings = {**encoder, "eval_set": eval_set.digest(), "evaluate": evaluate}
     keys["evaluate_base"] = stages.key(
         "evaluate_base",
         settings,

@@ -68,14 +68,18 @@ def data_keys(
         "chunk", chunking.config, [keys["load"]], (chunk_corpus, plan_chunks, chunks_to_json, chunks_from_json)
     )
     keys["split"] = stages.key("split", split_settings(cfg), [keys["chunk"]], (split_chunks, splits_to_json, splits_from_json))
+    # the held-out documents are carved first, the dev split from what is left: the held-out part, and so the
+    # eval set made from it, depends on the split's own settings and not on dev.* (a dev sweep keeps its eval set)
+    held_settings = {k: v for k, v in split_settings(cfg).items() if not k.startswith("dev_")}
+    held_part = stages.key("split", held_settings, [keys["chunk"]], (split_chunks, splits_to_json, splits_from_json))
     if train_finetune and not reads_pairs_from_file(cfg):
         keys["generate"] = stages.key(
             "generate", plain(cfg.qa_generator), [keys["split"]], (generate_pairs, dataset_to_json, dataset_from_json)
         )
-    for stage, wanted in (("dev_set", dev_from_chunks(cfg)), ("eval_set", held_out)):
+    for stage, wanted, part in (("dev_set", dev_from_chunks(cfg), keys["split"]), ("eval_set", held_out, held_part)):
         if wanted:  # questions from held-out documents, by the eval set's generator
             keys[stage] = stages.key(
-                stage, plain(eval_generator_cfg(cfg)), [keys["split"]], (held_out_eval_set, eval_set_to_json, eval_set_from_json)
+                stage, plain(eval_generator_cfg(cfg)), [part], (held_out_eval_set, eval_set_to_json, eval_set_from_json)
             )
     return keys
 

@@ -21,6 +21,7 @@ from runner.data.eval_set import EvalSet
 from runner.base_eval import base_keys
 from runner.data_stages import data_keys
 from runner.pipeline import run
+from runner.infra.secrets import is_secret_key
 from runner.infra.stage_cache import StageCache
 
 NEW_WORDS = "The zorblax quibbleflux verenthal protocol synchronizes glimmerwick transducers."
@@ -157,6 +158,34 @@ def test_pairs_and_eval_files_edited_in_place_are_read_again(tiny_model, tmp_pat
     assert NEW_WORDS in (tmp_path / "run2" / "train_pairs.json").read_text()
     assert NEW_WORDS in (tmp_path / "run2" / "eval_set.json").read_text()
     assert json.loads((tmp_path / "run2" / "results.json").read_text())["cache"]["evaluate_base"] == "miss"
+
+
+def test_what_decides_nothing_misses_nothing_the_dev_split_and_the_bootstrap(tmp_path):
+    """The held-out documents are carved before the dev split, so dev.* changes the split and the dev questions
+    but not the eval set; evaluate.bootstrap sets the intervals computed later, not the base evaluation."""
+    cfg = compose([], tmp_path / "run")
+    before = keys(cfg)
+    for path, value in (("dev.fraction", 0.3), ("dev.seed", 7)):
+        changed = copy.deepcopy(cfg)
+        with open_dict(changed):
+            OmegaConf.update(changed, path, value)
+        after = keys(changed)
+        assert after["split"] != before["split"] and after["dev_set"] != before["dev_set"], path
+        assert after["eval_set"] == before["eval_set"] and after["chunk"] == before["chunk"], path
+    changed = copy.deepcopy(cfg)
+    with open_dict(changed):
+        changed.split.val_fraction = 0.3  # the held-out part itself: another eval set
+    assert keys(changed)["eval_set"] != before["eval_set"]
+    model = SimpleNamespace(max_seq_length=128)
+    es = EvalSet({"q": "loop"}, {"d": "a loop"}, {"q": ["d"]})
+    stages = StageCache(tmp_path / "cache")
+    base = base_keys(cfg, model, es, "cpu", "fp32", stages)["evaluate_base"]
+    with open_dict(cfg):
+        cfg.evaluate.bootstrap = 2000
+    assert base_keys(cfg, model, es, "cpu", "fp32", stages)["evaluate_base"] == base
+    with open_dict(cfg):
+        cfg.evaluate.ndcg_at_k = [5, 10]  # a cut-off is computed by this stage: another key
+    assert base_keys(cfg, model, es, "cpu", "fp32", stages)["evaluate_base"] != base
 
 
 def test_the_base_evaluation_follows_the_model_files_and_a_hub_models_commit(tiny_model, tmp_path, monkeypatch):
@@ -439,6 +468,9 @@ def test_every_leaf_of_each_stage_slice_changes_its_key(tmp_path, overrides):
                 continue  # another class entirely: covered by its own option above
             changed = copy.deepcopy(cfg)
             _set_other(changed, f"{group}.{path}", value)
+            if is_secret_key(path.split(".")[-1]):  # a credential decides who pays, not what is made
+                assert keys(changed)[stage.strip()] == before[stage.strip()], (stage, path, value)
+                continue
             assert keys(changed)[stage.strip()] != before[stage.strip()], (stage, path, value)
             checked += 1
     assert checked >= 5

@@ -210,6 +210,11 @@ def test_bad_export_settings_are_clear_errors(tiny_model, tmp_path):
     said = proc.stdout + proc.stderr
     assert "export.onnx.opset=11 is too old" in said and "finetune=none trains none" in said
     assert "export.openvino_int8.preset='fast' is not an NNCF preset: use performance or mixed" in said
+    # an adapter is no model an exporter converts: refused before the model loads, nothing trained or written
+    proc = run_cli(*fast(tiny_model, "logger=none"), "finetune=adapter", "export=onnx", f"hydra.run.dir={tmp_path}/c")
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "finetune=adapter trains a LlamaIndex adapter" in said and "export=onnx" in said
+    assert not (tmp_path / "c" / "results.json").exists() and "[finetune]" not in said
 
 
 def test_a_changed_knob_or_model_file_misses_the_export_cache(tiny_model, tmp_path, monkeypatch):

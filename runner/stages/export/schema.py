@@ -71,6 +71,12 @@ def problems(cfg) -> list[str]:
     p: list[str] = []
     if cfg.get("export") and not cfg.finetune.get("_target_"):
         p.append(f"export={','.join(cfg.export)} exports the trained model, and finetune=none trains none: drop export or train")
+    if cfg.get("export") and str(cfg.finetune.get("_target_", "")).endswith(".train_adapter"):
+        p.append(
+            f"export={','.join(cfg.export)} converts a trained SentenceTransformer model, and finetune=adapter trains a "
+            "LlamaIndex adapter over the base model instead (load it with ragtune.load_retriever): drop export, or "
+            "train with finetune=sentence_transformers"
+        )
     for target, spec in (cfg.get("export") or {}).items():
         if target not in EXPORT:
             p.append(f"export.{target} is not an export target: choose from {', '.join(EXPORT)} (export=[onnx_int8,static])")
