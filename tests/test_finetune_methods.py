@@ -203,7 +203,7 @@ def test_llama_index_engine_trains_in_the_job_dir_and_saves_a_loadable_model(tin
 
 
 @pytest.mark.parametrize("kind", ["linear", "two_layer"])
-def test_adapter_is_evaluated_as_llamaindex_would_load_it(kind, tiny_model, tmp_path, caplog):
+def test_adapter_is_evaluated_as_llamaindex_would_load_it(kind, tiny_model, tmp_path, caplog, monkeypatch):
     import numpy as np
     from llama_index.embeddings.adapter import AdapterEmbeddingModel
     from llama_index.embeddings.adapter.utils import LinearLayer, TwoLayerNN
@@ -212,17 +212,21 @@ def test_adapter_is_evaluated_as_llamaindex_would_load_it(kind, tiny_model, tmp_
 
     from runner.stages.finetune.llama_index_engines import AdapterEncoder
 
+    from runner.stages.finetune import llama_index_engines
+
+    built = []  # the base embedding the adapter trains on: the run's prompts and window, as it is scored
+    real = llama_index_engines.hf_embedding
+    monkeypatch.setattr(llama_index_engines, "hf_embedding", lambda *a, **kw: built.append(kw) or real(*a, **kw))
     out = tmp_path / "run"
     with caplog.at_level(logging.INFO, logger="ragtune"):
-        run(compose(fast(tiny_model, "logger=none", "finetune=adapter", f"finetune.adapter={kind}"), out))
+        prompted = ("base_model.query_prompt='query: '", "base_model.passage_prompt='passage: '")
+        run(compose(fast(tiny_model, "logger=none", "finetune=adapter", f"finetune.adapter={kind}", *prompted), out))
     results = json.loads((out / "results.json").read_text())
     assert results["model_dir"] == str(out / "adapter") and results["metrics"]["finetuned"]
+    assert built[0]["query_prompt"] == "query: " and built[0]["passage_prompt"] == "passage: " and built[0]["max_length"] == 128
     cls = LinearLayer if kind == "linear" else TwoLayerNN
     # the run says how to load what it trained: the adapter on its base model, not "local:<adapter dir>"
-    assert (
-        f'(LlamaIndex: Settings.embed_model = AdapterEmbeddingModel(HuggingFaceEmbedding(model_name="{tiny_model}"), '
-        f'"{out / "adapter"}", adapter_cls={cls.__name__}))' in caplog.text
-    )
+    assert f'(LlamaIndex: ragtune.load_retriever("{out}", documents, row="finetuned"))' in caplog.text
     li = AdapterEmbeddingModel(
         HuggingFaceEmbedding(model_name=str(tiny_model), max_length=128, device="cpu"), str(out / "adapter"), adapter_cls=cls
     )
@@ -273,3 +277,29 @@ def test_max_grad_norm_clips_the_updates(tiny_model, tmp_path):
     assert config_problems(compose(["finetune.max_grad_norm=-1"], tmp_path / "bad")) == [
         "finetune.max_grad_norm=-1.0 must be 0 (no clipping) or more (try 1.0)"
     ]
+
+
+def test_mined_negatives_train_with_the_passage_prompt(tiny_model, tmp_path):
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+
+    from runner.stages.finetune.hf_trainer import _trainer, column_prompts, training_args
+    from runner.stages.finetune.losses import build_loss
+
+    model = SentenceTransformer(str(tiny_model), device="cpu")
+    model.prompts = {"query": "query: ", "document": "passage: "}
+    assert column_prompts(model, ["anchor", "positive", "negative"]) == {
+        "anchor": "query: ",
+        "positive": "passage: ",
+        "negative": "passage: ",
+    }
+    assert column_prompts(SentenceTransformer(str(tiny_model), device="cpu"), ["anchor", "positive"]) is None
+    rows = Dataset.from_dict({"anchor": ["a b", "c d"], "positive": ["e f", "g h"], "negative": ["i j", "k l"]})
+    args = training_args(
+        tmp_path, epochs=1, max_steps=-1, batch_size=2, learning_rate=5e-5, warmup_ratio=0.0, weight_decay=0.0,
+        max_grad_norm=1.0, seed=0, precision="fp32", device="cpu", dataloader_num_workers=0, torch_compile=False,
+        total=1, model=model,
+    )  # fmt: skip
+    assert args.prompts == {"anchor": "query: ", "positive": "passage: "}
+    trainer = _trainer(model, rows, 1, [], model_args=args, loss_of=lambda m: build_loss(m, "mnrl", 32, [64]))
+    assert trainer.args.prompts["negative"] == "passage: "  # the negative is served as a passage: trained as one

@@ -178,3 +178,28 @@ def test_a_run_dir_from_someone_else_runs_no_code_unless_trusted(tmp_path):
     assert (
         load_retriever(_bm25_run(tmp_path, other), docs, trust_remote_code=True).retrieve("apples")[0].node.ref_doc_id == "apple"
     )
+
+
+def test_the_printed_load_keeps_the_prompts_and_window_the_model_was_scored_with(tiny_model, tmp_path):
+    """ragtune.load_embedding(<model dir>), the line every run prints, embeds as the run scored; LlamaIndex's own
+    `local:<dir>` passes empty prompts, which override the saved ones."""
+    import numpy as np
+    from llama_index.core.embeddings.utils import resolve_embed_model
+    from sentence_transformers import SentenceTransformer
+
+    from ragtune import load_embedding
+    from runner.stages.finetune.result import Finetuned
+
+    model = SentenceTransformer(str(tiny_model), device="cpu")
+    model.prompts, model.max_seq_length = {"query": "query: ", "document": "passage: "}, 96
+    model.save(str(tmp_path / "model"))
+    embed = load_embedding(tmp_path / "model")
+    query, passage = "How does the assert statement work?", "The assert statement raises AssertionError when false."
+    scored_q = model.encode_query([query], normalize_embeddings=True)[0]
+    scored_p = model.encode_document([passage], normalize_embeddings=True)[0]
+    assert np.allclose(embed.get_query_embedding(query), scored_q, atol=1e-5)
+    assert np.allclose(embed.get_text_embedding(passage), scored_p, atol=1e-5) and embed.max_length == 96
+    local = resolve_embed_model(f"local:{tmp_path / 'model'}")
+    assert not np.allclose(local.get_query_embedding(query), scored_q, atol=1e-3)  # the prompts dropped
+    line = Finetuned.sentence_transformer(tmp_path / "model", model).llama_index
+    assert line == f'Settings.embed_model = ragtune.load_embedding("{tmp_path / "model"}")'

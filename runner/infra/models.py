@@ -241,3 +241,32 @@ def autocast(precision: str, device: str):
     if precision not in ("bf16", "fp16"):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def hf_embedding(
+    model: str,
+    *,
+    revision: str | None = None,
+    max_length: int | None = None,
+    query_prompt: str = "",
+    passage_prompt: str = "",
+    device: str | None = None,
+    **kwargs,
+):
+    """LlamaIndex's `HuggingFaceEmbedding` with exactly these prompts. Given none, it puts its own instruction
+    in for BGE and Instructor hub ids (`query_instruction or get_query_instruct_for_model_name(name)`), so a
+    model scored without a prompt would be served with one: the prompts are set on its model afterwards.
+    `kwargs`: HuggingFaceEmbedding's others (embed_batch_size, ...)."""
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+    embed = HuggingFaceEmbedding(
+        model_name=model,
+        max_length=max_length,
+        query_instruction=query_prompt or None,
+        text_instruction=passage_prompt or None,
+        device=device,
+        **({"revision": revision} if revision else {}),
+        **kwargs,
+    )
+    embed._model.prompts = {"query": query_prompt or "", "text": passage_prompt or ""}  # no public setter
+    return embed

@@ -1,6 +1,7 @@
 """`evaluate.engine=llama_index`: the seed workflow's own evaluation path, for cross-checking.
 
-A `VectorStoreIndex` over the eval corpus with the model as `"local:<dir>"` embedding, retrieval
+A `VectorStoreIndex` over the eval corpus with the model as LlamaIndex's `HuggingFaceEmbedding` (with the
+run's prompts and window: `"local:<dir>"` would drop the prompts), retrieval
 with `as_retriever(similarity_top_k=k)`, scoring with llama-index's `RetrieverEvaluator`: hit rate,
 MRR, precision, recall and nDCG at k (so the default `optimized_metric`, `finetuned/ndcg@10`, works
 with this engine too). Slow (one query at a time, as the guide does it) but independent of the fast
@@ -14,35 +15,10 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
+from runner.infra.models import hf_embedding
 from runner.stages.evaluate.scoring import EvalResult, EvalSet
 
 METRICS = ("hit_rate", "mrr", "precision", "recall", "ndcg")  # llama-index's names, reported as <name>@k
-
-
-def hf_embedding(
-    model: str,
-    *,
-    revision: str | None = None,
-    max_length: int | None = None,
-    query_prompt: str = "",
-    passage_prompt: str = "",
-    device: str | None = None,
-):
-    """LlamaIndex's `HuggingFaceEmbedding` with exactly these prompts. Given none, it puts its own instruction
-    in for BGE and Instructor hub ids (`query_instruction or get_query_instruct_for_model_name(name)`), so a
-    model scored without a prompt would be served with one: the prompts are set on its model afterwards."""
-    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
-
-    embed = HuggingFaceEmbedding(
-        model_name=model,
-        max_length=max_length,
-        query_instruction=query_prompt or None,
-        text_instruction=passage_prompt or None,
-        device=device,
-        **({"revision": revision} if revision else {}),
-    )
-    embed._model.prompts = {"query": query_prompt or "", "text": passage_prompt or ""}  # no public setter
-    return embed
 
 
 def evaluate_with_llama_index(

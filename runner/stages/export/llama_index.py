@@ -44,14 +44,30 @@ class EncoderEmbedding(BaseEmbedding):
         return self._get_text_embedding(text)
 
 
-def load_embedding(path: str | Path, **kwargs) -> BaseEmbedding:
+def saved_prompts_and_window(path: Path) -> tuple[str, str, int | None]:
+    """(query prompt, passage prompt, max_seq_length) a sentence-transformers folder was saved with."""
+    import json
+
+    config = path / "config_sentence_transformers.json"
+    prompts = json.loads(config.read_text()).get("prompts") or {} if config.is_file() else {}
+    passage = next((prompts[k] for k in ("document", "passage", "text", "corpus") if prompts.get(k)), "")
+    bert = path / "sentence_bert_config.json"
+    window = json.loads(bert.read_text()).get("max_seq_length") if bert.is_file() else None
+    return prompts.get("query", ""), passage, window
+
+
+def load_embedding(path: str | Path, device: str | None = "cpu", **kwargs) -> BaseEmbedding:
     """The LlamaIndex embedding model of a ragtune export (`EncoderEmbedding`), or of a trained model
-    directory (`HuggingFaceEmbedding`, as `Settings.embed_model = "local:<dir>"` would load it)."""
+    directory: LlamaIndex's `HuggingFaceEmbedding` with the prompts and the window the model was saved (and
+    scored) with. `Settings.embed_model = "local:<dir>"` builds the same class but passes empty prompts, which
+    override the saved ones: a prompted model (e5, bge with an instruction) is then served differently from
+    how it was scored."""
     path = Path(path)
     if not (path / "modules.json").exists():
         raise FileNotFoundError(f"{path} is not a model directory or an export of ragtune (it has no modules.json)")
     if graph_of(path) or "StaticEmbedding" in (path / "modules.json").read_text():
         return EncoderEmbedding(path, **kwargs)
-    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+    from runner.infra.models import hf_embedding
 
-    return HuggingFaceEmbedding(model_name=str(path), device="cpu", **kwargs)
+    query, passage, window = saved_prompts_and_window(path)
+    return hf_embedding(str(path), max_length=window, query_prompt=query, passage_prompt=passage, device=device, **kwargs)

@@ -107,11 +107,9 @@ def training_args(
         seed=seed,
         data_seed=seed,
         batch_sampler=BatchSamplers.NO_DUPLICATES,  # group_by_length: set by batch_sampler(), once the rows are final
-        # the model's query / passage prompts, prepended in training exactly as in evaluation
-        prompts={
-            k: v for k, v in (("anchor", model.prompts.get("query", "")), ("positive", model.prompts.get("document", ""))) if v
-        }
-        or None,
+        # the model's query / passage prompts, prepended in training exactly as in evaluation (the trainer sets
+        # them again for the final columns: mined negatives are passages too)
+        prompts=column_prompts(model, ["anchor", "positive"]),
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=device == "cpu",
@@ -126,14 +124,26 @@ def training_args(
     )
 
 
+def column_prompts(model, columns: list[str]) -> dict | None:
+    """{column: prompt}: the model's query prompt for the anchor, its passage prompt for every other column (the
+    positive and each mined negative: served with the prompt, so trained with it, or its absence is a shortcut
+    to a negative); None where the model has no prompts."""
+    query, passage = model.prompts.get("query", ""), model.prompts.get("document", "")
+    prompts = {c: query if c == "anchor" else passage for c in columns}
+    return {c: p for c, p in prompts.items() if p} or None
+
+
 def _trainer(model, dataset, max_steps, callbacks, *, model_args, loss_of, batch_sampler=None, batch_size=None):
     """A SentenceTransformerTrainer over `dataset` (`max_steps`, `batch_size`: a probe's few small steps;
-    None: the planned run)."""
+    None: the planned run); every column of `dataset` gets its prompt (`column_prompts`)."""
     import dataclasses
 
     from sentence_transformers import SentenceTransformerTrainer
 
     args = model_args
+    prompts = column_prompts(model, list(dataset.column_names))
+    if prompts != args.prompts:
+        args = dataclasses.replace(args, prompts=prompts)
     if max_steps is not None:
         args = dataclasses.replace(
             args, max_steps=max_steps, logging_steps=1, per_device_train_batch_size=batch_size or args.per_device_train_batch_size

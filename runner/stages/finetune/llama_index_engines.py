@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 from runner.infra.errors import RagtuneError
+from runner.infra.models import hf_embedding
 from runner.stages.finetune.hf_trainer import run_training
 from runner.stages.finetune.result import Finetuned
 
@@ -105,6 +106,7 @@ def train_adapter(
     seed: int,
     base_model_path: str,
     device: str,
+    base_model_revision: str | None = None,
     on_log=None,
     **_ignored,
 ):
@@ -112,8 +114,6 @@ def train_adapter(
     from transformers import set_seed
 
     set_seed(seed)
-    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
-
     dim = model.get_embedding_dimension()
     if adapter == "linear":
         net = LinearLayer(dim, dim)
@@ -122,7 +122,16 @@ def train_adapter(
     else:
         raise RagtuneError(f"finetune.adapter={adapter} is unknown; use linear or two_layer.")
     adapter_dir = Path(output_dir) / "adapter"
-    embed = HuggingFaceEmbedding(model_name=base_model_path, max_length=model.max_seq_length, device=device)
+    # the base model as the run scores it: its revision, window and prompts (HuggingFaceEmbedding's own default
+    # passes empty prompts, so an e5 adapter would train on unprompted texts and be served prompted)
+    embed = hf_embedding(
+        base_model_path,
+        revision=base_model_revision,
+        max_length=model.max_seq_length,
+        query_prompt=model.prompts.get("query", ""),
+        passage_prompt=model.prompts.get("document", ""),
+        device=device,
+    )
     engine = _engines().EmbeddingAdapterFinetuneEngine(
         pairs,
         embed,
@@ -136,8 +145,5 @@ def train_adapter(
     )
     run_training(engine.finetune, batch_size=batch_size)
     # reload what was saved: the evaluator scores the adapter a LlamaIndex app would load
-    loads = (
-        "Settings.embed_model = AdapterEmbeddingModel(HuggingFaceEmbedding(model_name="
-        f'"{base_model_path}"), "{adapter_dir}", adapter_cls={type(net).__name__})'
-    )
+    loads = f'ragtune.load_retriever("{Path(output_dir)}", documents, row="finetuned")'  # base model + adapter
     return Finetuned(adapter_dir, AdapterEncoder(model, type(net).load(str(adapter_dir))), loads, type(net).__name__)

@@ -16,5 +16,6 @@ class Finetuned:
 
     @classmethod
     def sentence_transformer(cls, model_dir: Path, model) -> Finetuned:
-        """A full model directory: SentenceTransformer(path) and LlamaIndex's "local:<path>" load it."""
-        return cls(Path(model_dir), model, f'Settings.embed_model = "local:{model_dir}"')
+        """A full model directory: SentenceTransformer(path) loads it, and ragtune.load_embedding(path) in
+        LlamaIndex with its prompts and window (LlamaIndex's "local:<path>" drops the prompts)."""
+        return cls(Path(model_dir), model, f'Settings.embed_model = ragtune.load_embedding("{model_dir}")')

@@ -92,6 +92,7 @@ class AdapterFinetune:
     learning_rate: float = 1e-3  # the engine's own default, 2e-5, barely moves an adapter that starts as identity
     seed: int = "${seed}"  # type: ignore[assignment]
     base_model_path: str = "${base_model.name_or_path}"  # the engine loads the base model by path
+    base_model_revision: Optional[str] = "${base_model.revision}"  # ... at the revision the run scores
 
 
 @dataclass

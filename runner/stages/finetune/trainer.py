@@ -1,7 +1,7 @@
 """Stage `finetune`: a base model and training pairs in, a saved model directory out.
 
-The directory loads with `SentenceTransformer(path)` and with LlamaIndex's
-`Settings.embed_model = "local:<path>"`.
+The directory loads with `SentenceTransformer(path)` and in LlamaIndex with
+`Settings.embed_model = ragtune.load_embedding(path)` (its prompts and window kept).
 """
 
 from __future__ import annotations

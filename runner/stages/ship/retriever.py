@@ -182,7 +182,7 @@ def read_spec(run_dir: str | Path) -> dict:
 def embedding(spec: dict, run_dir: Path, device: str | None = None):
     """The LlamaIndex embedding the verdict's dense row was scored with: `HuggingFaceEmbedding` over the model
     (with its revision, window and exactly its prompts), wrapped in `AdapterEmbeddingModel` for an adapter."""
-    from runner.stages.evaluate.llama_index_eval import hf_embedding
+    from runner.infra.models import hf_embedding
 
     def here(path: str) -> str:
         return str(run_dir / path) if (run_dir / path).exists() else path
