@@ -128,9 +128,19 @@ def test_llama_index_engine_equals_the_fast_path(tiny_model):
     li = evaluate_with_llama_index(str(tiny_model), es, 10, max_length=model.max_seq_length)
     names = {"hit_rate@10", "mrr@10", "precision@10", "recall@10", "ndcg@10"}
     assert set(li.metrics) == names
-    for name in names:  # at most 2 relevant documents per query: the two nDCG definitions agree
+    for name in names:
         assert li.metrics[name] == pytest.approx(fast.metrics[name], abs=1e-6), name
     assert li.first_relevant_rank == [r if r and r <= 10 else None for r in fast.first_relevant_rank]
+    # a query with more relevant documents than k, graded: llama-index's evaluator would normalise its nDCG by all
+    # twelve, binary; the engine scores with the one definition every row of the verdict uses
+    many = EvalSet(
+        {"q": es.queries["q00"]},
+        es.corpus,
+        {"q": sorted(es.corpus)[:12]},
+        {"q": {d: 2.0 if i < 3 else 1.0 for i, d in enumerate(sorted(es.corpus)[:12])}},
+    )
+    fast, li = evaluate_model(model, many, cfg, batch_size=8), evaluate_with_llama_index(str(tiny_model), many, 10)
+    assert li.metrics["ndcg@10"] == pytest.approx(fast.metrics["ndcg@10"], abs=1e-6)
 
 
 def test_embedding_entries_round_trip_as_arrays_and_half_entries_are_ignored(tmp_path):

@@ -80,13 +80,30 @@ def test_every_row_the_run_scored_is_rebuilt_with_its_number_from_the_run_dir_an
     else:
         assert rows["finetuned"]["dense_model"] == rows["hybrid_finetuned"]["dense_model"] == "model"
     assert all(r["precision"] == "fp32" for r in rows.values())
+    # each row ships as deep as it was scored: map@100 ranks a dense row's top 100, a hybrid its fusion's k
+    cut = max(
+        max(results["config"]["evaluate"][k])
+        for k in ("hit_rate_at_k", "precision_recall_at_k", "mrr_at_k", "ndcg_at_k", "map_at_k")
+    )
+    for row, r in rows.items():
+        assert r["similarity_top_k"] == (
+            r["fusion"]["top_k"]
+            if r["fusion"]
+            else max(cut, *results["config"]["evaluate"]["baselines"]["top_k"])
+            if row == "bm25"
+            else cut
+        ), row
     moved = tmp_path / "elsewhere" / "run"
     shutil.copytree(out, moved)
     away = out.with_name("run.away")
     out.rename(away)  # the original is gone while the copy is read: nothing in it may point back
     try:
         for row in rows:
-            score = _score(load_retriever(moved, nodes=[n.model_copy() for n in nodes], row=row), es)
+            retriever = load_retriever(moved, nodes=[n.model_copy() for n in nodes], row=row)
+            depth = getattr(retriever, "similarity_top_k", getattr(retriever, "_similarity_top_k", None))
+            wanted = rows[row]["similarity_top_k"]  # BM25Retriever lowers it to the corpus's size, as the run does
+            assert depth == (min(wanted, len(nodes)) if row == "bm25" else wanted), (case, row)
+            score = _score(retriever, es)
             assert score == pytest.approx(results["metrics"][row]["ndcg@10"], abs=1e-6), (case, row)
     finally:
         away.rename(out)

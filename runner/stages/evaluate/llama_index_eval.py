@@ -2,12 +2,14 @@
 
 A `VectorStoreIndex` over the eval corpus with the model as LlamaIndex's `HuggingFaceEmbedding` (with the
 run's prompts and window: `"local:<dir>"` would drop the prompts), retrieval
-with `as_retriever(similarity_top_k=k)`, scoring with llama-index's `RetrieverEvaluator`: hit rate,
-MRR, precision, recall and nDCG at k (so the default `optimized_metric`, `finetuned/ndcg@10`, works
-with this engine too). Slow (one query at a time, as the guide does it) but independent of the fast
-path: where scores have no ties, both give the same numbers (a test checks it). One difference of
-definition: llama-index's nDCG normalises by all of a query's relevant documents, the fast path
-(like sentence-transformers) by at most k of them; they agree whenever a query has k or fewer.
+with `as_retriever(similarity_top_k=k)`, each query retrieved through llama-index's `RetrieverEvaluator`:
+hit rate, MRR, precision, recall and nDCG at k (so the default `optimized_metric`, `finetuned/ndcg@10`, works
+with this engine too). Slow (one query at a time, as the guide does it) but an independent retrieval path:
+where scores have no ties, it ranks as the fast path does (a test checks it). The metrics are computed from
+its ranked ids with the same definitions as every other row the verdict compares (`runner.infra.metrics`:
+graded nDCG normalised by at most k relevant documents), not with the evaluator's own, whose nDCG is
+binary and normalised by all of a query's relevant documents: two definitions in one verdict would compare
+a row with another on different yardsticks.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
+from runner.infra.metrics import per_query_metrics
 from runner.infra.models import hf_embedding
 from runner.stages.evaluate.scoring import EvalResult, EvalSet
 
@@ -49,13 +52,13 @@ def evaluate_with_llama_index(
     retriever = index.as_retriever(similarity_top_k=k)
     evaluator = RetrieverEvaluator.from_metric_names(list(METRICS), retriever=retriever)
     query_ids = eval_set.answered_query_ids()
-    values: dict[str, list[float]] = {name: [] for name in METRICS}
-    first = []
+    ranked = []
     for qid in tqdm(query_ids, desc="llama-index retrieval", disable=len(query_ids) < 50):
-        expected = eval_set.relevant_docs[qid]
-        r = evaluator.evaluate(query=eval_set.queries[qid], expected_ids=expected)
-        for name in METRICS:
-            values[name].append(r.metric_vals_dict[name])
-        first.append(next((i + 1 for i, d in enumerate(r.retrieved_ids) if d in expected), None))
-    per_query = {f"{name}@{k}": np.asarray(v, float) for name, v in values.items()}
-    return EvalResult({n: float(v.mean()) for n, v in per_query.items()}, per_query, query_ids, first)
+        r = evaluator.evaluate(query=eval_set.queries[qid], expected_ids=eval_set.relevant_docs[qid])
+        ranked.append(list(r.retrieved_ids))
+    relevant = [set(eval_set.relevant_docs[q]) for q in query_ids]
+    grades = [eval_set.grades[q] for q in query_ids] if eval_set.grades else None
+    ks = {"hit_rate_at_k": (k,), "precision_recall_at_k": (k,), "mrr_at_k": (k,), "ndcg_at_k": (k,), "map_at_k": ()}
+    per_query = per_query_metrics(ranked, relevant, grades=grades, **ks)
+    first = [next((i + 1 for i, d in enumerate(hits) if d in rel), None) for hits, rel in zip(ranked, relevant)]
+    return EvalResult({n: float(np.mean(v)) for n, v in per_query.items()}, per_query, query_ids, first)

@@ -28,7 +28,8 @@ ADAPTER_CLASSES = ("LinearLayer", "TwoLayerNN")  # llama_index.embeddings.adapte
 def _targets(config) -> list:
     """Every `_target_` in a config, at any depth."""
     if isinstance(config, dict):
-        return [config["_target_"]] * ("_target_" in config) + [t for v in config.values() for t in _targets(v)]
+        own = [config["_target_"]] if "_target_" in config else []
+        return own + [t for name, v in config.items() if name != "_target_" for t in _targets(v)]
     if isinstance(config, list):
         return [t for v in config for t in _targets(v)]
     return []
@@ -312,7 +313,8 @@ def load_retriever(
     for node in chosen:  # the run scored each chunk's text alone: keep metadata out of embeddings and BM25
         node.excluded_embed_metadata_keys = list(node.metadata)
     retrievers = []
-    k = (spec["fusion"] or {}).get("top_k", 10)
+    # as deep as the run ranked the row (a retriever.json from before similarity_top_k: the fusion's k, else 10)
+    k = spec.get("similarity_top_k") or (spec["fusion"] or {}).get("top_k", 10)
     if spec["dense_model"]:
         from llama_index.core import StorageContext, VectorStoreIndex
 

@@ -8,8 +8,9 @@ import json
 from pathlib import Path
 
 from runner.data.eval_set import EvalSet
-from runner.data.rows import BASE, FINETUNED, HYBRID_BASE, HYBRID_FINETUNED, MERGED
-from runner.stages.evaluate.retrievers import Before
+from runner.data.rows import BASE, BM25, FINETUNED, HYBRID_BASE, HYBRID_FINETUNED, MERGED
+from runner.stages.evaluate.retrievers import Before, depth
+from runner.stages.evaluate.schema import K_KEYS
 from runner.stages.ship.retriever import retriever_spec, write_spec
 
 
@@ -32,12 +33,25 @@ def shipped_models(cfg, model_dir, tuned_dir, merged: bool, adapter_class: str |
     return models
 
 
+def scored_depth(cfg, row: str, spec: dict) -> int:
+    """How many hits the run ranked `row` to, so the shipped retriever returns as many: a hybrid its fusion's k,
+    BM25 the largest fusion k or metric cut-off, a dense row the largest cut-off (map@100: 100; the llama_index
+    engine: its similarity_top_k)."""
+    if spec["fusion"]:
+        return int(spec["fusion"]["top_k"])
+    if row == BM25:
+        return depth(cfg)
+    if cfg.evaluate.engine == "llama_index":
+        return int(cfg.evaluate.llama_index_top_k)
+    return max(max(cfg.evaluate[k]) for k in K_KEYS)
+
+
 def ship_spec(cfg, out: Path, verdict: dict, models: dict, max_seq_length, precision, before: Before, fusions, chunker) -> dict:
     """retriever.json: the verdict's retriever, and under `rows` every row the run scored, each rebuilt by
     `load_retriever(run_dir, documents, row=...)`."""
 
     def spec_of(row: str) -> dict:
-        return retriever_spec(
+        spec = retriever_spec(
             {**verdict, "deploy": row},
             run_dir=out,
             models=models,
@@ -49,6 +63,7 @@ def ship_spec(cfg, out: Path, verdict: dict, models: dict, max_seq_length, preci
             chunker=chunker,
             scores=verdict["scores"],
         )
+        return {**spec, "similarity_top_k": scored_depth(cfg, row, spec)}
 
     spec = spec_of(verdict["deploy"])
     rows = {row: {k: v for k, v in spec_of(row).items() if k != "reason"} for row in verdict["scores"]}
