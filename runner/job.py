@@ -48,13 +48,38 @@ def job_number() -> int:
     return int(HydraConfig.get().job.get("num") or 0) if HydraConfig.initialized() else 0
 
 
-def finished_result(path: Path, config: dict) -> dict | None:
-    """results.json of an earlier run of the same resolved config (resume and logger aside), if any."""
+def run_key(config: dict, experiment) -> str:
+    """What decides a run's results, as a stage key does for a stage's output: the resolved config (resume,
+    logger and credentials aside), the content of every file or folder it names (the corpus, a pairs or eval
+    file, a local model), a hub model's commit, the syntax trees of every runner module `experiment` can run
+    and the versions of the libraries they import. An edited corpus, pairs file or module is another key."""
+    import hashlib
+
+    from runner.infra.code_deps import closure, library_versions, roots_of
+    from runner.infra.fingerprint import input_files, model_fingerprint
+    from runner.infra.secrets import key_view
+
+    kept = {k: v for k, v in config.items() if k not in ("resume", "logger")}
+    deps = closure(roots_of(experiment, config=kept))
+    base = config.get("base_model") or {}
+    inputs = {k: v for k, v in kept.items() if k not in ("paths", "cache")}  # where it writes is not what it reads
+    material = {
+        "config": key_view(kept),
+        "files": input_files(inputs),
+        "model": model_fingerprint(str(base.get("name_or_path")), base.get("revision")) if base else None,
+        "code": deps.digest,
+        "libraries": library_versions(deps.externals),
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def finished_result(path: Path, key: str) -> dict | None:
+    """results.json of an earlier run with the same `run_key` (the same config, files, code and libraries),
+    if any; one from before run keys were recorded is never reused."""
     if not path.is_file():
         return None
     done = json.loads(path.read_text())
-    same = lambda c: {k: v for k, v in c.items() if k not in ("resume", "logger")}  # noqa: E731
-    return done if same(done.get("config", {})) == same(config) else None
+    return done if done.get("run_key") == key else None
 
 
 def run_identity(cfg: DictConfig, out: Path) -> tuple[str, str]:

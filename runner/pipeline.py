@@ -31,7 +31,7 @@ from runner.infra.fingerprint import model_fingerprint, short_identity
 from runner.infra.models import load_model, resolve_device, resolve_precision
 from runner.infra.secrets import load_secrets_file, protect_logs, redact, register_environment, reveal
 from runner.infra.stage_cache import StageCache
-from runner.job import Job, finished_result, job_number, run_identity, stage
+from runner.job import Job, finished_result, job_number, run_identity, run_key, stage
 from runner.report.results import compare_metrics, flatten, metric_value, versions
 from runner.report.run_report import report, write_tables
 from runner.stages.evaluate.dimensions import score_dimensions
@@ -88,10 +88,11 @@ def run(cfg: DictConfig) -> float | None:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = redact(OmegaConf.to_container(cfg, resolve=True))
+    key = run_key(config, experiment)
     if cfg.resume:
-        done = finished_result(out / "results.json", config)
+        done = finished_result(out / "results.json", key)
         if done is not None:
-            log.info("[resume] %s already holds the results of this config: skipped", out)
+            log.info("[resume] %s already holds the results of this config, its files and code: skipped", out)
             return metric_value(done["metrics"], cfg.optimized_metric, done.get("verdict", {}).get("deploy"))
     share = share_machine(job_number())
     tracker = instantiate(cfg.logger)
@@ -101,14 +102,14 @@ def run(cfg: DictConfig) -> float | None:
     )
     exit_code = 1
     try:
-        value = experiment(cfg, out, config, share, tracker)
+        value = experiment(cfg, out, config, share, tracker, key)
         exit_code = 0
         return value
     finally:
         tracker.finish(exit_code)
 
 
-def experiment(cfg: DictConfig, out: Path, config: dict, share: dict, tracker) -> float:
+def experiment(cfg: DictConfig, out: Path, config: dict, share: dict, tracker, key: str = "") -> float:
     """The stages in order. Every choice is made on the training side (before training) or the dev split
     (after it); the eval set is only scored.
 
@@ -224,6 +225,7 @@ def experiment(cfg: DictConfig, out: Path, config: dict, share: dict, tracker) -
         "machine_share": share,
         "model_dir": str(trained.model_dir) if trained.model_dir else None,
         "run_dir": str(out),
+        "run_key": key,  # what resume=true compares: the config, the files it names, the code, the libraries
         "versions": versions(),
     }
     value = report(job, results, spec, trained.llama_index)

@@ -568,3 +568,35 @@ def test_an_empty_npy_in_a_cache_entry_is_computed_again_not_a_traceback(tmp_pat
     value = again.run("base_embeddings", key, make, lambda v: dict(v), lambda d: d)
     assert again.status["base_embeddings"] == "miss" and value["arrays"]["emb"].shape == (1, 2)
     assert np.load(tmp_path / "base_embeddings" / key / "emb.npy").shape == (1, 2)  # the entry was replaced
+
+
+def test_resume_reuses_a_finished_run_only_while_its_files_and_code_are_the_same(tiny_model, tmp_path, monkeypatch):
+    """resume=true once compared the config alone: an edited corpus file returned the old results.json."""
+    from pydoc_data.topics import topics
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in sorted(topics)[:8]:
+        (docs / f"{name}.md").write_text(f"# {name}\n\n{topics[name]}")
+    out = tmp_path / "run"
+    overrides = fast(tiny_model, "logger=none", "corpus=directory", f"corpus.path={docs}", "resume=true")
+    run(compose(overrides, out))
+    first = json.loads((out / "results.json").read_text())
+    assert first["run_key"]
+    stamp = (out / "results.json").stat().st_mtime_ns
+    run(compose(overrides, out))  # the same config, files and code: skipped
+    assert (out / "results.json").stat().st_mtime_ns == stamp
+    edited = docs / f"{sorted(topics)[0]}.md"
+    edited.write_text(edited.read_text() + "\n\nA sentence the earlier run never read, about lighthouses at dusk.")
+    run(compose(overrides, out))  # the corpus changed: run again
+    again = json.loads((out / "results.json").read_text())
+    assert (out / "results.json").stat().st_mtime_ns != stamp and again["run_key"] != first["run_key"]
+    stamp = (out / "results.json").stat().st_mtime_ns
+    import dataclasses
+
+    from runner.infra import code_deps
+
+    real = code_deps.closure  # a module the experiment runs changed: its syntax trees' digest changes (test_cache_keys)
+    monkeypatch.setattr(code_deps, "closure", lambda *a, **kw: dataclasses.replace(real(*a, **kw), digest="edited"))
+    run(compose(overrides, out))
+    assert (out / "results.json").stat().st_mtime_ns != stamp

@@ -156,7 +156,7 @@ def test_resume_skips_finished_jobs_after_a_kill(tmp_path):
     r = run_cli(*args)
     assert r.returncode == 0, r.stdout + r.stderr
     assert done.stat().st_mtime_ns == stamp  # job 0 was skipped, not rerun
-    assert "already holds the results of this config: skipped" in (done.parent / "run.log").read_text()
+    assert "already holds the results of this config, its files and code: skipped" in (done.parent / "run.log").read_text()
     (redone,) = sweep.glob("1_*/results.json")
     assert json.loads(redone.read_text())["config"]["finetune"]["max_steps"] == 400
 
