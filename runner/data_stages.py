@@ -85,8 +85,14 @@ def data_keys(
 
 
 def dev_from_chunks(cfg: DictConfig) -> bool:
-    """The dev split is carved from the corpus's documents (not from pairs read from a file, not a dev file)."""
-    return cfg.dev.path is None and cfg.dev.fraction > 0 and not reads_pairs_from_file(cfg)
+    """The dev split is carved from the corpus's documents (not from pairs read from a file, not a dev file), and
+    only where the corpus is the run's data: it trains on pairs generated from it, or scores questions from its
+    held-out documents. `finetune=none eval_set=file|beir` scores the user's file, so a dev split of the corpus
+    (the built-in Python reference by default) would choose BM25, the fusion and the window on another corpus:
+    those choices fall to their written defaults instead, unless `dev.path` names a dev file."""
+    generates = bool(cfg.finetune.get("_target_")) and not reads_pairs_from_file(cfg)
+    corpus_is_data = generates or cfg.eval_set.kind == "held_out"
+    return corpus_is_data and cfg.dev.path is None and cfg.dev.fraction > 0 and not reads_pairs_from_file(cfg)
 
 
 def split_settings(cfg: DictConfig) -> dict:

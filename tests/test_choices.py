@@ -325,3 +325,27 @@ def test_the_shipped_priors_cover_every_choice_against_its_written_default():
     grid = [BM25_PRIOR, {"stopwords": True, "stemming": False}]
     (_, (mean, sd)) = priors_for("bm25", grid, 0)
     assert (mean, sd) == tuple(PRIORS["bm25"]["stopwords=True stemming=False"])
+
+
+def test_evaluating_the_base_model_on_a_file_chooses_on_no_other_corpus(tiny_model, tmp_path):
+    """finetune=none eval_set=file once carved its dev split from the built-in Python reference and chose BM25,
+    the fusion and the window on it for the user's corpus: the choices fall to their written defaults."""
+    from runner.pipeline import run
+
+    animals = ("fox", "owl", "eel", "bee")
+    evals = {
+        "queries": {f"q{i}": f"Where does the {w} live?" for i, w in enumerate(animals)},
+        "corpus": {f"d{i}": f"The {w} lives near the river and hunts at night." for i, w in enumerate(animals)},
+        "relevant_docs": {f"q{i}": [f"d{i}"] for i in range(4)},
+        "mode": "text",
+    }
+    path = tmp_path / "VAL.json"
+    path.write_text(json.dumps(evals))
+    out = tmp_path / "run"
+    run(compose(fast(tiny_model, "logger=none", "finetune=none", "eval_set=file", f"eval_set.path={path}"), out))
+    results = json.loads((out / "results.json").read_text())
+    assert "dev_queries" not in results["counts"] and not (out / "dev_set.json").exists()
+    assert "load" not in results["cache"] and "split" not in results["cache"]  # the corpus was never read
+    for name in ("bm25", "fusion_hybrid_base"):
+        record = results["choices"][name]
+        assert record["questions"] == 0 and record["decided_by"] == "prior" and "written default" in record["reason"], name
