@@ -214,6 +214,8 @@ def test_help_lists_every_group_and_option_of_conf_one_line_each():
         line = next(x for x in out.stdout.splitlines() if x.strip().startswith(knob))
         assert len(line.split(knob, 1)[1].strip()) > 10, line
     assert "precision=auto" in out.stdout and "bf16 where the CPU or GPU has it" in out.stdout
+    # a field written over several lines reads as the others do (it once printed `dense_weights=field(`)
+    assert "=field(" not in out.stdout and "evaluate.baselines.dense_weights=[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9]" in out.stdout
 
 
 def test_the_wheel_carries_conf_and_runs_from_any_folder(tmp_path):
@@ -225,11 +227,17 @@ def test_the_wheel_carries_conf_and_runs_from_any_folder(tmp_path):
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheel_dir), str(ROOT)], capture_output=True, text=True
     )
     assert built.returncode == 0, built.stderr
+    assert "absent from the `packages` configuration" not in built.stdout + built.stderr  # 30 warnings an install once
     wheel = next(wheel_dir.glob("ragtune-*.whl"))
+    import tomllib
     import zipfile
 
     names = zipfile.ZipFile(wheel).namelist()
     assert "runner/conf/config.yaml" in names and "runner/conf/chunker/sentence.yaml" in names
+    assert "runner/conf/qa_generator/llm/openai.yaml" in names and "runner/conf/hydra/launcher/slurm.yaml" in names
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {"runner.conf." + ".".join(d.relative_to(ROOT / "conf").parts) for d in (ROOT / "conf").rglob("*") if d.is_dir()}
+    assert folders <= listed, sorted(folders - listed)  # a new config group goes into pyproject.toml's packages
     assert (
         subprocess.run(
             [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)], capture_output=True
@@ -273,3 +281,36 @@ def test_jax_is_told_not_to_take_the_gpu_unless_the_user_says_otherwise():
         [sys.executable, "-c", code], env={**env, "XLA_PYTHON_CLIENT_PREALLOCATE": "true"}, capture_output=True, text=True
     )
     assert mine.stdout.strip() == "true"
+
+
+def test_a_missing_or_bad_value_is_reported_before_any_work_or_heavy_import(tmp_path):
+    """corpus=directory without corpus.path ended in 60 lines of MissingMandatoryValue after the model loaded;
+    precision=fp8 and friends waited for torch and llama-index to import (about 9 s) before they were reported."""
+    text = assert_clean_failure(
+        run_cli("corpus=directory", "logger=none", f"hydra.run.dir={tmp_path}/a"),
+        "corpus.path is required by corpus=directory and has no value: give it on the command line (corpus.path=...)",
+    )
+    assert "MissingMandatoryValue" not in text and not (tmp_path / "a" / "results.json").exists()
+    probe = (
+        "import sys\nimport runner.__main__ as m\nsys.argv = ['runner', *sys.argv[1:]]\n"
+        "try:\n    m.cli()\nexcept SystemExit as e:\n"
+        "    print('exit', e.code, 'torch' in sys.modules, 'llama_index.core' in sys.modules)\n"
+    )
+    for arg, said in (
+        ("precision=fp8", "precision=fp8 is not one of auto, fp32, fp16, bf16"),
+        ("device=gpu", "device=gpu is not one of auto, cpu, cuda, cuda:N, mps"),
+        ("finetune.epochs=two", "finetune.epochs=two must be a positive number or auto"),
+    ):
+        r = subprocess.run(
+            [sys.executable, "-c", probe, arg, "logger=none", f"hydra.run.dir={tmp_path}/b"],
+            cwd=ROOT, capture_output=True, text=True,
+        )  # fmt: skip
+        assert said in r.stdout + r.stderr and "exit 2 False False" in r.stdout, (arg, r.stdout, r.stderr)
+
+
+def test_an_override_hydra_cannot_apply_names_the_real_key_or_the_option_that_has_it():
+    text = assert_clean_failure(run_cli("finetune.lr=1e-4", "--cfg", "job"), "did you mean finetune.learning_rate=1e-4?")
+    assert "To append to your config use" not in text and "finetune=sentence_transformers" in text
+    text = assert_clean_failure(run_cli("corpus.path=docs/", "--cfg", "job"), "add corpus=directory corpus.path=docs/")
+    assert "corpus=python_docs" in text and "To append" not in text
+    assert run_cli("corpus=directory", "corpus.path=docs/", "--cfg", "job").returncode == 0  # the option that has it

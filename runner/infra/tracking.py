@@ -107,7 +107,8 @@ class WandbTracker:
             config=config,
             dir=str(run_dir),
             reinit="finish_previous",
-            settings=wandb.Settings(init_timeout=self.init_timeout),
+            # quiet: no 25-line run summary after the verdict; the run's address is logged below instead
+            settings=wandb.Settings(init_timeout=self.init_timeout, quiet=True),
         )
         try:
             self.run = wandb.init(mode=mode, **kwargs)
@@ -126,6 +127,8 @@ class WandbTracker:
                 "W&B: logging offline (no credentials, or logger.mode=offline); upload later with: wandb sync %s",
                 Path(self.run.dir).parent,
             )
+        elif getattr(self.run, "url", None):
+            log.info("W&B: %s", self.run.url)
 
     def log(self, metrics: dict, step: int | None = None) -> None:
         if self.run is not None:

@@ -19,7 +19,6 @@ import numpy as np
 
 from runner.infra.errors import RagtuneError
 
-logging.getLogger("bm25s").setLevel(logging.WARNING)  # a DEBUG line per index built: the choices build dozens
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"  # BM25Retriever's default
 FUSION_MODES = ("relative_score", "dist_based_score", "reciprocal_rerank")
 RRF_K = 60.0  # QueryFusionRetriever's constant
@@ -59,6 +58,15 @@ class Ranking:
         return [[self.doc_ids[j] for j in row if j >= 0] for row in self.rows]
 
 
+def quiet_bm25s():
+    """The bm25s module, its logger quieted: bm25s sets its own logger to DEBUG when imported, which prints a line
+    per index built (the choices build dozens, 23 lines in the default run's log)."""
+    import bm25s as module
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return module
+
+
 def has_stopwords(language: str) -> bool:
     from bm25s.tokenization import _infer_stopwords
 
@@ -82,7 +90,7 @@ class Bm25:
     retriever passes none), both with the Snowball stemmer (or none) and its token pattern."""
 
     def __init__(self, corpus: dict[str, str], settings: Bm25Settings):
-        import bm25s
+        bm25s = quiet_bm25s()
 
         self.settings = settings
         self.doc_ids = sorted(corpus)
@@ -97,7 +105,7 @@ class Bm25:
         self.index.index(tokens, show_progress=False)
 
     def search(self, queries: list[str], k: int) -> Ranking:
-        import bm25s
+        bm25s = quiet_bm25s()
 
         k = min(k, len(self.doc_ids))  # BM25Retriever lowers its similarity_top_k the same way
         if not queries:

@@ -124,6 +124,19 @@ def training_args(
     )
 
 
+@functools.cache
+def quiet_progress():
+    """transformers' progress bar without the dict of the loss it writes under it at every logging step: the
+    runner logs the loss itself (W&B `train/loss`, a NaN stops the run), and the dicts buried the verdict."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class QuietProgress(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            return None
+
+    return QuietProgress
+
+
 def column_prompts(model, columns: list[str]) -> dict | None:
     """{column: prompt}: the model's query prompt for the anchor, its passage prompt for every other column (the
     positive and each mined negative: served with the prompt, so trained with it, or its absence is a shortcut
@@ -150,7 +163,13 @@ def _trainer(model, dataset, max_steps, callbacks, *, model_args, loss_of, batch
         )
     if batch_sampler is not None:
         args.batch_sampler = batch_sampler
-    return SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss_of(model), callbacks=callbacks)
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss_of(model), callbacks=callbacks)
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)  # prints the loss dict of every logging step (with tqdm disabled)
+    if trainer.pop_callback(ProgressCallback) is not None:  # the bar stays; the dict it writes under it does not
+        trainer.add_callback(quiet_progress())
+    return trainer
 
 
 def batch_sampler(train_dataset, model, batch_size: int, group_by_length: bool | None, seed: int):
