@@ -37,9 +37,12 @@ log = logging.getLogger("ragtune")
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from runner.pipeline import run  # heavy imports (torch, llama-index) only when a job runs
+    from runner.checks import validate
 
     try:
+        validate(cfg)  # every config problem, before the heavy imports below (torch, llama-index: seconds)
+        from runner.pipeline import run
+
         return run(cfg)
     except RagtuneError as err:
         log.error("%s", err)
@@ -94,6 +97,11 @@ def cli() -> None:
         sys.stdout.write(help_text(CONF_DIR))
         return None
     if message := missing_plugin(sys.argv[1:]) or literal_secret_override(sys.argv[1:]):
+        sys.stderr.write(f"ragtune: {message}\n")
+        raise SystemExit(2)
+    from runner.advice import advice
+
+    if message := advice(sys.argv[1:], CONF_DIR):  # an override that does not compose, said ragtune's way
         sys.stderr.write(f"ragtune: {message}\n")
         raise SystemExit(2)
     main()

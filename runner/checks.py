@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -28,8 +29,31 @@ STAGES = (load, chunk, split, generate, finetune, evaluate, ship, export)  # pip
 EXTRAS = {"llama_index.llms.": "llm"}  # module prefix -> the pyproject extra that installs it
 
 
+def missing_values(cfg: DictConfig) -> list[str]:
+    """A mandatory value left unset (`???`: corpus=directory without corpus.path), as a problem that names the
+    option it belongs to; Hydra would only fail where the value is first read, after the model loads."""
+    choices = {}
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            choices = dict(HydraConfig.get().runtime.choices)
+    except Exception:  # noqa: BLE001 - composed without Hydra's runtime (tests): no option names
+        pass
+    out = []
+    for key in sorted(OmegaConf.missing_keys(cfg)):
+        group = key.split(".")[0]
+        by = f" by {group}={choices[group]}" if choices.get(group) else ""
+        out.append(f"{key} is required{by} and has no value: give it on the command line ({key}=...)")
+    return out
+
+
 def config_problems(cfg: DictConfig) -> list[str]:
-    """Every problem of the config: each stage's, in pipeline order, then the top level's."""
+    """Every problem of the config: each stage's, in pipeline order, then the top level's. A mandatory value
+    left unset is reported alone: the other checks would read it."""
+    missing = missing_values(cfg)
+    if missing:
+        return missing
     p = [problem for stage in STAGES for problem in stage.problems(cfg)]
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
         p.append(f"device={cfg.device} is not one of auto, cpu, cuda, cuda:N, mps")
@@ -40,17 +64,33 @@ def config_problems(cfg: DictConfig) -> list[str]:
     return p + metric_problems(cfg) + backend_problems(cfg)
 
 
+def installed(module: str) -> bool:
+    """Whether `module` can be found, without importing it or its parents (`importlib.util.find_spec` imports
+    every parent: llama_index.core alone costs over a second before any problem could be said): the top package
+    by `find_spec` (cheap: no parent), the rest as folders and files below it."""
+    from pathlib import Path
+
+    top, *rest = module.split(".")
+    spec = sys.modules[top].__spec__ if top in sys.modules else importlib.util.find_spec(top)
+    if spec is None:
+        return False
+    if not rest:
+        return True
+    for location in spec.submodule_search_locations or []:
+        folder = Path(location).joinpath(*rest[:-1])
+        leaf = rest[-1]
+        if (folder / leaf).is_dir() or (folder / f"{leaf}.py").is_file() or any(folder.glob(f"{leaf}.*.so")):
+            return True
+    return False
+
+
 def backend_problems(cfg: DictConfig) -> list[str]:
     """Every `_target_` of the config must be importable: an option whose backend is an extra that was not
     installed (`pip install ragtune` without `[llm]`) is named with the install that fixes it."""
     p = []
     for key, target in targets(OmegaConf.to_container(cfg, resolve=False)):
         module = target.rpartition(".")[0]
-        try:
-            found = importlib.util.find_spec(module) is not None  # imports the parents, not the module
-        except ImportError:
-            found = False
-        if not found:
+        if not installed(module):
             extra = next((e for prefix, e in EXTRAS.items() if module.startswith(prefix)), None)
             fix = f"pip install 'ragtune[{extra}]'" if extra else "install the package that provides it, or choose another option"
             p.append(f"{key}._target_={target} cannot be imported: {module} is not installed; {fix}")

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import contextlib
 
-from torch import nn
-
 
 def resolve(setting, device: str) -> float | None:
     """The attention dropout to train with; None: the model's own."""
@@ -37,9 +35,12 @@ def check(setting) -> list[str]:
     return []
 
 
-def attention_dropouts(model) -> list[nn.Dropout]:
+def attention_dropouts(model) -> list:
     """The dropout layers on the attention probabilities: the Dropout children of each self-attention
-    module (BertSelfAttention, MPNetSelfAttention, XLMRobertaSelfAttention, ...)."""
+    module (BertSelfAttention, MPNetSelfAttention, XLMRobertaSelfAttention, ...). (torch is imported here, not
+    at the top: the config check imports this module, and must answer before torch loads.)"""
+    from torch import nn
+
     return [
         child
         for module in model.modules()
