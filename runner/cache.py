@@ -154,19 +154,34 @@ def cmd_list(root: Path, stage: str | None, as_json: bool) -> None:
         )
         return
     from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:  # piped or logged: wide enough for the config column
+        console = Console(width=200)
+    console.print(entries_table(root, found, now))
+    by_stage: dict[str, list[Entry]] = {}
+    for e in found:
+        by_stage.setdefault(e.stage, []).append(e)
+    total = " · ".join(f"{s} {len(v)} ({human_bytes(sum(e.bytes for e in v))})" for s, v in sorted(by_stage.items()))
+    print(f"{len(found)} entries, {human_bytes(sum(e.bytes for e in found))}" + (f": {total}" if total else ""))
+
+
+def entries_table(root: Path, found: list, now: float):
+    """The entries as a rich Table: stage, key, size and ages keep their width at any terminal width (they
+    once collapsed to `…` at 100-250 columns), and "made by" takes what is left, cut with an ellipsis."""
     from rich.table import Table
     from rich.text import Text
 
     table = Table(title=f"stage cache: {root}", title_justify="left")
-    for col, justify in (
-        ("stage", "left"),
-        ("key", "left"),
-        ("size", "right"),
-        ("age", "right"),
-        ("last used", "right"),
-        ("made by", "left"),
+    for col, justify, width in (
+        ("stage", "left", max([len(e.stage) for e in found] + [5])),
+        ("key", "left", 12),
+        ("size", "right", 8),
+        ("age", "right", 5),
+        ("last used", "right", 9),
     ):
-        table.add_column(col, justify=justify, no_wrap=True, overflow="ellipsis")
+        table.add_column(col, justify=justify, no_wrap=True, min_width=width)
+    table.add_column("made by", justify="left", no_wrap=True, overflow="ellipsis", ratio=1)
     for e in sorted(found, key=lambda e: (e.stage, -e.used)):
         table.add_row(
             e.stage,
@@ -176,15 +191,7 @@ def cmd_list(root: Path, stage: str | None, as_json: bool) -> None:
             human_age(now - e.used) + " ago",
             Text(made_by(e, 200)),
         )
-    console = Console()
-    if not console.is_terminal:  # piped or logged: wide enough for the config column
-        console = Console(width=200)
-    console.print(table)
-    by_stage: dict[str, list[Entry]] = {}
-    for e in found:
-        by_stage.setdefault(e.stage, []).append(e)
-    total = " · ".join(f"{s} {len(v)} ({human_bytes(sum(e.bytes for e in v))})" for s, v in sorted(by_stage.items()))
-    print(f"{len(found)} entries, {human_bytes(sum(e.bytes for e in found))}" + (f": {total}" if total else ""))
+    return table
 
 
 def cmd_show(root: Path, key: str) -> None:

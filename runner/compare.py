@@ -56,6 +56,14 @@ def run_label(results: dict) -> str:
     return f"#{head}" if head.isdigit() else name
 
 
+def swept_label(results: dict, params: list[str]) -> str:
+    """What a plot calls a run: its values of the swept settings (`learning_rate=1e-05, epochs=2`), not `#0`."""
+    if not params:
+        return run_label(results)
+    flat = flatten(results["config"])
+    return ", ".join(f"{p.split('.')[-1]}={flat.get(p)}" for p in params)
+
+
 def rows_for(runs: list[dict], metric: str) -> tuple[list[str], list[list]]:
     params = swept(runs)
     name = metric.split("/", 1)[1]
@@ -137,10 +145,11 @@ def plot(out: Path, runs: list[dict], metric: str) -> list[Path]:
     import matplotlib.pyplot as plt
 
     name = metric.split("/", 1)[1]
-    written = [_plot_against_param(plt, out, runs, metric, param) for param in swept(runs)]
+    params = swept(runs)
+    written = [_plot_against_param(plt, out, runs, metric, param) for param in params]
     ranked = sorted(runs, key=lambda r: -_num(value_of(r, metric)))
-    path = _plot_base_vs_finetuned(plt, out, ranked, name)
-    merge_curve = _plot_merge_curves(plt, out, ranked)
+    path = _plot_base_vs_finetuned(plt, out, ranked, name, params)
+    merge_curve = _plot_merge_curves(plt, out, ranked, params)
     if merge_curve:
         written.append(merge_curve)
     return [*written, path]
@@ -155,6 +164,9 @@ def _plot_against_param(plt, out: Path, runs: list[dict], metric: str, param: st
         labels = sorted({str(x) for x in xs})
         xs = [labels.index(str(x)) for x in xs]
         ax.set_xticks(range(len(labels)), labels, rotation=20)
+    err = _objective_error_bars(runs, metric, ys)
+    if err is not None:  # the gain's 95% interval, drawn on each run's point
+        ax.errorbar(xs, ys, yerr=err, fmt="none", ecolor="gray", alpha=0.6, capsize=3, label="95% CI of the gain")
     ax.scatter(xs, ys, label="one run", zorder=3)
     best = _best_at_each_value(xs, ys)
     ax.plot(sorted(best), [best[x] for x in sorted(best)], "--", alpha=0.6, label="best at each value")
@@ -172,6 +184,22 @@ def _plot_against_param(plt, out: Path, runs: list[dict], metric: str, param: st
     return path
 
 
+def _objective_error_bars(runs: list[dict], metric: str, ys: list) -> list[list[float]] | None:
+    """For finetuned/<m> and delta/<m>: below and above each point, the paired 95% interval of the gain over the
+    base (results.json delta_ci95), which is what tells two runs apart; None for other objectives."""
+    group, _, name = metric.partition("/")
+    if group not in ("finetuned", "delta"):
+        return None
+    low, high = [], []
+    for r, y in zip(runs, ys):
+        ci = r["metrics"].get("delta_ci95", {}).get(name)
+        delta = r["metrics"].get("delta", {}).get(name)
+        ok = ci is not None and delta is not None and not math.isnan(_num(y))
+        low.append(max(0.0, delta - ci[0]) if ok else 0.0)
+        high.append(max(0.0, ci[1] - delta) if ok else 0.0)
+    return [low, high]
+
+
 def _best_at_each_value(xs: list, ys: list) -> dict:
     """The best run at each value: what this parameter allows, other things tuned."""
     best = {}
@@ -181,7 +209,7 @@ def _best_at_each_value(xs: list, ys: list) -> dict:
     return best
 
 
-def _plot_base_vs_finetuned(plt, out: Path, ranked: list[dict], name: str) -> Path:
+def _plot_base_vs_finetuned(plt, out: Path, ranked: list[dict], name: str, params: list[str]) -> Path:
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(ranked) + 2), 4.5))
     pos = range(len(ranked))
     base = [r["metrics"]["base"].get(name, math.nan) for r in ranked]
@@ -189,9 +217,9 @@ def _plot_base_vs_finetuned(plt, out: Path, ranked: list[dict], name: str) -> Pa
     err = _gain_error_bars(ranked, base, tuned, name)
     ax.bar([p - 0.2 for p in pos], base, width=0.4, label="base")
     ax.bar([p + 0.2 for p in pos], tuned, width=0.4, label="finetuned (error bar: 95% CI of the gain)", yerr=err, capsize=3)
-    ax.set_xticks(list(pos), [run_label(r)[:28] for r in ranked], rotation=30, ha="right", fontsize=8)
+    ax.set_xticks(list(pos), [swept_label(r, params)[:40] for r in ranked], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(name)
-    ax.set_xlabel("run (#n: sweep job n)")
+    ax.set_xlabel("run (its swept settings)" if params else "run")
     ax.set_title(f"base vs finetuned {name}, best run first")
     ax.set_ylim(0, max([v for v in base + tuned if not math.isnan(v)] + [0.01]) * 1.3)
     ax.legend(loc="upper right", fontsize=8, ncol=2)
@@ -218,10 +246,12 @@ def _gain_error_bars(ranked: list[dict], base: list[float], tuned: list[float], 
     ]
 
 
-def _plot_merge_curves(plt, out: Path, ranked: list[dict]) -> Path | None:
+def _plot_merge_curves(plt, out: Path, ranked: list[dict], params: list[str]) -> Path | None:
     """WiSE-FT: the dev score along the line from the base (0) to the finetuned model (1), per
     run (at most 12); None when no run has a curve."""
-    curves = [(run_label(r), r["choices"]["merge"]) for r in ranked if r.get("choices", {}).get("merge", {}).get("curve")]
+    curves = [
+        (swept_label(r, params), r["choices"]["merge"]) for r in ranked if r.get("choices", {}).get("merge", {}).get("curve")
+    ]
     if not curves:
         return None
     from runner.stages.evaluate.merge import curve_arrays

@@ -85,17 +85,51 @@ def knobs(conf: Path) -> list[tuple[str, str, str]]:
     return out
 
 
+def _value_text(value) -> str:
+    """A default as the command line writes it: null, true, [0.9,1.2], 0.15."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_value_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_value_text(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def _comments(cls) -> dict[str, str]:
+    """{field: its comment}: the one on the field's line, else on the line that closes a field written over
+    several lines, else the comment lines above it."""
+    import inspect
+
+    lines = [re.sub(r"\s*# type: ignore\[\w+\]", "", line.strip()) for line in inspect.getsource(cls).splitlines()[2:]]
+    out, above, current = {}, "", None
+    for text in lines:
+        if text.startswith("#"):
+            above = (above + " " + text.lstrip("# ")).strip()
+            continue
+        m = re.match(r"(\w+)\s*:", text)
+        if m:
+            current = m.group(1)
+            out[current] = above
+            above = ""
+        comment = re.search(r"#\s*(?!type:)(.*)$", text)
+        if current and comment and comment.group(1).strip():
+            out[current] = comment.group(1).strip()
+    return out
+
+
 def schema_knobs(width: int = 100) -> list[tuple[str, str, str]]:
     """The knobs of the choices and the verdict (evaluate.baselines, dev, merge, guard): (key, default, what it
-    is), the default from the schema and the text from the comment on or above the field's line, so the page
-    says what the code says."""
-    import inspect
+    is), the default from the schema's fields (a field written over several lines included) and the text from
+    the comment on or above the field's line, so the page says what the code says."""
+    import dataclasses
 
     from runner.stages.evaluate.schema import BaselinesConfig, MergeConfig
     from runner.stages.ship.schema import GuardConfig
     from runner.stages.split.schema import DevConfig
 
-    literal = {"None": "null", "True": "true", "False": "false", '"${seed}"': "${seed}", "dict": "{}"}
     out = []
     for prefix, cls in (
         ("evaluate.baselines", BaselinesConfig),
@@ -103,22 +137,12 @@ def schema_knobs(width: int = 100) -> list[tuple[str, str, str]]:
         ("merge", MergeConfig),
         ("guard", GuardConfig),
     ):
-        above = ""
-        for line in inspect.getsource(cls).splitlines()[2:]:
-            text = re.sub(r"\s*# type: ignore\[\w+\]", "", line.strip())
-            if text.startswith("#"):  # a comment above a field describes it
-                above = (above + " " + text.lstrip("# ")).strip()
-                continue
-            m = re.match(r"(\w+):\s*[^=]+=\s*(.+?)\s*(?:#\s*(?!type:)(.*))?$", text)
-            if not m:
-                continue
-            name, default, inline = m.groups()
-            default = re.sub(r"\s*#.*$", "", default)
-            default = re.sub(r"^field\(default_factory=(?:lambda: )?(.*)\)$", r"\1", default).replace('"', "")
-            default = literal.get(default, literal.get(f'"{default}"', default)).replace(" ", "")
-            what = re.sub(r"^type: ignore\S*", "", (inline or above)).strip().split(". ")[0]
-            out.append((f"{prefix}.{name}", default, what if len(what) <= width else what[:width].rsplit(" ", 1)[0] + " ..."))
-            above = ""
+        comments = _comments(cls)
+        for f in dataclasses.fields(cls):
+            value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            what = comments.get(f.name, "").split(". ")[0]
+            what = what if len(what) <= width else what[:width].rsplit(" ", 1)[0] + " ..."
+            out.append((f"{prefix}.{f.name}", _value_text(value), what))
     return out
 
 

@@ -576,6 +576,17 @@ def test_the_cache_command_lists_shows_prunes_and_clears(tmp_path):
     rc, out = cache("list")
     assert rc == 0 and "4 entries" in out and "chunk_size=96" in out and "path=/data/docs" in out, out
     assert "[docs: 3 file(s) abababab]" in out and "incomplete" in out and "1w ago" in out
+    import io
+
+    from rich.console import Console
+
+    from runner.cache import entries, entries_table
+
+    for width in (100, 160, 250):  # key, size and ages keep their width; "made by" gives way (it once took it all)
+        buf = io.StringIO()
+        Console(width=width, file=buf, color_system=None).print(entries_table(root, entries(root), time.time()))
+        text = buf.getvalue()
+        assert "k-old" in text and "k-chunk" in text and "1w ago" in text and "load" in text, (width, text)
     rc, out = cache("list", "--json", via=(str(ragtune), "cache"))  # the console script routes `cache` here
     rows = json.loads(out)
     assert rc == 0 and {(r["stage"], r["key"], r["complete"]) for r in rows} == {

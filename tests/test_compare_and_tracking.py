@@ -45,6 +45,15 @@ def test_compare_ranks_runs_and_writes_tables_and_plots(tmp_path):
     for png in ("objective_vs_finetune.learning_rate.png", "base_vs_finetuned.png"):
         data = (tmp_path / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    # the plots name a run by what was swept, not #0 / #1, and draw each gain's interval
+    from runner.compare import _objective_error_bars, collect, swept, swept_label
+
+    runs = sorted(collect([tmp_path]), key=lambda r: r["_dir"].name)
+    params = swept(runs)
+    assert [swept_label(r, params) for r in runs] == ["learning_rate=1e-05", "learning_rate=3e-05", "learning_rate=0.0001"]
+    low, high = _objective_error_bars(runs, "finetuned/ndcg@10", [0.52, 0.61, 0.47])
+    assert low == pytest.approx([0.01] * 3) and high == pytest.approx([0.01] * 3)
+    assert _objective_error_bars(runs, "base/ndcg@10", [0.5] * 3) is None
 
 
 def test_verdict_objective_ranks_runs_by_the_row_each_one_ships(tmp_path):
@@ -174,3 +183,37 @@ def test_wandb_sweep_file_parses_and_the_runner_takes_the_agents_arguments(tmp_p
     for key, value in draw.items():
         group, name = key.split(".")
         assert config[group][name] == pytest.approx(value), key
+
+
+def test_the_verdict_prints_the_models_path_and_a_clause_a_line(tmp_path):
+    """It once printed `deploy finetuned (model model)`, the relative dense_model, and one 600-character line."""
+    from runner.report.run_report import verdict_text
+
+    (tmp_path / "model").mkdir()
+    spec = {"dense_model": "model", "bm25": None, "fusion": None}
+    verdict = {
+        "deploy": "finetuned",
+        "reason": "the finetuned model (finetuned): ndcg@10 0.5297 on the eval set, and no other retriever is clearly "
+        "better; simpler than those it ties with (merged +0.0010 [-0.0020, +0.0040]); clearly better than base "
+        "-0.0463 [-0.0710, -0.0239]; bm25 -0.0100 [-0.0200, -0.0010]; not chosen: hybrid_base -0.0040 [-0.0200, +0.0100].",
+    }
+    lines = verdict_text(verdict, spec, tmp_path).splitlines()
+    assert lines[0] == "verdict: deploy finetuned" and lines[1] == f"  model {tmp_path / 'model'}"
+    assert lines[3].startswith("  simpler than") and lines[4].startswith("  clearly better than base") and "bm25" in lines[4]
+    assert lines[5].startswith("  not chosen: hybrid_base") and max(map(len, lines)) < 200
+
+
+def test_the_metrics_table_says_which_of_interval_and_p_the_verdict_reads():
+    from runner.report.results import metrics_table
+
+    m = {
+        "base": {"ndcg@10": 0.50},
+        "finetuned": {"ndcg@10": 0.47},
+        "delta": {"ndcg@10": -0.033},
+        "delta_ci95": {"ndcg@10": [-0.0711, -0.0039]},
+        "delta_p": {"ndcg@10": 0.054},
+    }
+    text = metrics_table(m)
+    assert "[-0.0711, -0.0039]" in text and "0.054" in text
+    assert "The verdict and every comparison read the 95% interval" in text and "can disagree" in text
+    assert "can disagree" not in metrics_table({"base": {"ndcg@10": 0.5}})  # no delta, nothing to reconcile

@@ -220,7 +220,14 @@ def metrics_table(metrics: dict) -> str:
         table.add_row(*row)
     console = Console(width=110, record=True, file=io.StringIO(), color_system=None)
     console.print(table)
-    return console.export_text()
+    return console.export_text() + (P_NOTE if tuned else "")
+
+
+P_NOTE = (
+    "The verdict and every comparison read the 95% interval. p is a second look, a sign-flip randomization test\n"
+    "of no difference: it resamples the signs of the per-question deltas where the interval resamples the\n"
+    "questions, so near the edge (an interval that just clears 0, p just above 0.05) the two can disagree.\n"
+)
 
 
 def shipping_table(metrics: dict, verdict: dict) -> str:

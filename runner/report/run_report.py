@@ -4,6 +4,7 @@ throughput it reached."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from runner.data.eval_set import EvalSet
 from runner.job import Job
@@ -56,7 +57,7 @@ def report(job: Job, results: dict, spec: dict, llama_index: str | None) -> floa
             "objective": value,
             "verdict/deploy": verdict["deploy"],
             "verdict/reason": verdict["reason"],
-            "verdict/settings": settings_text(spec),
+            "verdict/settings": settings_text(spec, job.out),
             **flatten(choices_summary(choices), "choices/"),
             **{f"timings_s/{k}": v for k, v in timings.items()},
             **{f"cache/{k}": v for k, v in results["cache"].items()},
@@ -80,12 +81,21 @@ def report(job: Job, results: dict, spec: dict, llama_index: str | None) -> floa
                 log.info("export %s: %s", name, row["llama_index"])
     if results["dimensions"]:
         log.info("\n%s", dimensions_table(results["dimensions"], job.metric))
-    log.info("verdict: deploy %s (%s). %s", verdict["deploy"], settings_text(spec), verdict["reason"])
+    log.info("%s", verdict_text(verdict, spec, out))
     log.info("results: %s", out / "results.json")
     log.info("retriever: ragtune.load_retriever(%r, documents) rebuilds it in LlamaIndex", str(out))
     if results["model_dir"]:
         log.info("model:   %s  (LlamaIndex: %s)", results["model_dir"], llama_index)
     return value
+
+
+def verdict_text(verdict: dict, spec: dict, run_dir: Path) -> str:
+    """The verdict for the console: what to deploy and what it is built from, then its reason a clause a line
+    (the score, the rows it ties with, those it beats, those not chosen) instead of one 600-character line."""
+    reason = verdict["reason"]
+    for clause in ("; simpler than", "; clearly better than", "; not chosen:"):
+        reason = reason.replace(clause, "\n  " + clause[2:])
+    return f"verdict: deploy {verdict['deploy']}\n  {settings_text(spec, run_dir)}\n  {reason}"
 
 
 def throughput(counts: dict, timings: dict, cfg, choices: dict | None = None) -> dict:

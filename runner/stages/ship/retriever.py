@@ -183,9 +183,13 @@ def settings(spec: dict) -> dict:
     return {"dense_model": spec["dense_model"], "bm25": spec["bm25"], "fusion": spec["fusion"]}
 
 
-def settings_text(spec: dict) -> str:
-    """One line: the model, BM25's tokenisation and the fusion the verdict ships."""
-    parts = [f"model {spec['dense_model']}"] if spec["dense_model"] else []
+def settings_text(spec: dict, run_dir: Path | None = None) -> str:
+    """One line: the model (its path, where it lies inside `run_dir`), BM25's tokenisation and the fusion the
+    verdict ships."""
+    model = spec["dense_model"]
+    if model and run_dir is not None and (Path(run_dir) / model).exists():
+        model = str(Path(run_dir) / model)
+    parts = [f"model {model}"] if model else []
     if spec["bm25"]:
         b = spec["bm25"]
         parts.append(
@@ -345,12 +349,14 @@ def _bm25_retriever(nodes, b: dict, k: int):
     """LlamaIndex's BM25Retriever with the run's tokenisation, k1 and b: the retriever tokenises the corpus as
     its own constructor does (`stopwords=language`, the stemmer, its token pattern) into a bm25s index built
     with k1 and b (its constructor takes no k1 or b, but takes an `existing_bm25`)."""
-    import bm25s
     import Stemmer
     from llama_index.core.schema import MetadataMode
     from llama_index.core.vector_stores.utils import node_to_metadata_dict
     from llama_index.retrievers.bm25 import BM25Retriever
 
+    from runner.stages.evaluate.baselines import quiet_bm25s
+
+    bm25s = quiet_bm25s()
     stemmer = Stemmer.Stemmer(b["language"])
     tokens = bm25s.tokenize(
         [node.get_content(metadata_mode=MetadataMode.EMBED) for node in nodes],
