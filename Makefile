@@ -13,12 +13,14 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-# the exact versions of requirements.lock, then ragtune itself (editable) on top of them
-$(STAMP): pyproject.toml requirements.lock
+# the exact versions of requirements.lock, then ragtune itself (editable) on top of them. editable_mode=compat
+# puts the checkout on sys.path (a .pth file): setuptools' default finder comes after Python's own, so a script
+# beside a clone folder named ragtune/ imported that folder (a namespace package) instead of the package
+$(STAMP): pyproject.toml requirements.lock Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.lock
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip install --quiet --no-deps -e . --config-settings editable_mode=compat
 	touch $(STAMP)
 
 # rewrite requirements.lock from pyproject.toml's ranges; pins that still fit are kept (pip-compile --upgrade

@@ -9,4 +9,13 @@ from runner import __version__
 from runner.stages.export.llama_index import EncoderEmbedding, load_embedding
 from runner.stages.ship.retriever import load_retriever
 
-__all__ = ["EncoderEmbedding", "__version__", "load_embedding", "load_retriever"]
+
+def builtin_documents(max_documents: int | None = None) -> list:
+    """The default run's corpus as llama-index Documents: the Python language reference that ships inside
+    CPython (`pydoc_data.topics`), one document a topic, its name in `metadata["topic"]`."""
+    from runner.stages.load.corpus import load_python_docs
+
+    return load_python_docs(max_documents).documents
+
+
+__all__ = ["EncoderEmbedding", "__version__", "builtin_documents", "load_embedding", "load_retriever"]

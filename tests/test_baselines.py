@@ -320,26 +320,22 @@ def test_load_retriever_rebuilds_each_kind_and_reproduces_its_reported_score(shi
         assert score == pytest.approx(results["metrics"][row]["ndcg@10"], abs=1e-6), row
 
 
-def test_the_readme_example_runs_on_a_tiny_corpus(tiny_model, tmp_path, monkeypatch):
+def test_the_readme_example_runs_as_pasted_on_the_default_runs_documents(tiny_model, tmp_path, monkeypatch):
+    """It once searched docs/ (in a clone: ragtune's own documentation) and printed UUIDs."""
+    import re
+
     from conftest import ROOT
 
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    from pydoc_data.topics import topics
-
-    for name in sorted(topics)[:6]:
-        (docs / f"{name}.md").write_text(f"# {name}\n\n{topics[name]}")
     out = tmp_path / "run"
-    run(compose(fast(tiny_model, "logger=none", "corpus=directory", f"corpus.path={docs}"), out))
+    run(compose(fast(tiny_model, "logger=none"), out))  # the default corpus, as `make run`
     readme = (ROOT / "README.md").read_text()
     code = readme.split("<!-- example: load_retriever -->")[1].split("```python")[1].split("```")[0]
     monkeypatch.chdir(tmp_path)
     printed = []
-    exec(
-        code.replace('"docs/"', repr(str(docs))).replace('"outputs/runs/<date>/<run>"', repr(str(out))),
-        {"print": lambda *a: printed.append(a)},
-    )
-    assert len(printed) >= 3 and all(isinstance(a[0], str) for a in printed)
+    exec(code.replace('"outputs/runs/<date>/<run>"', repr(str(out))), {"print": lambda *a: printed.append(a)})
+    lines = [a[0] for a in printed]
+    assert len(lines) >= 3 and all(re.match(r"^-?\d+\.\d{3}  [a-z][\w-]*: ['\"]", line) for line in lines), lines
+    assert not any(re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-", line) for line in lines)  # no UUIDs
 
 
 def test_a_guard_the_finetuned_model_gets_worse_on_is_flagged_and_keeps_it_from_shipping(tiny_model, tmp_path):

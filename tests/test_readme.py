@@ -389,3 +389,17 @@ def test_the_checks_catch_what_they_are_for(tmp_path, hydra_ctx):
         "finetune.learning_rate=1e-5",
         "x.y=[a,b]",
     ]
+
+
+def test_a_script_beside_a_clone_folder_named_ragtune_imports_the_package(tmp_path):
+    """`git clone ... ragtune` then a script in the parent folder: `import ragtune` once found the clone folder
+    (a namespace package, no load_retriever) before the installed package."""
+    import subprocess
+    import sys
+
+    (tmp_path / "ragtune").mkdir()
+    (tmp_path / "ragtune" / "README.md").write_text("a clone's top folder: no __init__.py\n")
+    script = "import ragtune\nprint(ragtune.load_retriever.__name__, ragtune.builtin_documents.__name__)\n"
+    (tmp_path / "app.py").write_text(script)
+    r = subprocess.run([sys.executable, "app.py"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.stdout.split() == ["load_retriever", "builtin_documents"], r.stderr
