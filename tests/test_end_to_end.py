@@ -162,6 +162,11 @@ def test_debug_fast_runs_from_the_command_line(tmp_path):
     assert (tmp_path / "run.log").read_text().count("[finetune] done") == 1
     assert "ndcg@10" in r.stdout + r.stderr and "wandb sync" in (tmp_path / "run.log").read_text()
     assert (tmp_path / ".hydra" / "config.yaml").is_file()
+    # what a newcomer saw bury the result: bm25s's DEBUG lines, transformers' loss dicts, W&B's run summary
+    said = r.stdout + r.stderr
+    assert "Building index" not in said and "{'loss'" not in said and "Run summary" not in said and "Run history" not in said
+    last = [line for line in r.stdout.splitlines() if line.strip()][-1]  # the log (progress bars go to stderr)
+    assert "model:" in last and "ragtune.load_embedding" in last, last  # the run's own last words come last
 
 
 def test_wandb_run_holds_the_per_query_table(fast_run):
