@@ -25,7 +25,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 OPTIONS_PAGE = ROOT / "docs" / "options.md"
 
 # examples that are wrong on purpose (the failure table shows what ragtune says about them)
-DELIBERATELY_WRONG = {"corpus=wikipedia", "finetune.learing_rate"}
+DELIBERATELY_WRONG = {"corpus=wikipedia", "finetune.learing_rate", "finetune.lr", "qa_generator.llm.default_headers"}
 # groups a user never picks: debug=... chooses debug_finetune itself
 INTERNAL_GROUPS = {"debug_finetune"}
 

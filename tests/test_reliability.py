@@ -600,3 +600,25 @@ def test_resume_reuses_a_finished_run_only_while_its_files_and_code_are_the_same
     monkeypatch.setattr(code_deps, "closure", lambda *a, **kw: dataclasses.replace(real(*a, **kw), digest="edited"))
     run(compose(overrides, out))
     assert (out / "results.json").stat().st_mtime_ns != stamp
+
+
+def test_each_new_refusal_keeps_what_the_cache_holds(tiny_model, tmp_path):
+    """The refusals added for a newcomer's first hour stop before any work, and the stages an earlier run
+    computed stay in the cache, untouched, for the fixed command."""
+    root = tmp_path / "outputs"
+    run(compose(fast(tiny_model, "logger=none"), tmp_path / "run", root))
+    cache = root / "cache"
+    before = {p: p.stat().st_mtime_ns for p in cache.rglob("manifest.json")}
+    assert before
+    for args, said in (
+        (("corpus=directory",), "corpus.path is required by corpus=directory"),
+        (("finetune.lr=1e-4",), "did you mean finetune.learning_rate=1e-4"),
+        (("corpus.path=docs/",), "add corpus=directory corpus.path=docs/"),
+        (("finetune=adapter", "export=onnx"), "finetune=adapter trains a LlamaIndex adapter"),
+        (("qa_generator.llm={api_key:sk-literal-key-12345}",), "qa_generator.llm.api_key="),
+        (("precision=fp8",), "precision=fp8 is not one of"),
+    ):
+        r = run_cli(*fast(tiny_model, "logger=none"), *args, f"paths.root={root}", f"hydra.run.dir={tmp_path / 'refused'}")
+        assert r.returncode == 2 and said in r.stdout + r.stderr and "Traceback" not in r.stdout + r.stderr, (args, r.stderr)
+        assert not (tmp_path / "refused" / "results.json").exists()
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("manifest.json")} == before
