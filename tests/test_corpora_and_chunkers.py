@@ -398,3 +398,35 @@ def test_pages_of_one_pdf_never_land_on_both_sides_of_a_split(tmp_path):
             assert not leaks, f"pages on both sides (seed {seed}): {leaks}"
             if unit_of_page is not None:  # several files: every page of a file on one side
                 assert {unit_of_page(n.ref_doc_id) for n in train}.isdisjoint({unit_of_page(n.ref_doc_id) for n in held})
+
+
+def test_documents_whose_text_overlaps_stay_on_one_side_of_every_split(tmp_path):
+    """The Python reference's topics contain each other (all of `class` lies inside `compound`): the default
+    run's split once left 85 of its 684 held-out sentences of 40+ characters verbatim in the training text."""
+    import re
+
+    from conftest import compose
+    from runner.data_stages import chunk_plan, split_settings
+    from runner.stages.chunk.chunking import chunk_corpus
+    from runner.stages.load.corpus import load_python_docs
+    from runner.stages.split.splitting import near_duplicates, split_chunks
+
+    cfg = compose(["logger=none"], tmp_path / "run")  # the default run: the built-in corpus and chunker
+    chunked = chunk_corpus(load_python_docs(), chunk_plan(cfg))
+    s = split_settings(cfg)
+    split = {"val_fraction": s["val_fraction"], "seed": s["seed"], "dev_fraction": s["dev_fraction"], "dev_seed": s["dev_seed"]}
+    parts = split_chunks(chunked, held_out=True, **split)
+    training = "\n".join(n.get_content() for n in parts["train"] + parts["dev"])
+    pieces = [x.strip() for n in parts["held_out"] for x in re.split(r"(?<=[.!?])\s+|\n\s*\n", n.get_content())]
+    held = {x for x in pieces if len(x) >= 40}
+    assert len(held) > 300 and [x for x in held if x in training] == []
+    counts = parts["counts"]
+    assert counts["overlap_groups"] >= 3 and counts["documents_grouped"] >= 10  # said, and in results.json counts
+    topic = {n.ref_doc_id: side for side in ("train", "dev", "held_out") for n in parts[side]}
+    assert topic["class"] == topic["compound"] and topic["customization"] == topic["specialnames"]
+    # a file and its edited, reformatted copy share no sentence as it was: MinHash finds them all the same
+    lines = [f"The harbour master logged ship number {i} arriving at dawn with a cargo of tea." for i in range(60)]
+    text = " ".join(lines)
+    edited = "\n".join(x.replace("arriving", "docking" if i % 2 else "arriving").rstrip(".") + ";" for i, x in enumerate(lines))
+    other = " ".join(f"A recipe step {i}: fold the egg whites into the batter gently." for i in range(60))
+    assert near_duplicates({"a": text, "b": edited, "c": other}) == [("a", "b")]

@@ -1,13 +1,22 @@
-"""Stage `split`: nodes in, (train nodes, held-out nodes) out, split by source file and seeded."""
+"""Stage `split`: nodes in, (train nodes, held-out nodes) out, split by source file and seeded, with the
+documents whose text overlaps kept on one side (`overlap_groups`)."""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import random
+import re
 
 from llama_index.core.schema import TextNode
 
 from runner.infra.errors import RagtuneError
 from runner.data.nodes import nodes_from_json, nodes_to_json
+
+log = logging.getLogger("ragtune")
+LONG_SENTENCE = 40  # characters: a sentence this long that two documents share is text one copied from the other
+NEAR_DUPLICATE = 0.5  # MinHash-estimated Jaccard of word 5-gram shingles: a file and its edited copy
+SHINGLE = 5
 
 
 def split_chunks(chunked: dict, *, val_fraction: float, seed: int, held_out: bool, dev_fraction: float, dev_seed: int) -> dict:
@@ -15,14 +24,26 @@ def split_chunks(chunked: dict, *, val_fraction: float, seed: int, held_out: boo
     split's}. Held-out documents first (without a held-out eval set every chunk trains), then dev
     documents from what is left: the documents every choice of the run is made on."""
     nodes = chunked["nodes"]
-    train, held = split_by_document(nodes, val_fraction, seed) if held_out else (nodes, [])
-    train, dev = split_by_document(train, dev_fraction, dev_seed, what="the dev split") if dev_fraction else (train, [])
-    return {
-        "train": train,
-        "dev": dev,
-        "held_out": held,
-        "counts": {**chunked["counts"], "train_chunks": len(train), "dev_chunks": len(dev), "held_out_chunks": len(held)},
-    }
+    groups = overlap_groups(nodes)
+    train, held = split_by_document(nodes, val_fraction, seed, groups=groups) if held_out else (nodes, [])
+    train, dev = (
+        split_by_document(train, dev_fraction, dev_seed, what="the dev split", groups=groups) if dev_fraction else (train, [])
+    )
+    members: dict[str, int] = {}
+    for g in groups.values():
+        members[g] = members.get(g, 0) + 1
+    grouped = {g: n for g, n in members.items() if n > 1}
+    if grouped:
+        log.info(
+            "split: %d documents share text with others (a sentence of %d+ characters, or near-duplicates): kept "
+            "together in %d groups, each on one side of every split",
+            sum(grouped.values()),
+            LONG_SENTENCE,
+            len(grouped),
+        )
+    counts = {"train_chunks": len(train), "dev_chunks": len(dev), "held_out_chunks": len(held)}
+    counts |= {"documents_grouped": sum(grouped.values()), "overlap_groups": len(grouped)}
+    return {"train": train, "dev": dev, "held_out": held, "counts": {**chunked["counts"], **counts}}
 
 
 def splits_to_json(parts: dict) -> dict:
@@ -52,11 +73,70 @@ def split_units(nodes: list[TextNode]) -> dict[str, str]:
     return {d: f"{files[0]}#block{i // size:02d}" for i, d in enumerate(docs)}
 
 
+def sentences(text: str) -> list[str]:
+    """The sentences of `text` (split at sentence ends and blank lines), whitespace collapsed."""
+    return [re.sub(r"\s+", " ", s).strip() for s in re.split(r"(?<=[.!?])\s+|\n\s*\n", text) if s.strip()]
+
+
+def overlap_groups(nodes: list[TextNode]) -> dict[str, str]:
+    """{split unit (`split_units`): its group}: units whose text overlaps share a group, so that a split never
+    puts one on each side. Two units overlap when they share a sentence of LONG_SENTENCE characters or more
+    (a topic quoted inside another: the Python reference's `class` lies whole inside `compound`), or when
+    MinHash LSH (datasketch) estimates the Jaccard similarity of their word 5-gram shingles at NEAR_DUPLICATE or
+    more (a file and its edited copy, where no sentence is left as it was). Transitively: a chain is one group."""
+    unit_of = split_units(nodes)
+    text: dict[str, list[str]] = {}
+    for n in nodes:
+        text.setdefault(unit_of[n.ref_doc_id], []).append(n.get_content())
+    units = sorted(text)
+    parent = {u: u for u in units}
+
+    def root(u: str) -> str:
+        while parent[u] != u:
+            parent[u] = parent[parent[u]]
+            u = parent[u]
+        return u
+
+    def join(a: str, b: str) -> None:
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    first_with: dict[str, str] = {}
+    for u in units:
+        # a chunk starts and ends mid-sentence: its first and last pieces are a sentence's end and start, so a
+        # sentence is known by its first and its last LONG_SENTENCE characters, which its pieces share with it
+        long = {s for chunk in text[u] for s in sentences(chunk) if len(s) >= LONG_SENTENCE}
+        for key in {k for s in long for k in (s[:LONG_SENTENCE], s[-LONG_SENTENCE:])}:
+            join(first_with.setdefault(hashlib.blake2b(key.encode(), digest_size=12).hexdigest(), u), u)
+    for a, b in near_duplicates({u: " ".join(text[u]) for u in units}):
+        join(a, b)
+    return {u: root(u) for u in units}
+
+
+def near_duplicates(texts: dict[str, str]) -> list[tuple[str, str]]:
+    """Pairs of texts whose word 5-gram shingles (lowercased words, punctuation dropped) have an estimated
+    Jaccard similarity of NEAR_DUPLICATE or more (MinHash LSH, datasketch; 128 permutations, seeded: the same
+    pairs every run)."""
+    from datasketch import MinHash, MinHashLSH
+
+    lsh = MinHashLSH(threshold=NEAR_DUPLICATE, num_perm=128)
+    pairs = []
+    for key in sorted(texts):
+        words = re.findall(r"\w+", texts[key].lower())  # punctuation and layout aside: a reformatted copy matches
+        shingles = {" ".join(words[i : i + SHINGLE]) for i in range(max(1, len(words) - SHINGLE + 1))}
+        m = MinHash(num_perm=128, seed=1)
+        m.update_batch([s.encode() for s in shingles])
+        pairs += [(other, key) for other in lsh.query(m)]
+        lsh.insert(key, m)
+    return pairs
+
+
 def split_by_document(
-    nodes: list[TextNode], val_fraction: float, seed: int, what: str = "a held-out split"
+    nodes: list[TextNode], val_fraction: float, seed: int, what: str = "a held-out split", groups: dict | None = None
 ) -> tuple[list[TextNode], list[TextNode]]:
     """Hold out whole source files (`split_units`), in a seeded order, until about `val_fraction` of the chunks
-    are held out.
+    are held out; `groups` ({unit: group}, `overlap_groups`): files whose text overlaps go together.
 
     Splitting by node would leak: neighbouring chunks of one document share sentences and terms, and so do
     neighbouring pages of one file, so a held-out chunk would be half-seen in training. The fraction counts
@@ -64,7 +144,8 @@ def split_by_document(
     characters): a fifth of the files can be anything from 2% to 40% of the text. Units that would overshoot
     the target are skipped; at least one unit lands on each side.
     """
-    unit_of = split_units(nodes)
+    units_of = split_units(nodes)
+    unit_of = {d: (groups or {}).get(u, u) for d, u in units_of.items()}
     sizes: dict[str, int] = {}
     for n in nodes:
         sizes[unit_of[n.ref_doc_id]] = sizes.get(unit_of[n.ref_doc_id], 0) + 1
