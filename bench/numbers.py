@@ -111,6 +111,36 @@ def entry(run_dir: Path, wall_s: float | None = None) -> dict:
     }
 
 
+def chunk_stats(run_dir: Path) -> dict | None:
+    """How the built-in corpus's chunks of the run's chunk_size (tiktoken tokens) fit the window before
+    `fit_window` splits them again: how many chunks, how many run past the window, the longest and the 95th
+    percentile, in the model's word pieces (what docs/options.md quotes). None for a run that names no window."""
+    from transformers import AutoTokenizer
+
+    from runner.stages.chunk.chunking import build_parser, chunk_documents
+    from runner.stages.load.corpus import load_python_docs
+    from runner.stages.ship.retriever import local_chunker
+
+    spec = json.loads((run_dir / "retriever.json").read_text())
+    chunker = local_chunker(spec["chunker"], run_dir)
+    cap = chunker.get("fit_window")
+    if not cap:
+        return None
+    tokenizer = AutoTokenizer.from_pretrained(cap["tokenizer"]["name_or_path"])
+    first = {k: v for k, v in chunker.items() if k != "fit_window"}
+    nodes = chunk_documents(load_python_docs().documents, build_parser(first))
+    lengths = sorted(len(tokenizer(n.get_content(), add_special_tokens=True, verbose=False)["input_ids"]) for n in nodes)
+    window = spec["max_seq_length"]
+    return {
+        "chunk_size": first["chunk_size"],
+        "chunks": len(lengths),
+        "window": window,
+        "over_window": sum(1 for x in lengths if x > window),
+        "longest": lengths[-1],
+        "p95": lengths[int(0.95 * (len(lengths) - 1))],
+    }
+
+
 # rendering: each block NAME is made by RENDER[NAME](numbers, NAME)
 
 
@@ -150,6 +180,18 @@ def render_default_run(numbers: dict, name: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def render_default_pairs(numbers: dict, name: str) -> str:
+    return str(numbers["default_run"]["counts"]["train_pairs"])
+
+
+def render_default_chunks(numbers: dict, name: str) -> str:
+    c = numbers["default_run"]["chunking"]
+    return (
+        f"{c['over_window']} of the built-in corpus's {c['chunks']} chunks of {c['chunk_size']} tiktoken tokens ran past "
+        f"MiniLM's {c['window']} (the longest {c['longest']}; the 95th percentile {c['p95']} word pieces)"
+    )
 
 
 def render_default_time(numbers: dict, name: str) -> str:
@@ -193,6 +235,8 @@ RENDER = {
     "choices": render_choices,
     "default_run": render_default_run,
     "default_time": render_default_time,
+    "default_pairs": render_default_pairs,
+    "default_chunks": render_default_chunks,
     "bench": render_bench,
 }
 
@@ -221,7 +265,7 @@ def main() -> None:
     numbers = load()
     if a.what == "add":
         if a.kind == "default_run":
-            numbers["default_run"] = entry(a.runs[0], a.wall)
+            numbers["default_run"] = {**entry(a.runs[0], a.wall), "chunking": chunk_stats(a.runs[0])}
         else:
             walls = {}
             if a.jsonl.exists():

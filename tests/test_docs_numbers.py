@@ -48,6 +48,15 @@ def test_no_metric_is_quoted_outside_a_block(page: Path):
     )
 
 
+@pytest.mark.parametrize("page", REFERENCE, ids=lambda p: p.name)
+def test_no_count_of_the_default_run_is_quoted_outside_a_block(page: Path):
+    """Counts went stale where the 0.xxx check could not see them: "the built-in run's 506" pairs (497 since),
+    "16 of 959 chunks ... the longest 467" (19 of 927, 640)."""
+    outside = numbers.BLOCK.sub("", page.read_text())
+    quoted = re.findall(r"(?:built-in|default) (?:run|corpus)'s \d[\d,]*|\b\d+ of the built-in corpus's", outside)
+    assert quoted == [], f"{page.name} quotes the default run's counts outside a numbers block: {quoted}"
+
+
 def test_the_readme_quotes_the_default_run_from_its_source():
     source = numbers.load()
     readme = (ROOT / "README.md").read_text()
