@@ -112,8 +112,10 @@ def test_token_markdown_and_semantic_chunkers_keep_stable_ids_and_the_size_cap(t
 
 @pytest.mark.parametrize("chunker", ["token", "markdown", "semantic"])
 def test_every_corpus_and_chunker_runs_end_to_end(chunker, docs_dir, tiny_model, tmp_path):
-    for extra in range(4):  # enough documents for a held-out split
-        (docs_dir / f"more{extra}.md").write_text(f"# Doc {extra}\n\n" + TEXT * (extra + 2))
+    from pydoc_data.topics import topics
+
+    for extra, topic in enumerate(("assert", "pass", "global", "del")):  # enough distinct documents for a held-out split
+        (docs_dir / f"more{extra}.md").write_text(f"# {topic}\n\n{topics[topic]}")
     out = tmp_path / "run"
     run(
         compose(
@@ -430,3 +432,39 @@ def test_documents_whose_text_overlaps_stay_on_one_side_of_every_split(tmp_path)
     edited = "\n".join(x.replace("arriving", "docking" if i % 2 else "arriving").rstrip(".") + ";" for i, x in enumerate(lines))
     other = " ".join(f"A recipe step {i}: fold the egg whites into the batter gently." for i in range(60))
     assert near_duplicates({"a": text, "b": edited, "c": other}) == [("a", "b")]
+
+
+def test_a_template_line_groups_nothing_and_a_corpus_of_copies_still_splits(caplog):
+    """A licence sentence in every file is a template's, not a copy: it must not glue the folder into one group
+    no split can cut. A corpus whose files all copy each other splits by file, and says why that reads high."""
+    import logging
+
+    from llama_index.core import Document
+
+    from runner.stages.split.splitting import overlap_groups, split_by_document
+
+    import random
+
+    licence = "Copyright 2026 the harbour authority; every right reserved, and this notice kept in every copy."
+    topics = ("tides", "cranes", "pilots", "buoys", "cargo", "ferries", "locks", "dredging")
+    vocabulary = [f"w{i}" for i in range(5000)]
+    docs = [
+        Document(
+            text=f"{licence}\n\n" + ". ".join(" ".join(random.Random(t + str(i)).sample(vocabulary, 12)) for i in range(12)),
+            id_=t,
+        )
+        for t in topics
+    ]
+    nodes = chunk_documents(docs, SentenceSplitter(chunk_size=64, chunk_overlap=0))
+    groups = overlap_groups(nodes)
+    assert len(set(groups.values())) == len(topics)  # the licence groups nothing
+    same = [
+        Document(text=" ".join(f"The same report, line {i}, copied into every file." for i in range(30)), id_=f"copy{c}")
+        for c in range(5)
+    ]
+    nodes = chunk_documents(same, SentenceSplitter(chunk_size=64, chunk_overlap=0))
+    groups = overlap_groups(nodes)
+    assert len(set(groups.values())) == 1
+    with caplog.at_level(logging.WARNING, logger="ragtune"):
+        train, held = split_by_document(nodes, 0.3, 0, groups=groups)
+    assert train and held and "no split keeps them apart" in caplog.text

@@ -17,6 +17,10 @@ log = logging.getLogger("ragtune")
 LONG_SENTENCE = 40  # characters: a sentence this long that two documents share is text one copied from the other
 NEAR_DUPLICATE = 0.5  # MinHash-estimated Jaccard of word 5-gram shingles: a file and its edited copy
 SHINGLE = 5
+# a sentence in more documents than this share of them (at least 3) is a template's (a licence header, a
+# footer), not text one document took from another: it groups nothing, or one such line would glue a whole
+# folder into one group that no split can cut
+BOILERPLATE_SHARE = 0.1
 
 
 def split_chunks(chunked: dict, *, val_fraction: float, seed: int, held_out: bool, dev_fraction: float, dev_seed: int) -> dict:
@@ -102,13 +106,18 @@ def overlap_groups(nodes: list[TextNode]) -> dict[str, str]:
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
 
-    first_with: dict[str, str] = {}
+    owners: dict[str, list[str]] = {}
     for u in units:
         # a chunk starts and ends mid-sentence: its first and last pieces are a sentence's end and start, so a
         # sentence is known by its first and its last LONG_SENTENCE characters, which its pieces share with it
         long = {s for chunk in text[u] for s in sentences(chunk) if len(s) >= LONG_SENTENCE}
         for key in {k for s in long for k in (s[:LONG_SENTENCE], s[-LONG_SENTENCE:])}:
-            join(first_with.setdefault(hashlib.blake2b(key.encode(), digest_size=12).hexdigest(), u), u)
+            owners.setdefault(hashlib.blake2b(key.encode(), digest_size=12).hexdigest(), []).append(u)
+    most = max(3, BOILERPLATE_SHARE * len(units))
+    for shared in owners.values():
+        if 1 < len(shared) <= most:
+            for u in shared[1:]:
+                join(shared[0], u)
     for a, b in near_duplicates({u: " ".join(text[u]) for u in units}):
         join(a, b)
     return {u: root(u) for u in units}
@@ -146,6 +155,16 @@ def split_by_document(
     """
     units_of = split_units(nodes)
     unit_of = {d: (groups or {}).get(u, u) for d, u in units_of.items()}
+    if len(set(unit_of.values())) < 2 <= len(set(units_of.values())):
+        log.warning(
+            "split: every document of %s shares text with another (a sentence of %d+ characters, or near-duplicates), "
+            "so no split keeps them apart: split by document alone, and the held-out questions' passages share text "
+            "with training (their scores read high); give documents that do not copy each other, or an eval file "
+            "(eval_set=file)",
+            "the corpus" if what == "a held-out split" else "the training side",
+            LONG_SENTENCE,
+        )
+        unit_of = dict(units_of)
     sizes: dict[str, int] = {}
     for n in nodes:
         sizes[unit_of[n.ref_doc_id]] = sizes.get(unit_of[n.ref_doc_id], 0) + 1
@@ -168,8 +187,8 @@ def split_by_document(
         if count + sizes[unit] <= target:
             held.add(unit)
             count += sizes[unit]
-    if not held:
-        held = {min(order[:-1], key=lambda u: sizes[u])}
+    if not held:  # every unit overshoots: the smallest goes (a group of copies may be most of the corpus)
+        held = {min(units, key=lambda u: (sizes[u], u))}
     train = [n for n in nodes if unit_of[n.ref_doc_id] not in held]
     held_out = [n for n in nodes if unit_of[n.ref_doc_id] in held]
     return train, held_out
