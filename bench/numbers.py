@@ -119,7 +119,7 @@ def chunk_stats(run_dir: Path) -> dict | None:
 
     from runner.stages.chunk.chunking import build_parser, chunk_documents
     from runner.stages.load.corpus import load_python_docs
-    from runner.stages.ship.retriever import local_chunker
+    from runner.stages.ship.portable import local_chunker
 
     spec = json.loads((run_dir / "retriever.json").read_text())
     chunker = local_chunker(spec["chunker"], run_dir)

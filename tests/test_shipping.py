@@ -227,7 +227,7 @@ def test_retriever_json_names_models_the_way_another_machine_finds_them(tmp_path
     installed or a folder that is not here is one clear error; the chunker falls back to the run's tokenizer."""
     from runner.infra.errors import RagtuneError
     from runner.infra.models import minilm_path
-    from runner.stages.ship.retriever import local_chunker, locate, relative_to_run
+    from runner.stages.ship.portable import local_chunker, locate, relative_to_run
 
     run_dir = tmp_path / "run"
     (run_dir / "model").mkdir(parents=True)

@@ -38,9 +38,10 @@ def decide(
         left = sorted((r for r in rows if r not in flagged), key=lambda r: -scores[r])[:1] or rows[:1]
     deploy = left[0]
 
-    def vs(o: str) -> str:
+    def vs(o: str) -> str:  # a row a guard flagged says so wherever it is named
         c = pairs[(deploy, o)]
-        return f"{o} {c['delta']:+.4f} [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]"
+        flag = f" ({flagged[o]})" if o in flagged else ""
+        return f"{o} {c['delta']:+.4f} [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]{flag}"
 
     ties = [o for o in left if o != deploy]
     worse = [o for o in rows if o != deploy and deploy in beaten_by[o]]
@@ -53,7 +54,7 @@ def decide(
         reason.append(f"clearly better than {'; '.join(vs(o) for o in worse)}")
     skipped = [o for o in ORDER if o in rows and o not in left and o not in worse and o != deploy]
     if skipped:
-        reason.append(f"not chosen: {'; '.join(vs(o) + (' (' + flagged[o] + ')' if o in flagged else '') for o in skipped)}")
+        reason.append(f"not chosen: {'; '.join(vs(o) for o in skipped)}")
     return {
         "deploy": deploy,
         "reason": "; ".join(reason) + ".",
