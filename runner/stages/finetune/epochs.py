@@ -6,10 +6,11 @@ many pairs one). The time budget may shorten the plan; the best epoch may keep a
 
 `finetune.best_epoch`: the model of each epoch scored on the dev split; an earlier epoch is kept
 where its expected score is higher than the last's (runner/infra/choosing.py: the dev split's evidence
-weighed against the benchmarks' prior of each epoch against the last).
+weighed against the benchmarks' prior of each epoch against the last, where runner/infra/prior_table.py has one:
+today none, so the dev evidence decides).
 
-The last epoch is what the recipe planned, so it is the default the priors are measured against; a
-hair's breadth on a hundred dev questions does not outweigh what the benchmarks measured. Scoring costs
+The last epoch is what the recipe planned, so it is the default the priors are measured against (once
+measured, a hair's breadth on a hundred dev questions will not outweigh them; ties go to it). Scoring costs
 one encoding of the dev split per epoch (the last one's ranking is handed on to merging, which needs it
 anyway), so `null` (auto) scores only where that is cheap next to an epoch of training: the dev texts at
 most half of the texts an epoch trains on (encoding costs about a third of training, so under a sixth of
