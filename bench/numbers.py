@@ -28,7 +28,8 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# bench/ off the path: this file is named numbers, and numpy imports the standard library's numbers
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
 from runner.data.rows import SHOWN as ROWS  # noqa: E402
 from runner.infra.atomic import write_text_atomic  # noqa: E402
