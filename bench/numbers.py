@@ -279,7 +279,7 @@ def main() -> None:
                 e = entry(run_dir, walls.get(str(run_dir.resolve())))
                 bench = run_dir.name.rsplit("_", 1)[-1]
                 numbers.setdefault("bench", {})[f"{bench}/{e['precision']}"] = e
-        write_text_atomic(json.dumps(numbers, indent=1, sort_keys=True) + "\n", NUMBERS)
+        write_text_atomic(json.dumps(numbers, indent=1) + "\n", NUMBERS)  # in the runs' order, as rendered
     for page in PAGES:
         text = page.read_text()
         new = rendered(text, numbers)
