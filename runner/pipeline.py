@@ -28,7 +28,7 @@ from runner.finetune_setup import finetune_overrides
 from runner.infra.devices import share_machine
 from runner.infra.errors import RagtuneError
 from runner.infra.fingerprint import model_fingerprint, short_identity
-from runner.infra.models import load_model, resolve_device, resolve_precision
+from runner.infra.models import ensure_built, load_model, resolve_device, resolve_precision
 from runner.infra.secrets import load_secrets_file, protect_logs, redact, register_environment, reveal
 from runner.infra.stage_cache import StageCache
 from runner.job import Job, finished_result, job_number, run_identity, run_key, stage
@@ -88,6 +88,7 @@ def run(cfg: DictConfig) -> float | None:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = redact(OmegaConf.to_container(cfg, resolve=True))
+    ensure_built(cfg.base_model)  # a model the config builds is a file the run key reads: built first, keyed the same each time
     key = run_key(config, experiment)
     if cfg.resume:
         done = finished_result(out / "results.json", key)
